@@ -1,0 +1,253 @@
+"""The docrelay hook specifications.
+
+Hooks are called with keyword arguments; an implementation may accept any subset of them.
+Mark every implementation with ``@docrelay.hookimpl``.
+
+*Provider hooks* (everything from :func:`idempotency_key` to :func:`hold`, except
+:func:`prepare_headers`) are called only on the plugin of the document's own provider (and on
+the built-in fallbacks): one provider never sees another provider's traffic. *Middleware
+hooks* (:func:`prepare_headers`, :func:`on_failure`, :func:`on_state_change`) are called on
+the document's provider plugin and on every middleware plugin (a plugin that does not
+implement :func:`provider_info`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from ._context import Context
+    from ._models import (
+        DemoBatch,
+        Document,
+        HttpRequest,
+        HttpResponse,
+        Notification,
+        Outcome,
+        ProviderInfo,
+        TransportError,
+    )
+    from .sandbox import Sandbox
+
+__all__ = ["hookimpl", "hookspec"]
+
+PROJECT = "docrelay"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Declaration
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def provider_info() -> ProviderInfo:  # type: ignore[empty-body]
+    """Declare the provider this plugin delivers to.
+
+    Called once per plugin when the plugin host starts. A plugin that implements it is a
+    *provider plugin* and answers the provider hooks for documents whose ``provider`` equals
+    the returned name; a plugin that does not is a *middleware plugin*.
+
+    :return: a :class:`docrelay.ProviderInfo` (environments, limits, capabilities, settings).
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def provider_sandbox() -> type[Sandbox] | None:
+    """Return the :class:`docrelay.sandbox.Sandbox` subclass that imitates this provider.
+
+    Called on the provider's plugin by ``docrelay sandbox NAME``, ``docrelay demo`` and the
+    conformance kit.
+
+    :return: the sandbox class; the first non-``None`` result wins.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def demo_batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch | None:
+    """Return this provider's part of ``docrelay demo``.
+
+    Called on the provider's plugin with its running sandbox and the URL where the demo's
+    webhook receiver listens (``{webhook_url}/{provider}``); the plugin may register that
+    URL with the sandbox.
+
+    :return: a :class:`docrelay.DemoBatch`; the first non-``None`` result wins.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Sending
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def hold(document: Document, ctx: Context) -> str | None:
+    """Decide whether *document* must wait for another document first.
+
+    Called before every send of a document whose provider implements it (and again for held
+    documents whenever another document of the same provider changes state).
+
+    :return: a reason (``"waiting for order 4711 to be confirmed"``) to hold the document in
+        state ``held``, or ``None`` to send it now. The first non-``None`` result wins.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def idempotency_key(document: Document, ctx: Context) -> str | None:
+    """Return the key that makes a resend of this document revision safe.
+
+    Called once per document revision, before its first send; the key is stored before any
+    request leaves and reused for every retry, after crashes and restarts. ``ctx.previous_key``
+    and ``ctx.previous_state`` tell about the previous revision (a provider that wants the same
+    transaction id for a corrected revision returns ``ctx.previous_key``). The built-in default
+    is a UUID derived from provider, document id and revision.
+
+    :return: the key; the first non-``None`` result wins.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def build_request(document: Document, ctx: Context) -> HttpRequest | None:
+    """Build the HTTP request that delivers *document* (method, path, body, content type).
+
+    Called for every send attempt, with ``ctx.key`` set and ``ctx.state`` loaded. Raise
+    :class:`docrelay.DocumentError` to reject the document without sending it (a payload that
+    cannot be valid).
+
+    :return: a :class:`docrelay.HttpRequest`; the first non-``None`` result wins.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def prepare_headers(request: HttpRequest, ctx: Context) -> Mapping[str, str] | None:
+    """Add headers to an outgoing request: auth, idempotency header, If-Match, tracing.
+
+    Called for every send attempt on the provider's plugin and on every middleware plugin.
+    Values that are secrets must be registered with ``ctx.secret()`` (``ctx.token()`` does it
+    for tokens); docrelay never stores header values.
+
+    :return: headers to merge into the request; results are merged in call order.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def classify_response(
+    response: HttpResponse | None, error: TransportError | None, ctx: Context
+) -> Outcome | None:
+    """Turn a response, or a transport error, into an :class:`docrelay.Outcome`.
+
+    Called after every send, poll and reconcile request. Exactly one of *response* and *error*
+    is set. Must never raise: any body (HTML, truncated JSON, binary) must be handled. The
+    provider's classifier runs first; the built-in generic HTTP classifier answers what no
+    provider claims.
+
+    :return: the outcome; the first non-``None`` result wins.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# After the send
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def refresh_resource(document: Document, ctx: Context) -> bool | None:
+    """Re-read the provider's copy of the resource after a ``stale`` outcome (412).
+
+    Update ``ctx.state`` (for example the new ETag) so the next attempt can succeed.
+
+    :return: ``True`` when the state was refreshed and one more attempt makes sense, ``False``
+        when it cannot be; the first non-``None`` result wins.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def reconcile(document: Document, ctx: Context) -> Outcome | None:
+    """Look the document up at the provider after an ambiguous (``unknown``) outcome.
+
+    Called before resending a document whose previous request may have taken effect, for
+    providers that do not deduplicate (``ProviderInfo.idempotency == "none"``), and for the
+    others when they implement it.
+
+    :return: an outcome when the provider has the document (``delivered``/``accepted``, with
+        ``provider_ref``), an outcome of kind ``retry`` when it certainly does not (send
+        again), or ``None`` when the lookup is not possible. The first non-``None`` wins.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def poll_status(document: Document, ctx: Context) -> Outcome | None:
+    """Ask the provider about an ``accepted`` document whose validation is asynchronous.
+
+    Called for providers with ``async_validation == "poll"`` when the poll is due; the engine
+    backs off between polls.
+
+    :return: ``accepted`` (still running, with an optional ``wait``), ``delivered``,
+        ``rejected`` (with the provider's results), or ``retry`` with ``resend=True`` when the
+        provider lost the validation. The first non-``None`` result wins.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def parse_notification(
+    body: bytes, headers: Mapping[str, str], ctx: Context
+) -> Notification | None:
+    """Turn a provider's webhook into a :class:`docrelay.Notification`.
+
+    Called by :meth:`docrelay.Relay.ingest_notification` and the webhook WSGI app. Raise
+    :class:`ValueError` for a body that is not a notification of this provider.
+
+    :return: the notification (outcome plus the key or provider reference that finds the
+        document), or ``None`` for an event docrelay does not act on. First result wins.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def on_failure(document: Document, outcome: Outcome, ctx: Context) -> None:
+    """React to a failed delivery round (``rejected``, ``failed``, ``config_error``).
+
+    Called once per failed round on the provider's plugin and on every middleware plugin
+    (report the error to the provider, notify someone). ``ctx.failures`` counts the rounds.
+    Exceptions are logged and do not change the document's state.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def on_state_change(document: Document, old: str, new: str, outcome: Outcome | None) -> None:
+    """Observe every state change of every document (ERP write-back, metrics, audit).
+
+    Called after the change is committed to the store, on the provider's plugin and on every
+    middleware plugin. Exceptions are logged and do not change the document's state.
+
+    .. versionadded:: 0.1
+    """
