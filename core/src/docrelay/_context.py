@@ -47,6 +47,9 @@ class DocumentView:
     state: str
     metadata: Mapping[str, str]
     reason: str | None = None
+    provider_ref: str | None = None
+    provider_state: Mapping[str, Any] = attrs.field(factory=dict)
+    updated_at: float = 0.0
 
 
 class _Services(Protocol):
