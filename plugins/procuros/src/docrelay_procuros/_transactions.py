@@ -1,0 +1,217 @@
+"""Procuros transaction types and the facts about each that the plugin and the sandbox share.
+
+All of it comes from the Procuros OpenAPI description (``TransactionType`` and the
+``<Type>Header`` schemas): the document number field, the required header fields and which
+parties send and receive each type.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+__all__ = [
+    "TRANSACTION_TYPES",
+    "TYPES",
+    "TransactionSpec",
+    "document_number",
+    "type_for_kind",
+]
+
+
+@attrs.frozen
+class TransactionSpec:
+    """What one ``TransactionType`` looks like.
+
+    :param number_field: the header field carrying the document's own number.
+    :param required: top-level content fields the schema requires.
+    :param header_required: header fields the schema requires.
+    :param sender: the header party that sends this type (the ERP's side).
+    :param receiver: the header party that receives it (the trade partner).
+    """
+
+    type: str
+    number_field: str | None
+    required: tuple[str, ...]
+    header_required: tuple[str, ...]
+    sender: str
+    receiver: str
+
+
+_SPECS: Final = (
+    TransactionSpec(
+        "ORDER",
+        "orderIdentifier",
+        ("header", "items"),
+        ("buyer", "supplier", "orderIdentifier", "orderDate"),
+        "buyer",
+        "supplier",
+    ),
+    TransactionSpec(
+        "ORDER_RESPONSE",
+        "orderResponseIdentifier",
+        ("header",),
+        ("buyer", "supplier", "orderResponseIdentifier", "orderResponseDate", "orderIdentifier"),
+        "supplier",
+        "buyer",
+    ),
+    TransactionSpec(
+        "SHIPPING_NOTICE",
+        "shippingNoticeIdentifier",
+        ("header", "transportUnits"),
+        ("buyer", "supplier", "shippingNoticeIdentifier", "shippingNoticeDate", "orderIdentifier"),
+        "supplier",
+        "buyer",
+    ),
+    TransactionSpec(
+        "INVOICE",
+        "invoiceIdentifier",
+        ("header", "items"),
+        (
+            "buyer",
+            "supplier",
+            "invoiceIdentifier",
+            "invoiceDate",
+            "shippingNoticeIdentifier",
+            "shippingNoticeDate",
+            "orderIdentifier",
+            "orderDate",
+        ),
+        "supplier",
+        "buyer",
+    ),
+    TransactionSpec(
+        "CREDIT_NOTE",
+        "creditNoteIdentifier",
+        ("header", "items", "summary"),
+        ("buyer", "supplier", "creditNoteIdentifier", "creditNoteDate"),
+        "supplier",
+        "buyer",
+    ),
+    TransactionSpec(
+        "DISPATCH_INSTRUCTION",
+        "shipmentIdentifier",
+        ("header", "items"),
+        ("shipmentIdentifier", "shipFrom"),
+        "customer",
+        "shipFrom",
+    ),
+    TransactionSpec(
+        "DISPATCH_INSTRUCTION_RESPONSE",
+        "shippingNoticeIdentifier",
+        ("header", "transportUnits"),
+        ("shippingNoticeIdentifier", "supplier"),
+        "shipFrom",
+        "supplier",
+    ),
+    TransactionSpec(
+        "RECEIVAL_NOTICE",
+        "receivalAdviceNumber",
+        ("header", "transportUnits"),
+        ("receivalAdviceNumber", "receivalDate", "supplier", "customer"),
+        "customer",
+        "supplier",
+    ),
+    TransactionSpec(
+        "REMITTANCE_ADVICE",
+        "adviceNumber",
+        ("header", "items", "summary"),
+        ("adviceNumber", "adviceDate"),
+        "payFrom",
+        "payTo",
+    ),
+    TransactionSpec(
+        "PRODUCT_CATALOG",
+        "catalogNumber",
+        ("header", "items"),
+        ("catalogDate", "sender", "receiver"),
+        "sender",
+        "receiver",
+    ),
+    TransactionSpec(
+        "INVENTORY_REPORT",
+        "inventoryReportIdentifier",
+        ("header", "items"),
+        ("inventoryReportIdentifier", "inventoryReportDate", "warehouse", "goodsOwner"),
+        "warehouse",
+        "goodsOwner",
+    ),
+    TransactionSpec(
+        "SALES_REPORT",
+        "salesReportIdentifier",
+        ("header", "locations"),
+        (
+            "salesReportIdentifier",
+            "salesReportDate",
+            "salesPeriodStartDate",
+            "salesPeriodEndDate",
+            "supplier",
+            "buyer",
+        ),
+        "buyer",
+        "supplier",
+    ),
+)
+
+#: Every ``TransactionType`` of the Procuros API v2, in the order of the OpenAPI enum.
+TRANSACTION_TYPES: Final[tuple[str, ...]] = tuple(s.type for s in _SPECS)
+#: The facts per type.
+TYPES: Final[Mapping[str, TransactionSpec]] = {s.type: s for s in _SPECS}
+
+#: Document kinds that do not spell the type (after upper-casing and ``-``/space -> ``_``).
+KIND_ALIASES: Final[Mapping[str, str]] = {
+    "PURCHASE_ORDER": "ORDER",
+    "ORDERS": "ORDER",
+    "ORDER_CONFIRMATION": "ORDER_RESPONSE",
+    "ORDRSP": "ORDER_RESPONSE",
+    "DESPATCH_ADVICE": "SHIPPING_NOTICE",
+    "DISPATCH_ADVICE": "SHIPPING_NOTICE",
+    "DESADV": "SHIPPING_NOTICE",
+    "ASN": "SHIPPING_NOTICE",
+    "INVOIC": "INVOICE",
+    "CREDITNOTE": "CREDIT_NOTE",
+    "CREDIT_MEMO": "CREDIT_NOTE",
+    "RECADV": "RECEIVAL_NOTICE",
+    "RECEIVING_ADVICE": "RECEIVAL_NOTICE",
+    "REMADV": "REMITTANCE_ADVICE",
+    "PRICAT": "PRODUCT_CATALOG",
+    "CATALOG": "PRODUCT_CATALOG",
+    "INVRPT": "INVENTORY_REPORT",
+    "SLSRPT": "SALES_REPORT",
+}
+
+_NORMALISE = re.compile(r"[\s\-.]+")
+
+
+def type_for_kind(kind: str, extra: Mapping[str, Any] | None = None) -> str | None:
+    """The ``TransactionType`` for a document kind, or ``None`` when there is none.
+
+    ``"order"`` -> ``ORDER``, ``"order-response"`` -> ``ORDER_RESPONSE``, ``"credit_note"`` ->
+    ``CREDIT_NOTE``; *extra* (the ``type_map`` setting) is consulted first, with the kind
+    as given and normalised.
+    """
+    norm = _NORMALISE.sub("_", kind.strip()).upper()
+    for candidate in (kind, kind.lower(), norm):
+        value = (extra or {}).get(candidate)
+        if isinstance(value, str) and value.upper() in TYPES:
+            return value.upper()
+    if norm in TYPES:
+        return norm
+    return KIND_ALIASES.get(norm)
+
+
+def document_number(type_: str | None, content: Any) -> str | None:
+    """The document number (order number, invoice number...) in a transaction's content."""
+    spec = TYPES.get(type_ or "")
+    if spec is None or spec.number_field is None or not isinstance(content, Mapping):
+        return None
+    header = content.get("header")
+    if not isinstance(header, Mapping):
+        return None
+    value = header.get(spec.number_field)
+    if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+        return str(value)
+    return None
