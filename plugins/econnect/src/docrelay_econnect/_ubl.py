@@ -1,0 +1,108 @@
+"""Small, tolerant UBL helpers shared by the plugin and its sandbox."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET  # noqa: S405 - see _parse()
+
+import attrs
+
+__all__ = ["CBC", "UblInfo", "is_valid_document_id", "read_ubl"]
+
+CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
+_UBL_ROOTS = {
+    "Invoice": "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2",
+    "CreditNote": "urn:oasis:names:specification:ubl:schema:xsd:CreditNote-2",
+    "Order": "urn:oasis:names:specification:ubl:schema:xsd:Order-2",
+}
+_DOCTYPE = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
+
+
+@attrs.frozen
+class UblInfo:
+    """What a minimal look at a UBL document finds.
+
+    :ivar root: the root element's local name (``Invoice``, ``CreditNote``, ``Order``...).
+    :ivar namespace: the root element's namespace.
+    :ivar id: the document number (``cbc:ID`` directly under the root), if any.
+    :ivar problem: why the document is not acceptable UBL, or ``None``.
+    """
+
+    root: str | None
+    namespace: str | None
+    id: str | None
+    problem: str | None
+
+    @property
+    def is_ubl(self) -> bool:
+        return self.problem is None
+
+
+def _parse(payload: bytes) -> ET.Element:
+    # The payload is the ERP's own document (or, in the sandbox, a test client's). DTDs and
+    # entity declarations are refused up front, so no entity expansion can happen; Python's
+    # expat (>= 2.4.1) guards against expansion attacks as well.
+    if _DOCTYPE.search(payload[:4096]):
+        raise ValueError("DOCTYPE and ENTITY declarations are not allowed")
+    return ET.fromstring(payload)  # noqa: S314 - DTDs refused above
+
+
+def _split(tag: str) -> tuple[str | None, str]:
+    if tag.startswith("{"):
+        ns, _, local = tag[1:].partition("}")
+        return ns, local
+    return None, tag
+
+
+def read_ubl(payload: bytes, expected: tuple[str, ...] = ()) -> UblInfo:
+    """Parse *payload* and check it is a UBL 2.x document, one of *expected* root names.
+
+    Never raises; a problem is described in :attr:`UblInfo.problem`.
+    """
+    try:
+        root = _parse(payload)
+    except (ET.ParseError, ValueError, UnicodeError) as exc:
+        return UblInfo(root=None, namespace=None, id=None, problem=f"body is not XML: {exc}")
+    ns, local = _split(root.tag)
+    doc_id: str | None = None
+    for child in root:
+        cns, clocal = _split(child.tag)
+        if cns == CBC and clocal == "ID":
+            doc_id = (child.text or "").strip() or None
+            break
+    if local not in _UBL_ROOTS or ns != _UBL_ROOTS[local]:
+        return UblInfo(
+            root=local,
+            namespace=ns,
+            id=doc_id,
+            problem=f"root element {local!r} in namespace {ns!r} is not a UBL 2.1 document",
+        )
+    if expected and local not in expected:
+        return UblInfo(
+            root=local,
+            namespace=ns,
+            id=doc_id,
+            problem=f"a UBL {local} cannot be sent here (expected {' or '.join(expected)})",
+        )
+    if doc_id is None:
+        return UblInfo(root=local, namespace=ns, id=None, problem="cbc:ID is missing or empty")
+    return UblInfo(root=local, namespace=ns, id=doc_id, problem=None)
+
+
+_FORBIDDEN = re.compile(r"[@_\s]")
+
+
+def is_valid_document_id(value: str) -> str | None:
+    """Why *value* cannot be an ``X-EConnect-DocumentId``, or ``None`` when it can.
+
+    eConnect: at least six characters, no special characters such as ``@`` or ``_``
+    (whitespace is refused too: it cannot travel in a header unchanged).
+    """
+    if len(value) < 6:
+        return f"must be at least 6 characters long (got {len(value)})"
+    bad = _FORBIDDEN.search(value)
+    if bad:
+        return f"must not contain {bad.group()!r}"
+    if not value.isascii() or not value.isprintable():
+        return "must be printable ASCII"
+    return None
