@@ -1,0 +1,437 @@
+"""docrelay provider plugin for Riverty Accounting as a Service (AaaS) through AQI.
+
+Six request types, one document kind each, all ``POST`` under
+``/accounting/v1/businesses/{businessCode}/customers/{customerNumber}/orders``:
+
+=============  ==========================================  ===========================
+kind           path                                        requestType (notification)
+=============  ==========================================  ===========================
+order          ``.../orders``                              GET_ORDER
+invoice        ``.../orders/{orderReference}/invoices``    GET_BOOKING_CONFIRMATION
+cancellation   ``.../orders/{orderReference}/cancellations``  GET_CANCELLATION
+goodwill       ``.../orders/{orderReference}/goodwills``   GET_GOODWILL
+return         ``.../orders/{orderReference}/returns``     GET_RETURN
+payment        ``.../orders/{orderReference}/payments``    GET_PAYMENT
+=============  ==========================================  ===========================
+
+AQI answers ``200`` when it has received a request (``accepted``); the final answer comes as
+an ``accounting/EDIErrorSent`` webhook (``OK`` -> delivered, ``ERROR_IN_FILE`` -> rejected).
+The ``X-Request-ID`` header carries the transactionId, docrelay's idempotency key, which stays
+the same across corrected revisions until AQI answers OK.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+import docrelay
+from docrelay import (
+    Context,
+    DemoBatch,
+    Document,
+    DocumentError,
+    DocumentView,
+    HttpRequest,
+    HttpResponse,
+    Notification,
+    Outcome,
+    OutcomeError,
+    OutcomeKind,
+    ProviderInfo,
+    Setting,
+    TransportError,
+)
+from docrelay.sandbox import Sandbox
+
+from ._classify import DEFAULT_BAD_KEY_MARKERS, classify
+from ._notify import DEFAULT_DUPLICATE_MARKERS, parse_notification_body
+from .sandbox import AqiSandbox
+
+__all__ = [
+    "KINDS",
+    "NAME",
+    "AqiSandbox",
+    "build_request",
+    "classify_response",
+    "demo_batch",
+    "hold",
+    "idempotency_key",
+    "parse_notification",
+    "prepare_headers",
+    "provider_info",
+    "provider_sandbox",
+    "sample",
+    "sample_document",
+]
+
+NAME = "aqi"
+
+#: Document kind -> the path segment after ``.../orders/{orderReference}`` (``None``: orders).
+KINDS: dict[str, str | None] = {
+    "order": None,
+    "invoice": "invoices",
+    "cancellation": "cancellations",
+    "goodwill": "goodwills",
+    "return": "returns",
+    "payment": "payments",
+}
+
+#: Document states that mean "AQI confirmed it" (the EDIErrorSent answer was OK).
+CONFIRMED_STATES = frozenset({"delivered", "duplicate"})
+#: States of a previous revision after which its transactionId must not be reused.
+_ENDED_OK = frozenset({"delivered", "duplicate", "no_action"})
+
+_KEY_NAMESPACE = uuid.UUID("5d0c2a8e-6f54-4c43-9d0e-0a9f3c1b7a41")
+
+SETTINGS = (
+    Setting(
+        "subscription_key",
+        help="AQI subscription key (X-Subscription-Key), primary or secondary, per environment.",
+        secret=True,
+        required=True,
+    ),
+    Setting(
+        "business_code",
+        default="1000",
+        help="businessCode when a document has no 'business_code' metadata "
+        "(1000 is the sandbox's; set your legal entity's for UAT and production).",
+    ),
+    Setting(
+        "bad_key_markers",
+        default=list(DEFAULT_BAD_KEY_MARKERS),
+        help="Words in a 500 answer meaning the subscription key is wrong or expired "
+        "(config_error instead of retry); case-insensitive.",
+    ),
+    Setting(
+        "duplicate_markers",
+        default=list(DEFAULT_DUPLICATE_MARKERS),
+        help="Words in an ERROR_IN_FILE about the transactionId meaning it was already "
+        "processed (the document counts as duplicate, i.e. delivered).",
+    ),
+    Setting(
+        "hold_without_order",
+        default="hold",
+        help="What an invoice/cancellation/goodwill/return/payment does when docrelay knows "
+        "no order document with its order_reference: 'hold' (wait for one) or 'send'.",
+    ),
+    Setting(
+        "return_waits_for_invoice",
+        default=True,
+        help="A return also waits until an invoice of its order is confirmed "
+        "(AaaS processes returns of invoiced items only).",
+    ),
+)
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, Iterable):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Declaration
+# ---------------------------------------------------------------------------------------------
+
+
+@docrelay.hookimpl
+def provider_info() -> ProviderInfo:
+    return ProviderInfo(
+        name=NAME,
+        title="Riverty Accounting as a Service (AQI)",
+        environments={
+            "sandbox": "http://127.0.0.1:8705",
+            "uat": "https://api-uat.accounting.riverty.io",
+            "production": "https://api.accounting.riverty.io",
+        },
+        default_environment="sandbox",
+        auth="subscription_key",
+        kinds=tuple(KINDS),
+        max_payload_bytes=None,
+        rate_limit=None,
+        idempotency="key",
+        async_validation="webhook",
+        settings=SETTINGS,
+        credential_setting="subscription_key",
+        docs_url="https://docs.riverty.com/accounting_as_a_service/",
+    )
+
+
+@docrelay.hookimpl
+def provider_sandbox() -> type[AqiSandbox]:
+    return AqiSandbox
+
+
+# ---------------------------------------------------------------------------------------------
+# Addressing
+# ---------------------------------------------------------------------------------------------
+
+
+def _payload(document: Document) -> dict[str, Any]:
+    try:
+        data = document.json()
+    except (ValueError, UnicodeDecodeError):
+        raise DocumentError(
+            f"{document.id}: the payload of an AQI {document.kind} must be a JSON object"
+        ) from None
+    if not isinstance(data, dict):
+        raise DocumentError(
+            f"{document.id}: the payload of an AQI {document.kind} must be a JSON object"
+        )
+    return data
+
+
+def _payload_or_empty(document: Document) -> dict[str, Any]:
+    try:
+        return _payload(document)
+    except DocumentError:
+        return {}
+
+
+def _customer_number(document: Document, data: Mapping[str, Any]) -> str | None:
+    value = document.metadata.get("customer_number") or data.get("customerNumber")
+    return str(value) if value not in (None, "") else None
+
+
+def order_reference(document: Document, data: Mapping[str, Any] | None = None) -> str | None:
+    """The order a document belongs to: metadata ``order_reference``, else the payload's
+    ``orderReference``."""
+    if data is None:
+        data = _payload_or_empty(document)
+    value = document.metadata.get("order_reference") or data.get("orderReference")
+    return str(value) if value not in (None, "") else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Sending
+# ---------------------------------------------------------------------------------------------
+
+
+def _views(ctx: Context, kind: str, document: Document, ref: str) -> list[DocumentView]:
+    found = ctx.find_documents(kind=kind, metadata={"order_reference": ref})
+    customer = document.metadata.get("customer_number")
+    business = document.metadata.get("business_code")
+
+    def same(view: DocumentView) -> bool:
+        if view.id == document.id:
+            return False
+        other_customer = view.metadata.get("customer_number")
+        other_business = view.metadata.get("business_code")
+        if customer and other_customer and customer != other_customer:
+            return False
+        return not (business and other_business and business != other_business)
+
+    return [v for v in found if same(v)]
+
+
+def _waiting(ctx: Context, kind: str, document: Document, ref: str, what: str) -> str | None:
+    views = _views(ctx, kind, document, ref)
+    if any(v.state in CONFIRMED_STATES for v in views):
+        return None
+    if not views:
+        policy = str(ctx.setting("hold_without_order", "hold")).strip().lower()
+        if policy == "send":
+            return None
+        return f"{what} unknown to docrelay"
+    states = ", ".join(sorted({v.state for v in views}))
+    if all(v.state in {"rejected", "failed"} for v in views):
+        return f"waiting for {what}: it was not confirmed by AQI ({states}); correct it first"
+    return f"waiting for {what} to be confirmed by AQI (now {states})"
+
+
+@docrelay.hookimpl
+def hold(document: Document, ctx: Context) -> str | None:
+    """Invoices, cancellations, goodwills, returns and payments wait for their order (and a
+    return for an invoice of it) to be confirmed: AaaS refuses them out of order."""
+    if document.kind not in KINDS or document.kind == "order":
+        return None
+    ref = order_reference(document)
+    if ref is None:
+        return None  # build_request refuses the document with a clear reason
+    reason = _waiting(ctx, "order", document, ref, f"order {ref}")
+    if reason is not None:
+        return reason
+    if document.kind == "return" and _as_bool(ctx.setting("return_waits_for_invoice", True)):
+        return _waiting(ctx, "invoice", document, ref, f"an invoice of order {ref}")
+    return None
+
+
+@docrelay.hookimpl
+def idempotency_key(document: Document, ctx: Context) -> str:
+    """The transactionId: kept across corrected revisions until AQI answered OK.
+
+    AQI asks to resend corrected data *with the same transactionId* after ERROR_IN_FILE and
+    refuses a transactionId that already ended OK.
+    """
+    if ctx.previous_key and ctx.previous_state not in _ENDED_OK:
+        return ctx.previous_key
+    return uuid.uuid5(
+        _KEY_NAMESPACE, f"{document.provider}\0{document.id}\0{document.revision}"
+    ).hex
+
+
+@docrelay.hookimpl
+def build_request(document: Document, ctx: Context) -> HttpRequest | None:
+    if document.kind not in KINDS:
+        raise DocumentError(
+            f"{document.id}: AQI has no request type for kind {document.kind!r} "
+            f"(use one of {', '.join(KINDS)})"
+        )
+    data = _payload(document)
+    business = document.metadata.get("business_code") or ctx.setting("business_code", "1000")
+    customer = _customer_number(document, data)
+    if not customer:
+        raise DocumentError(
+            f"{document.id}: no customer number (metadata 'customer_number' or the payload's "
+            "'customerNumber')"
+        )
+    path = (
+        f"/accounting/v1/businesses/{quote(str(business), safe='')}"
+        f"/customers/{quote(customer, safe='')}/orders"
+    )
+    segment = KINDS[document.kind]
+    if segment is not None:
+        ref = order_reference(document, data)
+        if not ref:
+            raise DocumentError(
+                f"{document.id}: no order reference (metadata 'order_reference' or the "
+                "payload's 'orderReference')"
+            )
+        path += f"/{quote(ref, safe='')}/{segment}"
+    return HttpRequest(
+        method="POST",
+        url=path,
+        body=document.payload,
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+
+
+@docrelay.hookimpl
+def prepare_headers(request: HttpRequest, ctx: Context) -> dict[str, str]:
+    key = ctx.setting("subscription_key")
+    if not key:
+        raise OutcomeError(
+            Outcome(
+                kind=OutcomeKind.CONFIG_ERROR,
+                message="aqi: the setting subscription_key is not set",
+                rule="aqi:no-subscription-key",
+            )
+        )
+    headers = {"X-Subscription-Key": ctx.secret(str(key))}
+    if ctx.key:
+        headers["X-Request-ID"] = ctx.key
+    return headers
+
+
+@docrelay.hookimpl
+def classify_response(
+    response: HttpResponse | None, error: TransportError | None, ctx: Context
+) -> Outcome | None:
+    return classify(
+        response,
+        error,
+        bad_key_markers=_as_list(ctx.setting("bad_key_markers", list(DEFAULT_BAD_KEY_MARKERS))),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# After the send
+# ---------------------------------------------------------------------------------------------
+
+
+@docrelay.hookimpl
+def parse_notification(
+    body: bytes, headers: Mapping[str, str], ctx: Context
+) -> Notification | None:
+    return parse_notification_body(
+        body,
+        duplicate_markers=_as_list(
+            ctx.setting("duplicate_markers", list(DEFAULT_DUPLICATE_MARKERS))
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Demo
+# ---------------------------------------------------------------------------------------------
+
+
+def sample(name: str) -> bytes:
+    """A sample payload shipped with the plugin (``samples/<name>.json``)."""
+    return resources.files(__package__).joinpath("samples", f"{name}.json").read_bytes()
+
+
+def sample_document(
+    doc_id: str,
+    kind: str,
+    name: str,
+    *,
+    order_ref: str | None = None,
+    customer: str = "TFI2021072801",
+    **changes: Any,
+) -> Document:
+    """A document built from a shipped sample; *changes* replace top-level payload fields.
+
+    The metadata carries ``customer_number``, ``business_code`` and ``order_reference`` (the
+    payload's ``orderReference`` for an order), as docrelay's ``hold`` lookups need it.
+    """
+    data = json.loads(sample(name))
+    data.update(changes)
+    ref = order_ref or data.get("orderReference")
+    metadata = {"customer_number": customer, "business_code": "1000"}
+    if ref:
+        metadata["order_reference"] = str(ref)
+    return Document(
+        id=doc_id,
+        provider=NAME,
+        kind=kind,
+        content_type="application/json",
+        payload=json.dumps(data, indent=2).encode(),
+        metadata=metadata,
+    )
+
+
+@docrelay.hookimpl
+def demo_batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch | None:
+    if not isinstance(sandbox, AqiSandbox):
+        return None
+    sandbox.register_callback(
+        f"{webhook_url.rstrip('/')}/{NAME}",
+        ["accounting/EDIErrorSent"],
+        description="docrelay demo",
+    )
+    order = sample_document("aqi-order-ODE2024100001", "order", "order")
+    bad_order = sample_document("aqi-order-ODE2024100002", "order", "order_error_in_file")
+    invoice = sample_document(
+        "aqi-invoice-IDE2024100001", "invoice", "invoice", order_ref="ODE2024100001"
+    )
+    ret = sample_document("aqi-return-RDE2024100001", "return", "return", order_ref="ODE2024100001")
+    return DemoBatch(
+        settings={
+            "subscription_key": str(sandbox.config["subscription_key"]),
+            "business_code": "1000",
+        },
+        documents=(order, bad_order, invoice, ret),  # type: ignore[arg-type]
+        expect=(  # type: ignore[arg-type]
+            "order ODE2024100001: accepted then delivered (EDIErrorSent OK)",
+            "order ODE2024100002: accepted then rejected (ERROR_IN_FILE: LINEITEMSTATUS, "
+            "BILLTOLANGUAGECODE)",
+            "invoice IDE2024100001: held until order ODE2024100001 is confirmed, then delivered",
+            "return RDE2024100001: held until the invoice is confirmed, then delivered",
+        ),
+    )
