@@ -329,6 +329,19 @@ def test_transport_sent_is_unknown() -> None:
     assert o.kind == OutcomeKind.UNKNOWN
 
 
+def test_transport_tls_is_config_error() -> None:
+    o = classify(None, TransportError(kind="tls", message="certificate verify failed", sent=False))
+    assert o.kind == OutcomeKind.CONFIG_ERROR
+
+
+@pytest.mark.parametrize("phase", ["send", "poll"])
+def test_redirect_is_config_error(phase: str) -> None:
+    """A 3xx means the base_url is wrong (http vs https, old host): not followed."""
+    o = classify(resp(301, None, {"Location": "https://elsewhere/x"}), None, phase=phase)
+    assert o.kind == OutcomeKind.CONFIG_ERROR
+    assert "base_url" in (o.message or "")
+
+
 def test_transport_while_polling_polls_again() -> None:
     err = TransportError(kind="read_timeout", message="timed out", sent=True)
     o = classify(None, err, phase="poll")

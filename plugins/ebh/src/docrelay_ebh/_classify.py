@@ -193,6 +193,12 @@ def classify_transport(error: TransportError, phase: str = "send") -> Outcome:
 
     While polling, a read is harmless: the validation request still exists, poll again.
     """
+    if error.kind == "tls":
+        return Outcome(
+            kind=OutcomeKind.CONFIG_ERROR,
+            message=f"TLS: {_clip(error.message)}",
+            rule="ebh:transport-tls",
+        )
     if phase == "poll":
         return Outcome(
             kind=OutcomeKind.ACCEPTED,
@@ -364,7 +370,15 @@ def _classify_error(
         )
     if 400 <= status <= 499:
         return Outcome(kind=OutcomeKind.REJECTED, message=msg, rule=f"ebh:{status}", **base)
-    # 1xx/3xx: not part of this API; the request may or may not have been taken.
+    if 300 <= status <= 399:
+        location = response.header("Location") or "?"
+        return Outcome(
+            kind=OutcomeKind.CONFIG_ERROR,
+            message=f"unexpected redirect to {_clip(location)[:200]}: check the base_url",
+            rule=f"ebh:{status}-redirect",
+            **base,
+        )
+    # 1xx: not part of this API; the request may or may not have been taken.
     return Outcome(
         kind=OutcomeKind.UNKNOWN if phase == "send" else OutcomeKind.ACCEPTED,
         message=msg,
