@@ -6,7 +6,7 @@ import importlib.metadata
 
 project = "docrelay"
 author = "docrelay developers"
-copyright = "docrelay developers"  # noqa: A001 - Sphinx's name for it
+copyright = "docrelay developers"
 release = importlib.metadata.version("docrelay")
 version = ".".join(release.split(".")[:2])
 
