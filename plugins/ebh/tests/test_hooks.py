@@ -88,7 +88,7 @@ def sandbox(server: EbhSandbox) -> EbhSandbox:
     return server
 
 
-def make_ctx(sb: EbhSandbox, services: RealHttp | None = None, **settings: Any) -> Context:
+def make_ctx(sb: EbhSandbox, *, services: RealHttp | None = None, **settings: Any) -> Context:
     base_url = settings.pop("base_url", sb.url)
     base = {"producer_id": "P1", "provider_key": KEY, "username": "robot"}
     base.update(settings)
@@ -130,7 +130,7 @@ def attrs_evolve_url(request: HttpRequest, ctx: Context) -> HttpRequest:
 def test_headers_and_secret(sandbox: EbhSandbox) -> None:
     """ProducerId, ProviderKey (registered secret), Username, Accept; POST adds the rest."""
     services = RealHttp()
-    ctx = make_ctx(sandbox, services)
+    ctx = make_ctx(sandbox, services=services)
     request = ebh.build_request(doc(), ctx)
     headers = ebh.prepare_headers(request, ctx)
     assert headers == {
