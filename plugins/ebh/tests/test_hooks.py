@@ -167,7 +167,8 @@ def test_url_styles_and_versions(sandbox: EbhSandbox, style: str, version: str, 
 
 @pytest.mark.parametrize(("name", "value"), [("url_style", "newest"), ("api_version", "v3")])
 def test_bad_url_settings_are_config_errors(sandbox: EbhSandbox, name: str, value: str) -> None:
-    ctx = make_ctx(sandbox, **{name: value})
+    overrides: dict[str, Any] = {name: value}
+    ctx = make_ctx(sandbox, **overrides)
     with pytest.raises(OutcomeError) as info:
         ebh.build_request(doc(), ctx)
     assert info.value.outcome.kind == OutcomeKind.CONFIG_ERROR
