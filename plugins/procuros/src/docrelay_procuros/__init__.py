@@ -47,6 +47,7 @@ __all__ = [
     "build_body",
     "classify",
     "erp_status",
+    "error_report",
     "type_for_kind",
 ]
 
@@ -334,10 +335,11 @@ def on_failure(document: Document, outcome: Outcome, ctx: Context) -> None:
     if response.status == 201:
         data = response.json()
         url = data.get("errorUrl") if isinstance(data, Mapping) else None
-        if isinstance(url, str):
-            ctx.state["reported_error_url"] = url
-        ctx.state["reported_failures"] = ctx.failures
-        log.info("procuros: error for %s reported to Procuros (%s)", document.id, url or "no url")
+        log.info(
+            "procuros: error of %s reported to Procuros (%s)",
+            document.id,
+            url if isinstance(url, str) else "no error url",
+        )
     else:
         log.warning("procuros: error report for %s answered HTTP %d", document.id, response.status)
 

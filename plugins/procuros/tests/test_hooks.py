@@ -1,0 +1,336 @@
+"""The plugin's hooks one by one, with a real Context whose HTTP goes to the sandbox."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+import requests
+from docrelay import (
+    Context,
+    Document,
+    DocumentError,
+    HttpRequest,
+    HttpResponse,
+    Outcome,
+    OutcomeError,
+    OutcomeKind,
+    TransportError,
+    TransportFailure,
+)
+from docrelay_procuros import (
+    build_request,
+    classify_response,
+    error_report,
+    on_failure,
+    prepare_headers,
+    provider_info,
+    provider_sandbox,
+    type_for_kind,
+)
+from docrelay_procuros._demo import sample
+from docrelay_procuros._transactions import TRANSACTION_TYPES
+from docrelay_procuros.sandbox import ProcurosSandbox
+
+TOKEN = "procuros-test-token"
+
+
+class Services:
+    """What the engine lends a Context, doing real HTTP with requests."""
+
+    def __init__(self) -> None:
+        self.secrets: list[str] = []
+
+    def http(self, ctx: Context, request: HttpRequest) -> HttpResponse:
+        try:
+            r = requests.request(
+                request.method,
+                request.url,
+                data=request.body,
+                headers=dict(request.headers),
+                timeout=5,
+            )
+        except requests.ConnectionError as exc:
+            raise TransportFailure(TransportError("connect", str(exc), sent=False)) from exc
+        return HttpResponse(status=r.status_code, headers=dict(r.headers), body=r.content)
+
+    def token(self, ctx: Context, credential: str, fetch: Callable[[Context], Any]) -> str:
+        raise AssertionError("Procuros has no token endpoint")
+
+    def find_documents(self, provider: str, kind: str | None, metadata: Mapping[str, str]) -> list:  # type: ignore[type-arg]
+        return []
+
+    def register_secret(self, value: str) -> None:
+        self.secrets.append(value)
+
+
+def make_ctx(base_url: str, failures: int = 0, **settings: Any) -> Context:
+    settings.setdefault("api_token", TOKEN)
+    return Context(
+        provider=provider_info(),
+        settings=settings,
+        base_url=base_url,
+        environment="sandbox",
+        services=Services(),
+        failures=failures,
+    )
+
+
+def order(doc_id: str = "PO-1", **kw: Any) -> Document:
+    kw.setdefault("kind", "order")
+    return Document(
+        id=doc_id,
+        provider="procuros",
+        payload=sample("order.json"),
+        content_type="application/json",
+        **kw,
+    )
+
+
+def send(sb: ProcurosSandbox, doc: Document, ctx: Context) -> Outcome:
+    req = build_request(doc, ctx)
+    req = req.with_headers(prepare_headers(req, ctx))
+    r = requests.request(req.method, ctx.url(req.url), data=req.body, headers=dict(req.headers))
+    resp = HttpResponse(status=r.status_code, headers=dict(r.headers), body=r.content)
+    return classify_response(resp, None, ctx)
+
+
+# -- provider_info -------------------------------------------------------------------------------
+
+
+def test_provider_info() -> None:
+    info = provider_info()
+    assert info.name == "procuros"
+    assert info.environments["sandbox"] == "http://127.0.0.1:8702"
+    assert info.environments["staging"] == "https://api.procuros-staging.io"
+    assert info.environments["production"] == "https://api.procuros.io"
+    assert info.idempotency == "payload"
+    assert info.async_validation == "none"
+    token = info.setting("api_token")
+    assert token is not None
+    assert token.secret
+    assert token.required
+    assert info.credential_setting == "api_token"
+    report = info.setting("report_after_failures")
+    assert report is not None
+    assert report.default == 1
+    dup = info.setting("duplicate_message")
+    assert dup is not None
+    assert dup.default == "Payload already received"
+    assert set(info.kinds) == {t.lower() for t in TRANSACTION_TYPES}
+    assert provider_sandbox() is ProcurosSandbox
+
+
+# -- build_request ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("type_", TRANSACTION_TYPES)
+def test_every_type_has_its_kind(type_: str) -> None:
+    assert type_for_kind(type_.lower()) == type_
+    assert type_for_kind(type_.lower().replace("_", "-")) == type_
+    assert type_for_kind(type_.lower().replace("_", " ")) == type_
+    assert type_for_kind(type_) == type_
+
+
+@pytest.mark.parametrize(
+    ("kind", "type_"),
+    [
+        ("purchase_order", "ORDER"),
+        ("asn", "SHIPPING_NOTICE"),
+        ("despatch-advice", "SHIPPING_NOTICE"),
+        ("credit_memo", "CREDIT_NOTE"),
+        ("document", None),
+        ("ubl-invoice", None),
+    ],
+)
+def test_kind_aliases(kind: str, type_: str | None) -> None:
+    assert type_for_kind(kind) == type_
+
+
+def test_type_map_setting() -> None:
+    assert type_for_kind("po", {"po": "ORDER"}) == "ORDER"
+    assert type_for_kind("PO", {"po": "order"}) == "ORDER"
+    assert type_for_kind("po", {"po": "NOT_A_TYPE"}) is None
+
+
+def test_content_payload_is_wrapped(validators: Any) -> None:
+    ctx = make_ctx("http://127.0.0.1:1")
+    req = build_request(order(), ctx)
+    assert (req.method, req.url) == ("POST", "/v2/transactions")
+    assert req.headers["Content-Type"] == "application/json"
+    body = json.loads(req.body)
+    assert body == {"type": "ORDER", "content": json.loads(sample("order.json"))}
+    validators.request("/v2/transactions", "POST", body)
+    assert ctx.state == {"transaction_type": "ORDER", "document_number": "PO-2024-10417"}
+
+
+def test_type_map_in_build_request() -> None:
+    ctx = make_ctx("http://127.0.0.1:1", type_map={"bestellung": "ORDER"})
+    body = json.loads(build_request(order(kind="bestellung"), ctx).body)
+    assert body["type"] == "ORDER"
+
+
+def test_whole_body_payload_is_sent_as_is(validators: Any) -> None:
+    doc = Document(id="IV-1", provider="procuros", payload=sample("invoice.json"))
+    body = json.loads(build_request(doc, make_ctx("http://x")).body)
+    assert body == json.loads(sample("invoice.json"))
+    validators.request("/v2/transactions", "POST", body)
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind", "match"),
+    [
+        (b"<Invoice/>", "invoice", "not JSON"),
+        (b"[1]", "invoice", "JSON object"),
+        (b'{"header": {}}', "ubl", "no Procuros TransactionType"),
+        (b'{"type": "PAYMENT", "content": {}}', "document", "not a Procuros TransactionType"),
+        (b'{"type": "ORDER", "content": []}', "document", "content must be a JSON object"),
+        (b'{"type": "ORDER", "content": {}}', "invoice", "means INVOICE"),
+    ],
+)
+def test_impossible_documents_are_refused_before_sending(
+    payload: bytes, kind: str, match: str
+) -> None:
+    doc = Document(id="d", provider="procuros", payload=payload, kind=kind)
+    with pytest.raises(DocumentError, match=match):
+        build_request(doc, make_ctx("http://x"))
+
+
+# -- prepare_headers ---------------------------------------------------------------------------
+
+
+def test_bearer_token_is_registered_as_secret() -> None:
+    ctx = make_ctx("http://x")
+    headers = prepare_headers(HttpRequest("POST", "/v2/transactions"), ctx)
+    assert headers == {"Authorization": f"Bearer {TOKEN}"}
+    assert ctx._services.secrets == [TOKEN]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("token", [None, "", "   "])
+def test_missing_token_is_a_config_error(token: str | None) -> None:
+    ctx = make_ctx("http://x", api_token=token)
+    with pytest.raises(OutcomeError) as info:
+        prepare_headers(HttpRequest("POST", "/v2/transactions"), ctx)
+    assert info.value.outcome.kind is OutcomeKind.CONFIG_ERROR
+
+
+# -- the send pipeline over HTTP (no engine) ---------------------------------------------------
+
+
+def test_send_twice_is_delivered_then_duplicate(sandbox: ProcurosSandbox) -> None:
+    ctx = make_ctx(sandbox.url)
+    first = send(sandbox, order(), ctx)
+    assert first.kind is OutcomeKind.DELIVERED
+    assert first.provider_status == "TRANSMITTED"
+    assert first.provider_ref == sandbox.effects[0]["key"]
+    second = send(sandbox, order("PO-1-copy"), ctx)
+    assert second.kind is OutcomeKind.DUPLICATE
+    assert len(sandbox.effects) == 1
+
+
+def test_wrong_token_is_config_error(sandbox: ProcurosSandbox) -> None:
+    out = send(sandbox, order(), make_ctx(sandbox.url, api_token="wrong"))
+    assert out.kind is OutcomeKind.CONFIG_ERROR
+    assert out.status == 401
+    assert "wrong" not in json.dumps(out.to_dict())
+
+
+def test_duplicate_message_setting_reaches_the_classifier(
+    sandbox_factory: Callable[..., ProcurosSandbox],
+) -> None:
+    sb = sandbox_factory(duplicate_message="Transaction already exists")
+    ctx = make_ctx(sb.url)
+    send(sb, order(), ctx)
+    assert send(sb, order(), ctx).kind is OutcomeKind.REJECTED
+    ctx2 = make_ctx(sb.url, duplicate_message="Transaction already exists")
+    assert send(sb, order(), ctx2).kind is OutcomeKind.DUPLICATE
+
+
+# -- on_failure: POST /v2/errors ---------------------------------------------------------------
+
+REJECTED = Outcome(
+    OutcomeKind.REJECTED,
+    status=422,
+    message="The given data was invalid.",
+    field_errors=[
+        {"field": "supplier", "message": "Could not resolve party using provided identifiers"}
+    ],
+    error_url="https://portal.procuros.io/errors/1",
+    rule="procuros:422-validation",
+)
+
+
+def test_rejected_document_is_reported_as_data(sandbox: ProcurosSandbox, validators: Any) -> None:
+    doc = order(metadata={"document_number": "ERP-4711"})
+    ctx = make_ctx(sandbox.url, failures=1)
+    on_failure(doc, REJECTED, ctx)
+    assert len(sandbox.reported_errors) == 1
+    rec = sandbox.reported_errors[0]
+    assert rec["errorType"] == "DATA"
+    assert rec["transactionIdentifier"] == "ERP-4711"
+    assert rec["transactionType"] == "ORDER"
+    assert "Could not resolve party" in rec["errorReason"]
+    assert rec["errorContext"]["docrelayDocumentId"] == "PO-1"
+    assert rec["errorContext"]["errorUrl"] == "https://portal.procuros.io/errors/1"
+    validators.request("/v2/errors", "POST", error_report(doc, REJECTED, ctx))
+    assert sandbox.effects == []
+
+
+def test_identifier_falls_back_to_the_content_then_the_id() -> None:
+    ctx = make_ctx("http://x")
+    assert error_report(order(), REJECTED, ctx)["transactionIdentifier"] == "PO-2024-10417"
+    junk = Document(id="X-9", provider="procuros", payload=b"not json", kind="invoice")
+    report = error_report(junk, REJECTED, ctx)
+    assert report["transactionIdentifier"] == "X-9"
+    assert report["transactionType"] == "INVOICE"
+    unknown = Document(id="X-10", provider="procuros", payload=b"{}", kind="ubl")
+    assert "transactionType" not in error_report(unknown, REJECTED, ctx)
+
+
+@pytest.mark.parametrize("kind", [OutcomeKind.CONFIG_ERROR, OutcomeKind.RETRY, OutcomeKind.UNKNOWN])
+def test_other_failures_are_reported_as_internal(
+    sandbox: ProcurosSandbox, validators: Any, kind: OutcomeKind
+) -> None:
+    out = Outcome(kind, status=503, message="Server Error")
+    ctx = make_ctx(sandbox.url, failures=1)
+    on_failure(order(), out, ctx)
+    assert [r["errorType"] for r in sandbox.reported_errors] == ["INTERNAL"]
+    validators.request("/v2/errors", "POST", error_report(order(), out, ctx))
+
+
+def test_report_waits_for_the_configured_number_of_rounds(sandbox: ProcurosSandbox) -> None:
+    for failures in (1, 2):
+        on_failure(order(), REJECTED, make_ctx(sandbox.url, failures, report_after_failures=3))
+    assert sandbox.reported_errors == []
+    for failures in (3, 4):
+        on_failure(order(), REJECTED, make_ctx(sandbox.url, failures, report_after_failures=3))
+    assert len(sandbox.reported_errors) == 2
+
+
+@pytest.mark.parametrize(
+    "settings", [{"report_after_failures": 0}, {"report_errors": False}, {"report_errors": "off"}]
+)
+def test_reporting_can_be_switched_off(sandbox: ProcurosSandbox, settings: dict[str, Any]) -> None:
+    on_failure(order(), REJECTED, make_ctx(sandbox.url, 5, **settings))
+    assert sandbox.reported_errors == []
+
+
+def test_report_never_raises_and_never_logs_the_token(
+    sandbox: ProcurosSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # refused (401), unreachable, no token, a 5xx: all logged, none raised
+    on_failure(order(), REJECTED, make_ctx(sandbox.url, 1, api_token="secret-wrong-token"))
+    on_failure(order(), REJECTED, make_ctx("http://127.0.0.1:9", 1))
+    on_failure(order(), REJECTED, make_ctx(sandbox.url, 1, api_token=None))
+    sandbox.set_faults(["error*1:500"])
+    on_failure(order(), REJECTED, make_ctx(sandbox.url, 1))
+    assert sandbox.reported_errors == []
+    text = caplog.text
+    assert "HTTP 401" in text
+    assert "HTTP 500" in text
+    assert "secret-wrong-token" not in text
+    assert TOKEN not in text
