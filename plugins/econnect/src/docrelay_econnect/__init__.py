@@ -61,18 +61,14 @@ SANDBOX_URL = "http://127.0.0.1:8701"
 ACCEPTANCE_URL = "https://accp-psb.econnect.eu"
 PRODUCTION_URL = "https://psb.econnect.eu"
 
-#: The identity server that issues tokens for each known PSB base URL.
-IDENTITY_TOKEN_URLS: Mapping[str, str] = {
-    ACCEPTANCE_URL: "https://accp-identity.econnect.eu/connect/token",
-    PRODUCTION_URL: "https://identity.econnect.eu/connect/token",
-}
-_ENV_TOKEN_URLS: Mapping[str, str] = {
-    "acceptance": IDENTITY_TOKEN_URLS[ACCEPTANCE_URL],
-    "production": IDENTITY_TOKEN_URLS[PRODUCTION_URL],
-}
-_ENV_BASE_URLS: Mapping[str, str] = {
-    "acceptance": ACCEPTANCE_URL,
-    "production": PRODUCTION_URL,
+_ACCEPTANCE_TOKEN_URL = "https://accp-identity.econnect.eu/connect/token"  # noqa: S105 - a URL
+_PRODUCTION_TOKEN_URL = "https://identity.econnect.eu/connect/token"  # noqa: S105 - a URL
+#: The setting naming the token endpoint of each known PSB base URL. They are settings (not
+#: constants) so that the engine allows their hosts: auxiliary requests may only go to hosts
+#: named by the base URL or a URL-valued setting.
+_TOKEN_URL_SETTINGS: Mapping[str, tuple[str, str]] = {
+    ACCEPTANCE_URL: ("acceptance_token_url", _ACCEPTANCE_TOKEN_URL),
+    PRODUCTION_URL: ("production_token_url", _PRODUCTION_TOKEN_URL),
 }
 
 DEFAULT_SEND_PATH = "/api/v1/{party_id}/salesInvoice/send"
@@ -101,9 +97,18 @@ SETTINGS = (
     ),
     Setting(
         "token_url",
-        help="OAuth2 token endpoint. Default: the identity server of the environment "
-        "(acceptance https://accp-identity.econnect.eu/connect/token, production "
-        "https://identity.econnect.eu/connect/token), else {base_url}/connect/token.",
+        help="OAuth2 token endpoint. Default: acceptance_token_url or production_token_url "
+        "when base_url is that environment's PSB URL, else {base_url}/connect/token.",
+    ),
+    Setting(
+        "acceptance_token_url",
+        default=_ACCEPTANCE_TOKEN_URL,
+        help="Token endpoint used with the acceptance PSB (https://accp-psb.econnect.eu).",
+    ),
+    Setting(
+        "production_token_url",
+        default=_PRODUCTION_TOKEN_URL,
+        help="Token endpoint used with the production PSB (https://psb.econnect.eu).",
     ),
     Setting("scope", default="ap", help="OAuth2 scope requested with the token."),
     Setting(
@@ -174,17 +179,15 @@ def provider_sandbox() -> type[Sandbox]:
 
 
 def token_url(ctx: Context) -> str:
-    """The token endpoint: the setting, else the identity server of the PSB base URL or of
-    the environment, else ``{base_url}/connect/token`` (the sandbox, a proxy)."""
+    """The token endpoint: ``token_url``, else the identity server of the acceptance or
+    production PSB base URL, else ``{base_url}/connect/token`` (the sandbox, a proxy)."""
     explicit = ctx.setting("token_url")
     if explicit:
         return str(explicit)
     base = ctx.base_url.rstrip("/")
-    if base in IDENTITY_TOKEN_URLS:
-        return IDENTITY_TOKEN_URLS[base]
-    env = ctx.environment or ""
-    if env in _ENV_TOKEN_URLS and base == _ENV_BASE_URLS[env]:
-        return _ENV_TOKEN_URLS[env]
+    if base in _TOKEN_URL_SETTINGS:
+        setting, default = _TOKEN_URL_SETTINGS[base]
+        return str(ctx.setting(setting, default))
     return base + "/connect/token"
 
 
@@ -249,7 +252,7 @@ def _token_from_response(response: HttpResponse) -> Token:
             seconds = float(expires_in)
         except (TypeError, ValueError):
             seconds = 3600.0
-        if not 0 < seconds < 10 * 365 * 86400:
+        if not 0 <= seconds <= 366 * 86400:  # also NaN: fall back to the documented hour
             seconds = 3600.0
         return Token.from_expires_in(value, seconds)
     body = parse_error_body(response)

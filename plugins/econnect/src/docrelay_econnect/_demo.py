@@ -10,7 +10,7 @@ from docrelay import DemoBatch, Document
 if TYPE_CHECKING:
     from .sandbox import EConnectSandbox
 
-__all__ = ["DEMO_FAULTS", "SAMPLES", "batch", "sample", "sample_documents"]
+__all__ = ["DEMO_FAULTS", "LOSE_ANSWER", "SAMPLES", "batch", "sample", "sample_documents"]
 
 #: (document id, kind, sample file), in submission order.
 SAMPLES: tuple[tuple[str, str, str], ...] = (
@@ -20,13 +20,19 @@ SAMPLES: tuple[tuple[str, str, str], ...] = (
     ("econnect-PO-2024-0420", "order", "order-PO-2024-0420.xml"),
 )
 
-#: Count-based faults hit the next N *faultable* requests in order (the token endpoint is not
-#: faultable). ``error`` is rolled before the request is processed, ``drop`` after, so on the
-#: first send ``error*1`` answers 500 (INV-0101: retried, then delivered) and the first request
-#: that gets through is processed and its answer dropped (INV-0102: unknown, then the resend
-#: with the same X-EConnect-DocumentId answers 409: duplicate). INV-0103 and the order go
-#: straight through.
-DEMO_FAULTS: tuple[str, ...] = ("error*1:503", "drop*1")
+#: How the sandbox rolls faults decides what each document shows. A count-based fault hits
+#: the next N *faultable* requests in order (the token endpoint is not faultable), and the
+#: engine retries a document in process before it moves to the next one. So the faults given
+#: here all land on the first document: ``error*1:503`` answers its first send 503 before
+#: anything is processed, and its in-process retry is delivered (INV-0101: retried, then
+#: delivered). A ``drop*1`` here would hit that same retry, so the lost answer is asked of the
+#: sandbox per document instead (:data:`LOSE_ANSWER`): the first send of INV-0102 is
+#: processed and its answer dropped (a ``drop*1`` fault the sandbox adds at that moment):
+#: unknown, then the resend with the same X-EConnect-DocumentId answers 409: duplicate.
+#: INV-0103 and the order go straight through.
+DEMO_FAULTS: tuple[str, ...] = ("error*1:503",)
+#: Document numbers whose first send loses its answer (sandbox option ``lose_answer``).
+LOSE_ANSWER: tuple[str, ...] = ("INV-2024-0102",)
 
 DEMO_EXPECT: tuple[str, ...] = (
     "INV-2024-0101: 503, retried, then delivered",
@@ -55,6 +61,7 @@ def sample_documents(provider: str = "econnect") -> tuple[Document, ...]:
 
 
 def batch(sandbox: EConnectSandbox) -> DemoBatch:
+    sandbox.config["lose_answer"] = ",".join(LOSE_ANSWER)
     parties = sorted(sandbox.parties)
     return DemoBatch(
         settings={
@@ -63,7 +70,7 @@ def batch(sandbox: EConnectSandbox) -> DemoBatch:
             "client_secret": sandbox.config["client_secret"],
             "party_id": parties[0] if parties else "NL:KVK:12345678",
         },
-        documents=sample_documents(),
-        faults=DEMO_FAULTS,
-        expect=DEMO_EXPECT,
+        documents=sample_documents(),  # type: ignore[arg-type]  # attrs converter=tuple
+        faults=DEMO_FAULTS,  # type: ignore[arg-type]
+        expect=DEMO_EXPECT,  # type: ignore[arg-type]
     )

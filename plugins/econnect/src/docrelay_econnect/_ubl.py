@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET  # noqa: S405 - see _parse()
+import xml.etree.ElementTree as ET
 
 import attrs
 

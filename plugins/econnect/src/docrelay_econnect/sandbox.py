@@ -23,21 +23,24 @@ unknown document id.
 Options (``--option KEY=VALUE``): ``client_id``, ``client_secret``, ``parties`` (party ids
 linked to the client, comma separated), ``token_ttl`` (seconds, 3600), ``max_payload`` (bytes,
 10 MiB), ``delivery_delay`` (seconds until a document's status moves from ``Accepted`` to
-``Sent``, 0.2), ``require_subscription_key`` (the legacy ``Subscription-Key`` header; off).
+``Sent``, 0.2), ``require_subscription_key`` (the legacy ``Subscription-Key`` header; off),
+``lose_answer`` (document numbers, comma separated: the first send of each is processed and
+its answer dropped, the "lost response" mode of providers.md 1.8, done with a ``drop*1``
+fault added at that moment; empty).
 """
 
 from __future__ import annotations
 
 import email.parser
-import re
 import email.policy
+import re
 import urllib.parse
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from docrelay.sandbox import Route, Sandbox, SandboxRequest, SandboxResponse, TokenIssuer
+from docrelay.sandbox import Fault, Route, Sandbox, SandboxRequest, SandboxResponse, TokenIssuer
 
 from ._ubl import is_valid_document_id, read_ubl
 
@@ -69,12 +72,15 @@ class EConnectSandbox(Sandbox):
         "delivery_delay": 0.2,
         "require_subscription_key": False,
         "subscription_key": "econnect-sandbox-subscription",
+        "lose_answer": "",
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.tokens = TokenIssuer(ttl=3600)
         #: party id -> document id -> record (kind, root, number, body, statuses...)
         self.documents: dict[str, dict[str, dict[str, Any]]] = {}
+        #: (party, document number) whose answer was already lost once (``lose_answer``).
+        self.lost_answers: set[tuple[str, str]] = set()
         super().__init__(*args, **kwargs)
 
     # -- configuration --------------------------------------------------------------------------
@@ -85,6 +91,13 @@ class EConnectSandbox(Sandbox):
         if isinstance(value, str):
             value = value.split(",")
         return frozenset(str(p).strip() for p in value if str(p).strip())
+
+    @property
+    def lose_answer(self) -> frozenset[str]:
+        value = self.config.get("lose_answer") or ()
+        if isinstance(value, str):
+            value = value.split(",")
+        return frozenset(str(n).strip() for n in value if str(n).strip())
 
     def _number(self, name: str) -> float:
         return float(self.config[name])
@@ -115,6 +128,7 @@ class EConnectSandbox(Sandbox):
         with self._lock:
             super().reset()
             self.documents.clear()
+            self.lost_answers.clear()
             self.tokens = TokenIssuer(ttl=3600)
 
     # -- responses ------------------------------------------------------------------------------
@@ -226,11 +240,9 @@ class EConnectSandbox(Sandbox):
         party, denied = self._authorize(request)
         if denied is not None or party is None:
             return denied or self.problem(403, "No permission.")
-        if len(request.body) > self._number("max_payload"):
-            return self.problem(
-                413,
-                f"The request is larger than the limit of {int(self._number('max_payload'))} bytes.",
-            )
+        limit = int(self._number("max_payload"))
+        if len(request.body) > limit:
+            return self.problem(413, f"The request is larger than the limit of {limit} bytes.")
         header = request.header("X-EConnect-DocumentId")
         if header is not None:
             problem = is_valid_document_id(header)
@@ -272,6 +284,11 @@ class EConnectSandbox(Sandbox):
             seen[document_id] = record
             self._add_status(record, "Accepted", "The document is accepted by the PSB.")
             self.record_effect(effect, key=document_id, party=party, **{number_field: ubl.id})
+            if ubl.id in self.lose_answer and (party, str(ubl.id)) not in self.lost_answers:
+                # Processed; now lose the answer: the base class rolls "drop" right after
+                # this handler returns, and this fault comes first in the list.
+                self.lost_answers.add((party, str(ubl.id)))
+                self._faults.insert(0, Fault(name="drop", count=1))
         delay = self._number("delivery_delay")
         sent = (record, "Sent", "The document is delivered to the receiver.")
         if delay <= 0:
