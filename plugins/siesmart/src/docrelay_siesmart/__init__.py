@@ -193,6 +193,15 @@ def _fetch_token(ctx: Context) -> Token:
             "POST", _token_url(ctx), body=body, headers={"Content-Type": "application/json"}
         )
     except TransportFailure as exc:
+        if exc.error.kind == "invalid_url":
+            raise OutcomeError(
+                Outcome(
+                    kind=OutcomeKind.CONFIG_ERROR,
+                    message=f"token endpoint refused by docrelay ({exc.error.message}); set "
+                    "the token_url setting explicitly",
+                    rule="siesmart:token-url-refused",
+                )
+            ) from None
         raise OutcomeError(
             Outcome(
                 kind=OutcomeKind.RETRY,
@@ -289,6 +298,7 @@ def _proposal_id(document: Document, ctx: Context) -> str | None:
 
 
 def _store_etag(ctx: Context, pid: str, etag: str) -> None:
+    ctx.state.pop("needs_refresh", None)
     ctx.state["proposal_id"] = pid
     ctx.state["etag"] = etag
     ctx.state["etag_at"] = time.time()
@@ -450,7 +460,8 @@ def prepare_headers(request: HttpRequest, ctx: Context) -> Mapping[str, str]:
     if _is_modifying(request, ctx):
         pid = ctx.state.get("proposal_id")
         if pid:
-            etag = _newest_known_etag(ctx, str(pid)) or _refresh_etag(ctx, str(pid))
+            etag = None if ctx.state.get("needs_refresh") else _newest_known_etag(ctx, str(pid))
+            etag = etag or _refresh_etag(ctx, str(pid))
             ctx.state["sent_if_match"] = etag
             headers["If-Match"] = etag
     return headers
@@ -471,7 +482,10 @@ def classify_response(
 def _after_classify(
     outcome: Outcome, response: HttpResponse | None, kind: str | None, ctx: Context
 ) -> Outcome:
-    """Keep the ETag and proposal id; turn a second 412 in a row into ``rejected``."""
+    """Keep the ETag and the proposal id of a successful answer in ``ctx.state``.
+
+    A second 412 in a row is turned into ``rejected`` by the engine (one refresh per round).
+    """
     pid = outcome.provider_ref or ctx.state.get("proposal_id")
     if response is not None and 200 <= response.status < 300:
         etag = response.header("ETag")
@@ -479,20 +493,6 @@ def _after_classify(
             _store_etag(ctx, str(pid), etag)
         if pid and outcome.provider_ref is None and kind in MODIFYING_KINDS:
             outcome = attrs.evolve(outcome, provider_ref=str(pid))
-    if outcome.kind is OutcomeKind.STALE:
-        in_row = int(ctx.state.get("stale_in_row") or 0) + 1
-        ctx.state["stale_in_row"] = in_row
-        if in_row >= 2:
-            ctx.state["stale_in_row"] = 0
-            return attrs.evolve(
-                outcome,
-                kind=OutcomeKind.REJECTED,
-                message=f"{outcome.message} (412 again after re-reading the proposal: "
-                "it keeps changing; correct or resubmit the document)",
-                rule="siesmart:412-twice",
-            )
-    elif response is not None:
-        ctx.state["stale_in_row"] = 0
     return outcome
 
 
@@ -514,7 +514,10 @@ def refresh_resource(document: Document, ctx: Context) -> bool:
     except OutcomeError as exc:
         if exc.outcome.kind in (OutcomeKind.REJECTED, OutcomeKind.CONFIG_ERROR):
             return False
-        raise
+        # The re-read failed for a passing reason: the next attempt reads the proposal
+        # first (prepare_headers), and a failure there is an ordinary retry.
+        ctx.state["proposal_id"] = str(pid)
+        ctx.state["needs_refresh"] = True
     return True
 
 
