@@ -6,7 +6,10 @@ The public API. Provider plugins use :data:`hookimpl`, the value objects and
 
 from __future__ import annotations
 
+from ._config import Config, load_config
 from ._context import Context, DocumentView, Token, TransportFailure
+from ._engine import EngineSettings
+from ._host import PluginHost, PluginStatus
 from ._models import (
     Attempt,
     DemoBatch,
@@ -23,6 +26,8 @@ from ._models import (
     Setting,
     TransportError,
 )
+from ._relay import DocumentStatus, IngestResult, Relay
+from ._store import Record, Store, open_store
 from .exceptions import (
     ConfigError,
     DocrelayError,
@@ -36,6 +41,7 @@ from .hookspecs import hookimpl
 
 __all__ = [
     "Attempt",
+    "Config",
     "ConfigError",
     "Context",
     "DemoBatch",
@@ -43,24 +49,34 @@ __all__ = [
     "DocrelayError",
     "Document",
     "DocumentError",
+    "DocumentStatus",
     "DocumentView",
+    "EngineSettings",
     "FieldError",
     "HttpRequest",
     "HttpResponse",
+    "IngestResult",
     "NotFoundError",
     "Notification",
     "Outcome",
     "OutcomeError",
     "OutcomeKind",
+    "PluginHost",
     "PluginLoadError",
+    "PluginStatus",
     "ProviderInfo",
     "RateLimit",
+    "Record",
+    "Relay",
     "Setting",
+    "Store",
     "StoreError",
     "Token",
     "TransportError",
     "TransportFailure",
     "hookimpl",
+    "load_config",
+    "open_store",
 ]
 
 

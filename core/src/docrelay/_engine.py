@@ -1,0 +1,1122 @@
+"""The delivery engine: claim, key, send, classify, retry, transition.
+
+One document's round, as :meth:`Engine.process` runs it::
+
+    claim (lease) ─► held? ─► key + intent stored ─► build request ─► headers ─► rate slot
+        ─► send ─► classify ─► in-process retry (stamina) or transition ─► hooks
+
+Invariants (each has a test): the key and the intent are committed before any request
+leaves; a revision never goes out under another key; a delivered, duplicate or no_action
+document is never sent again; a crash anywhere leaves the document due again when its lease
+expires, and it is then resent with the same key, reconciled, or already final.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import requests
+import stamina
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from ._context import Context, DocumentView, Token, TransportFailure
+from ._host import PluginHost, ProviderHooks
+from ._models import (
+    MAX_BODY_BYTES,
+    Attempt,
+    DocState,
+    Document,
+    HttpRequest,
+    HttpResponse,
+    Outcome,
+    OutcomeKind,
+    ProviderInfo,
+    RateLimit,
+    TransportError,
+)
+from ._redact import redact, redact_outcome, register_secret
+from ._store import LeaseLost, Record, Store
+from .exceptions import ConfigError, DocumentError, OutcomeError
+
+__all__ = ["Engine", "EngineSettings", "ProviderRuntime"]
+
+log = logging.getLogger("docrelay.engine")
+
+
+@attrs.frozen
+class EngineSettings:
+    """Budgets, waits and timeouts (the ``[engine]`` table of ``docrelay.toml``)."""
+
+    #: Budgeted send attempts per document revision (429s do not count), then ``failed``.
+    max_attempts: int = 8
+    #: Seconds from a revision's first attempt after which it is ``failed``.
+    max_age: float = 3 * 86400.0
+    #: In-process attempts per round (stamina), before deferring durably.
+    inprocess_attempts: int = 3
+    #: Seconds one round may spend retrying in process.
+    inprocess_timeout: float = 30.0
+    retry_wait_initial: float = 0.5
+    retry_wait_max: float = 5.0
+    retry_wait_jitter: float = 0.5
+    #: A Retry-After up to this many seconds is waited in process; longer ones are stored.
+    retry_after_cap: float = 10.0
+    #: Durable backoff between rounds: initial * 2**(attempts-1), capped, jittered ±20%.
+    deferral_initial: float = 30.0
+    deferral_max: float = 3600.0
+    poll_initial: float = 2.0
+    poll_max: float = 300.0
+    max_polls: int = 500
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    lease_seconds: float = 120.0
+    #: How long a provider stays paused after a config error (``None``: until a requeue).
+    pause_seconds: float | None = 900.0
+    batch_size: int = 8
+    held_recheck: float = 60.0
+    #: Seconds to wait for a webhook after ``accepted`` before asking a person to look.
+    notification_timeout: float = 86400.0
+    #: Fraction of the provider's rate limit kept free for clock and network jitter.
+    rate_margin: float = 0.02
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> EngineSettings:
+        names = {a.name: a for a in attrs.fields(cls)}
+        unknown = set(data) - set(names)
+        if unknown:
+            raise ConfigError(f"unknown [engine] setting(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for k, v in data.items():
+            default = names[k].default
+            if v is None and k == "pause_seconds":
+                values[k] = None
+            elif isinstance(default, bool) or not isinstance(v, int | float) or isinstance(v, bool):
+                raise ConfigError(f"[engine] {k} must be a number, not {v!r}")
+            else:
+                values[k] = type(default)(v) if isinstance(default, int | float) else v
+        return cls(**values)
+
+
+CORE_PROVIDER_SETTINGS = {
+    "env": "environment name (one of the provider's environments)",
+    "base_url": "base URL (overrides env)",
+    "rate_limit": "client-side limit as 'REQUESTS/SECONDS' (overrides the provider's)",
+    "connect_timeout": "seconds to connect",
+    "read_timeout": "seconds to wait for an answer",
+    "verify": "TLS certificate verification: true, false or a CA bundle path",
+    "allow_insecure_http": "allow plain http to hosts other than loopback",
+    "webhook_secret": "shared secret expected in the webhook URL path",
+    "max_payload_bytes": "refuse larger documents before sending",
+    "enabled": "false to keep the provider's documents queued",
+}
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@attrs.define
+class ProviderRuntime:
+    """A provider as configured: info, resolved settings, base URL, limits."""
+
+    info: ProviderInfo
+    settings: Mapping[str, Any]
+    base_url: str
+    environment: str | None
+    rate: RateLimit | None
+    connect_timeout: float
+    read_timeout: float
+    verify: bool | str
+    allowed_hosts: frozenset[str]
+    max_payload_bytes: int | None
+    webhook_secret: str | None = None
+
+    @classmethod
+    def build(
+        cls, info: ProviderInfo, raw: Mapping[str, Any], engine: EngineSettings
+    ) -> ProviderRuntime:
+        name = info.name
+        known = set(CORE_PROVIDER_SETTINGS) | {s.name for s in info.settings}
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) for provider {name}: {', '.join(sorted(unknown))} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        settings: dict[str, Any] = {s.name: s.default for s in info.settings}
+        settings.update(raw)
+        for s in info.settings:
+            if s.required and settings.get(s.name) in (None, ""):
+                raise ConfigError(f"provider {name} needs setting {s.name!r}: {s.help}".rstrip())
+            if s.secret and isinstance(settings.get(s.name), str):
+                register_secret(settings[s.name])
+        env = settings.get("env")
+        base_url = settings.get("base_url")
+        if not base_url:
+            env = env or info.default_environment
+            if env not in info.environments:
+                raise ConfigError(
+                    f"provider {name} has no environment {env!r} "
+                    f"(known: {', '.join(info.environments) or 'none'}); set base_url"
+                )
+            base_url = info.environments[env]
+        parts = urlsplit(str(base_url))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"provider {name}: invalid base_url {redact(str(base_url))!r}")
+        insecure_ok = bool(settings.get("allow_insecure_http", False))
+        hosts = {parts.hostname}
+        for key, value in settings.items():
+            if key == "base_url" or not isinstance(value, str):
+                continue
+            if value.startswith(("http://", "https://")):
+                p = urlsplit(value)
+                if p.hostname:
+                    hosts.add(p.hostname)
+                    if p.scheme == "http" and not _is_loopback(p.hostname) and not insecure_ok:
+                        raise ConfigError(
+                            f"provider {name}: {key} uses plain http to {p.hostname}; use https "
+                            "or set allow_insecure_http = true"
+                        )
+        if parts.scheme == "http" and not _is_loopback(parts.hostname) and not insecure_ok:
+            raise ConfigError(
+                f"provider {name}: plain http to {parts.hostname} is refused; use https or set "
+                "allow_insecure_http = true"
+            )
+        rate = info.rate_limit
+        if settings.get("rate_limit"):
+            try:
+                n, per = str(settings["rate_limit"]).split("/")
+                rate = RateLimit(int(n), float(per))
+            except ValueError:
+                raise ConfigError(
+                    f"provider {name}: rate_limit must look like '100/60', "
+                    f"not {settings['rate_limit']!r}"
+                ) from None
+        verify = settings.get("verify", True)
+        max_payload = settings.get("max_payload_bytes") or info.max_payload_bytes
+        secret = settings.get("webhook_secret")
+        if secret:
+            register_secret(str(secret))
+        return cls(
+            info=info,
+            settings=settings,
+            base_url=str(base_url),
+            environment=env,
+            rate=rate,
+            connect_timeout=float(settings.get("connect_timeout") or engine.connect_timeout),
+            read_timeout=float(settings.get("read_timeout") or engine.read_timeout),
+            verify=verify if isinstance(verify, bool | str) else True,
+            allowed_hosts=frozenset(hosts),
+            max_payload_bytes=int(max_payload) if max_payload else None,
+            webhook_secret=str(secret) if secret else None,
+        )
+
+    @property
+    def credential(self) -> str:
+        """A non-secret id of the credential in use (rate limits and tokens are per credential)."""
+        setting = self.info.credential_setting
+        raw = str(self.settings.get(setting, "")) if setting else ""
+        return hashlib.sha256(f"{self.info.name}\0{raw}".encode()).hexdigest()[:16]
+
+
+class _Again(Exception):  # noqa: N818 - control flow for stamina, never escapes the engine
+    def __init__(self, outcome: Outcome, wait: float | None) -> None:
+        super().__init__(outcome.kind.value)
+        self.outcome = outcome
+        self.wait = wait
+
+
+def _retry_hook(exc: Exception) -> bool | float:
+    if isinstance(exc, _Again):
+        return True if exc.wait is None else float(exc.wait)
+    return False
+
+
+def _crashpoint(name: str) -> None:
+    """Test instrumentation: ``DOCRELAY_CRASH_AT=name`` kills the process right here."""
+    if os.environ.get("DOCRELAY_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _TokenCache:
+    """Tokens per credential, refreshed shortly before expiry, one fetch at a time."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._tokens: dict[str, Token] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _fresh(self, token: Token | None, now: float) -> bool:
+        if token is None:
+            return False
+        return token.expires_at - now > 30.0
+
+    def get(self, credential: str, fetch: Callable[[], Token], now: Callable[[], float]) -> Token:
+        token = self._tokens.get(credential)
+        if self._fresh(token, now()):
+            assert token is not None
+            return token
+        with self._guard:
+            lock = self._locks.setdefault(credential, threading.Lock())
+        with lock:
+            token = self._tokens.get(credential)
+            if self._fresh(token, now()):
+                assert token is not None
+                return token
+            shared_lock = self._store.token_lock(credential)
+            if shared_lock is None:
+                token = fetch()
+            else:
+                with shared_lock:
+                    shared = self._store.shared_token(credential, now())
+                    if shared is not None and shared[1] - now() > 30.0:
+                        token = Token(shared[0], shared[1])
+                    else:
+                        token = fetch()
+                        self._store.save_token(credential, token.value, token.expires_at)
+            register_secret(token.value)
+            self._tokens[credential] = token
+            return token
+
+    def invalidate(self, credential: str, value: str) -> None:
+        with self._guard:
+            current = self._tokens.get(credential)
+            if current is not None and current.value == value:
+                del self._tokens[credential]
+        self._store.drop_token(credential, value)
+
+
+class _RateLimiter:
+    """Evenly spaced send slots per provider credential; shared via the store when it can."""
+
+    def __init__(self, store: Store, margin: float) -> None:
+        self._store = store
+        self._margin = margin
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, bucket: str, rate: RateLimit, clock: Callable[[], float]) -> float:
+        interval = rate.interval * (1.0 + self._margin)
+        now = clock()
+        slot = self._store.rate_slot(bucket, interval, now)
+        if slot is None:
+            with self._lock:
+                slot = max(now, self._next.get(bucket, now))
+                self._next[bucket] = slot + interval
+        delay = slot - now
+        if delay > 0:
+            time.sleep(delay)
+        return max(0.0, delay)
+
+
+class _Services:
+    """What one context borrows from the engine (and which tokens it used)."""
+
+    def __init__(self, engine: Engine, runtime: ProviderRuntime) -> None:
+        self.engine = engine
+        self.runtime = runtime
+        self.used_tokens: dict[str, str] = {}
+
+    def http(self, ctx: Context, request: HttpRequest) -> HttpResponse:
+        response, error = self.engine.http(self.runtime, request)
+        if error is not None:
+            raise TransportFailure(error)
+        assert response is not None
+        return response
+
+    def token(self, ctx: Context, credential: str, fetch: Callable[[Context], Token]) -> str:
+        cred = f"{self.runtime.info.name}:{credential}"
+        token = self.engine.tokens.get(cred, lambda: fetch(ctx), self.engine.clock)
+        self.used_tokens[cred] = token.value
+        return token.value
+
+    def find_documents(
+        self, provider: str, kind: str | None, metadata: Mapping[str, str]
+    ) -> list[DocumentView]:
+        return [
+            DocumentView(
+                id=r.id,
+                provider=r.provider,
+                kind=r.document.kind,
+                state=r.state.value,
+                metadata=r.document.metadata,
+                reason=r.reason,
+                provider_ref=r.provider_ref,
+                provider_state=dict(r.provider_state),
+                updated_at=r.updated_at,
+            )
+            for r in self.engine.store.find(provider, kind, metadata)
+        ]
+
+    def register_secret(self, value: str) -> None:
+        register_secret(value)
+
+
+def _transport_error(exc: requests.RequestException) -> TransportError:
+    text = redact(f"{type(exc).__name__}: {exc}")[:500]
+    if isinstance(exc, requests.exceptions.SSLError):
+        return TransportError(kind="tls", message=text, sent=False)
+    if isinstance(exc, requests.ConnectTimeout):
+        return TransportError(kind="connect_timeout", message=text, sent=False)
+    if isinstance(exc, requests.ReadTimeout):
+        return TransportError(kind="read_timeout", message=text, sent=True)
+    if isinstance(exc, requests.ConnectionError):
+        chain = repr(exc.args) + repr(exc.__cause__) + repr(exc.__context__)
+        not_sent = (
+            "NewConnectionError",
+            "Connection refused",
+            "NameResolutionError",
+            "Failed to establish",
+            "Max retries exceeded with url",
+        )
+        if any(s in chain for s in not_sent) and "RemoteDisconnected" not in chain:
+            return TransportError(kind="connect", message=text, sent=False)
+        return TransportError(kind="disconnected", message=text, sent=True)
+    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
+        return TransportError(kind="invalid_url", message=text, sent=False)
+    return TransportError(kind="other", message=text, sent=True)
+
+
+class Engine:
+    """Delivers documents from a :class:`Store` through the plugins of a :class:`PluginHost`."""
+
+    def __init__(
+        self,
+        host: PluginHost,
+        store: Store,
+        providers: Mapping[str, ProviderRuntime],
+        settings: EngineSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host = host
+        self.store = store
+        self.providers = dict(providers)
+        self.settings = settings
+        self.clock = clock
+        self.tokens = _TokenCache(store)
+        self.limiter = _RateLimiter(store, settings.rate_margin)
+        self._local = threading.local()
+        self.owner_prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.listeners: list[Callable[[Record, str, str], None]] = []
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def owner(self) -> str:
+        return f"{self.owner_prefix}:{threading.get_ident()}"
+
+    def runtime(self, provider: str) -> ProviderRuntime:
+        rt = self.providers.get(provider)
+        if rt is None:
+            info = self.host.provider(provider)
+            rt = self.providers[provider] = ProviderRuntime.build(info, {}, self.settings)
+        return rt
+
+    def session(self) -> requests.Session:
+        s: requests.Session | None = getattr(self._local, "session", None)
+        if s is None:
+            s = requests.Session()
+            # One retry engine: urllib3 must not retry on its own (retries would multiply).
+            adapter = HTTPAdapter(
+                max_retries=Retry(total=0, connect=0, read=False, redirect=0, status=0),
+                pool_connections=16,
+                pool_maxsize=16,
+            )
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
+            s.trust_env = False
+            self._local.session = s
+        return s
+
+    def context(self, rt: ProviderRuntime, record: Record | None = None) -> Context:
+        ctx = Context(
+            provider=rt.info,
+            settings=rt.settings,
+            base_url=rt.base_url,
+            environment=rt.environment,
+            services=_Services(self, rt),
+        )
+        if record is not None:
+            ctx.document = record.document
+            ctx.key = record.key if record.key_revision == record.document.revision else None
+            ctx.previous_key = record.previous_key
+            ctx.previous_state = record.previous_state
+            ctx.attempt = record.attempts
+            ctx.failures = record.failures
+            ctx.state = dict(record.provider_state)
+        return ctx
+
+    def http(
+        self, rt: ProviderRuntime, request: HttpRequest
+    ) -> tuple[HttpResponse | None, TransportError | None]:
+        url = request.url if "://" in request.url else rt.base_url.rstrip("/") + "/" + (
+            request.url.lstrip("/")
+        )
+        parts = urlsplit(url)
+        if parts.hostname not in rt.allowed_hosts:
+            return None, TransportError(
+                kind="invalid_url",
+                message=f"refused to follow {parts.scheme}://{parts.hostname}: not a configured "
+                "host of this provider",
+                sent=False,
+            )
+        if parts.scheme == "http" and not _is_loopback(parts.hostname) and not bool(
+            rt.settings.get("allow_insecure_http", False)
+        ):
+            return None, TransportError(
+                kind="invalid_url", message=f"plain http to {parts.hostname} refused", sent=False
+            )
+        started = time.monotonic()
+        try:
+            r = self.session().request(
+                request.method,
+                url,
+                data=request.body or None,
+                headers=dict(request.headers),
+                params=dict(request.params) or None,
+                timeout=(rt.connect_timeout, rt.read_timeout),
+                allow_redirects=False,
+                verify=rt.verify,
+                stream=True,
+            )
+        except requests.RequestException as exc:
+            return None, _transport_error(exc)
+        try:
+            chunks, size, truncated = [], 0, False
+            for chunk in r.iter_content(16384):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    truncated = True
+                    break
+            body = b"".join(chunks)[:MAX_BODY_BYTES]
+        except requests.RequestException as exc:
+            return None, _transport_error(exc)
+        finally:
+            r.close()
+        return (
+            HttpResponse(
+                status=r.status_code,
+                headers=dict(r.headers),
+                body=body,
+                url=url,
+                elapsed=time.monotonic() - started,
+                truncated=truncated,
+            ),
+            None,
+        )
+
+    # -- the round ------------------------------------------------------------------------------
+
+    def run_once(self, provider: str | None = None, limit: int | None = None) -> int:
+        """Claim one batch of due documents and process it; returns how many were claimed."""
+        owner = self.owner()
+        records = self.store.claim(
+            owner, self.clock(), self.settings.lease_seconds,
+            limit or self.settings.batch_size, provider,
+        )  # fmt: skip
+        for i, record in enumerate(records):
+            try:
+                self.process(record, owner)
+            except LeaseLost:
+                log.warning("lease on %s lost; another worker has it", record.id)
+            except Exception:
+                log.exception("unexpected error delivering %s", record.id)
+                self._release(record, owner, "internal error; retried after the lease")
+            # Later documents of the batch wait their turn: keep their leases alive.
+            if i + 1 < len(records):
+                until = self.clock() + self.settings.lease_seconds
+                for other in records[i + 1 :]:
+                    try:
+                        self.store.extend_lease(other.id, owner, until)
+                    except LeaseLost:
+                        continue
+        return len(records)
+
+    def _release(self, record: Record, owner: str, reason: str) -> None:
+        try:
+            self.store.update(
+                record.id,
+                owner,
+                {"lease_owner": None, "lease_until": None, "reason": reason,
+                 "next_attempt_at": self.clock() + self.settings.deferral_initial},
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - the lease expiry recovers it anyway
+            log.exception("could not release %s", record.id)
+
+    def process(self, record: Record, owner: str) -> Record:
+        rt = self.runtime(record.provider)
+        hooks = self.host.hooks(record.provider)
+        ctx = self.context(rt, record)
+        now = self.clock()
+        state = record.state
+        if rt.settings.get("enabled") is False:
+            return self._set(record, owner, ctx, state, None, {
+                "next_attempt_at": None, "lease_owner": None, "lease_until": None,
+                "reason": f"provider {rt.info.name} is disabled in the configuration"})  # fmt: skip
+        if state == DocState.ACCEPTED:
+            return self._poll(record, owner, ctx, hooks, rt)
+        if state in FINAL_LIKE:
+            # Never sent again: clear a stray lease and stop.
+            return self.store.update(
+                record.id, owner, {"next_attempt_at": None, "lease_owner": None,
+                                   "lease_until": None})  # fmt: skip
+        if record.first_attempt_at and now - record.first_attempt_at > self.settings.max_age:
+            return self._fail(record, owner, ctx, hooks, record.outcome, "time budget spent")
+        if hooks.implements("hold"):
+            reason = hooks.hold(record.document, ctx)
+            if reason:
+                return self._set(record, owner, ctx, DocState.HELD, None, {
+                    "reason": reason, "next_attempt_at": now + self.settings.held_recheck,
+                    "lease_owner": None, "lease_until": None})  # fmt: skip
+        if state in (DocState.SENDING, DocState.UNKNOWN):
+            # The previous request may have taken effect: look it up or resend with the key.
+            resolved = self._resolve_unknown(record, owner, ctx, hooks, rt)
+            if resolved is not None:
+                return resolved
+        return self._deliver(record, owner, ctx, hooks, rt)
+
+    def _resolve_unknown(
+        self,
+        record: Record,
+        owner: str,
+        ctx: Context,
+        hooks: ProviderHooks,
+        rt: ProviderRuntime,
+    ) -> Record | None:
+        """After an ambiguous outcome: ``None`` means "resend with the same key"; a record
+        means the document was settled (found, parked, or the lookup deferred)."""
+        if not hooks.implements("reconcile"):
+            if rt.info.deduplicates:
+                return None  # the provider recognises the key or the payload
+            return self._park_unknown(record, owner, ctx, record.outcome, None)
+        started = self.clock()
+        lookup_failed = False
+        try:
+            outcome = hooks.reconcile(record.document, ctx)
+        except OutcomeError as exc:
+            outcome, lookup_failed = redact_outcome(exc.outcome), True
+        except TransportFailure as exc:
+            outcome, lookup_failed = (
+                Outcome(kind=OutcomeKind.RETRY, message=exc.error.message,
+                        rule="reconcile:transport"),
+                True,
+            )  # fmt: skip
+        attempt = Attempt(
+            doc_id=record.id, number=self.store.next_attempt_number(record.id),
+            revision=record.document.revision, key=ctx.key, action="reconcile",
+            started_at=started, outcome=outcome, duration=self.clock() - started,
+        )  # fmt: skip
+        if lookup_failed:
+            assert outcome is not None
+            if outcome.kind == OutcomeKind.CONFIG_ERROR:
+                return self._finish(record, owner, ctx, hooks, rt, outcome, attempt)
+            # The lookup itself failed: look again later, never resend blindly.
+            return self._defer(record, owner, ctx, outcome, attempt, DocState.UNKNOWN)
+        if outcome is None:
+            if rt.info.deduplicates:
+                return None
+            return self._park_unknown(record, owner, ctx, record.outcome, attempt)
+        if outcome.kind == OutcomeKind.RETRY:
+            # Certainly not at the provider: record the lookup, then send again.
+            self.store.update(record.id, owner, {"provider_state": ctx.state}, attempt=attempt)
+            return None
+        if outcome.kind == OutcomeKind.UNKNOWN:
+            return self._park_unknown(record, owner, ctx, outcome, attempt)
+        return self._finish(record, owner, ctx, hooks, rt, outcome, attempt)
+
+    def _park_unknown(
+        self,
+        record: Record,
+        owner: str,
+        ctx: Context,
+        outcome: Outcome | None,
+        attempt: Attempt | None,
+    ) -> Record:
+        if outcome is None or outcome.kind != OutcomeKind.UNKNOWN:
+            outcome = Outcome(kind=OutcomeKind.UNKNOWN, message="the send was interrupted")
+        reason = (
+            "outcome unknown and the provider cannot deduplicate: check the document at the "
+            "provider, then `docrelay requeue` to send it again"
+        )
+        return self._set(record, owner, ctx, DocState.UNKNOWN, outcome, {
+            "reason": reason, "next_attempt_at": None, "lease_owner": None,
+            "lease_until": None}, attempt)  # fmt: skip
+
+    def _ensure_key(self, record: Record, ctx: Context, hooks: ProviderHooks) -> str:
+        if ctx.key is not None:
+            return ctx.key
+        key = hooks.idempotency_key(record.document, ctx)
+        if not isinstance(key, str) or not key:
+            raise DocumentError(f"provider {record.provider} returned no idempotency key")
+        ctx.key = key
+        return key
+
+    def _deliver(
+        self,
+        record: Record,
+        owner: str,
+        ctx: Context,
+        hooks: ProviderHooks,
+        rt: ProviderRuntime,
+    ) -> Record:
+        s = self.settings
+        doc = record.document
+        number = self.store.next_attempt_number(record.id)
+        attempts = record.attempts
+        first_attempt_at = record.first_attempt_at
+        reauthed = refreshed = False
+        last: tuple[Outcome, Attempt | None] | None = None
+        try:
+            key = self._ensure_key(record, ctx, hooks)
+        except DocumentError as exc:
+            out = Outcome(kind=OutcomeKind.REJECTED, message=str(exc), rule="docrelay:key")
+            return self._finish(record, owner, ctx, hooks, rt, out, None)
+        try:
+            for try_ in stamina.retry_context(
+                on=_retry_hook,
+                attempts=max(1, s.inprocess_attempts) + 2,  # + a token refresh, a re-read
+                timeout=s.inprocess_timeout,
+                wait_initial=s.retry_wait_initial,
+                wait_max=s.retry_wait_max,
+                wait_jitter=s.retry_wait_jitter,
+            ):
+                with try_:
+                    if attempts >= s.max_attempts:
+                        break
+                    outcome, attempt, counted = self._send_once(
+                        record, owner, ctx, hooks, rt, key, number, first_attempt_at
+                    )
+                    number += 1
+                    first_attempt_at = first_attempt_at or attempt.started_at
+                    if counted:
+                        attempts += 1
+                    last = (outcome, attempt)
+                    kind = outcome.kind
+                    if kind == OutcomeKind.REAUTH and not reauthed:
+                        reauthed = True
+                        for cred, value in ctx._services.used_tokens.items():  # type: ignore[attr-defined]
+                            self.tokens.invalidate(cred, value)
+                        self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
+                        raise _Again(outcome, 0.0)
+                    if kind == OutcomeKind.STALE and not refreshed:
+                        refreshed = True
+                        self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
+                        if hooks.refresh_resource(doc, ctx):
+                            raise _Again(outcome, 0.0)
+                    elif kind in (OutcomeKind.RETRY, OutcomeKind.THROTTLED) or (
+                        kind == OutcomeKind.UNKNOWN and rt.info.deduplicates
+                    ):
+                        wait = outcome.wait
+                        if (wait is None or wait <= s.retry_after_cap) and (
+                            attempts < s.max_attempts
+                        ):
+                            self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
+                            self.store.extend_lease(
+                                record.id, owner, self.clock() + s.lease_seconds
+                            )
+                            raise _Again(outcome, wait)
+        except _Again:
+            pass  # stamina gave up: the last outcome decides below
+        assert last is not None or attempts >= s.max_attempts
+        if last is None:
+            return self._fail(record, owner, ctx, hooks, record.outcome, "attempt budget spent")
+        outcome, last_attempt = last
+        record = attrs.evolve(record, attempts=attempts, first_attempt_at=first_attempt_at)
+        if outcome.kind == OutcomeKind.REAUTH:
+            outcome = attrs.evolve(
+                outcome, kind=OutcomeKind.CONFIG_ERROR,
+                message=(outcome.message or "") + " (still refused after a token refresh)",
+            )  # fmt: skip
+        elif outcome.kind == OutcomeKind.STALE:
+            outcome = attrs.evolve(
+                outcome, kind=OutcomeKind.REJECTED,
+                message=(outcome.message or "precondition failed")
+                + " (still stale after re-reading the resource)",
+            )  # fmt: skip
+        return self._finish(record, owner, ctx, hooks, rt, outcome, last_attempt)
+
+    def _record(
+        self,
+        record: Record,
+        owner: str,
+        ctx: Context,
+        attempt: Attempt,
+        attempts: int,
+        first_attempt_at: float | None,
+    ) -> None:
+        """Store an attempt that will be retried in process (the state stays ``sending``)."""
+        self.store.update(
+            record.id, owner,
+            {"attempts": attempts, "provider_state": ctx.state, "outcome": attempt.outcome,
+             "first_attempt_at": first_attempt_at},
+            attempt=attempt,
+        )  # fmt: skip
+
+    def _send_once(
+        self,
+        record: Record,
+        owner: str,
+        ctx: Context,
+        hooks: ProviderHooks,
+        rt: ProviderRuntime,
+        key: str,
+        number: int,
+        first_attempt_at: float | None,
+    ) -> tuple[Outcome, Attempt, bool]:
+        doc = record.document
+        ctx.attempt += 1
+        started = self.clock()
+        base = Attempt(
+            doc_id=doc.id, number=number, revision=doc.revision, key=key, action="send",
+            started_at=started,
+        )  # fmt: skip
+        try:
+            request = hooks.build_request(doc, ctx)
+            if request is None:
+                raise ConfigError(f"provider {rt.info.name} built no request for {doc.kind!r}")
+            extra = hooks.prepare_headers(request, ctx)
+            request = request.with_headers(extra)
+        except DocumentError as exc:
+            out = Outcome(kind=OutcomeKind.REJECTED, message=redact(str(exc)),
+                          rule="docrelay:refused-before-send")  # fmt: skip
+            return out, attrs.evolve(base, outcome=out, duration=0.0), False
+        except OutcomeError as exc:
+            out = redact_outcome(exc.outcome)
+            counted = out.kind not in (OutcomeKind.THROTTLED,)
+            return out, attrs.evolve(base, outcome=out, duration=self.clock() - started), counted
+        except TransportFailure as exc:
+            out = Outcome(kind=OutcomeKind.RETRY, message=exc.error.message,
+                          rule="docrelay:auxiliary-request")  # fmt: skip
+            return out, attrs.evolve(base, outcome=out, duration=self.clock() - started), True
+        if rt.rate is not None:
+            self.limiter.wait(f"{rt.info.name}:{rt.credential}", rt.rate, self.clock)
+        started = self.clock()
+        base = attrs.evolve(base, started_at=started, request=request.summary())
+        # Invariant 2: the key and the intent are committed before the request leaves.
+        self.store.update(
+            doc.id, owner,
+            {"state": DocState.SENDING.value, "key": key, "key_revision": doc.revision,
+             "provider_state": ctx.state, "first_attempt_at": first_attempt_at or started,
+             "reason": f"attempt {number} in flight"},
+            attempt=base,
+        )  # fmt: skip
+        _crashpoint("after_intent")
+        response, error = self.http(rt, request)
+        _crashpoint("after_response")
+        outcome = redact_outcome(hooks.classify_response(response, error, ctx))
+        attempt = attrs.evolve(
+            base,
+            status=response.status if response is not None else None,
+            outcome=outcome,
+            duration=self.clock() - started,
+        )
+        counted = outcome.kind not in (OutcomeKind.THROTTLED, OutcomeKind.REAUTH,
+                                       OutcomeKind.STALE)  # fmt: skip
+        return outcome, attempt, counted
+
+    # -- after the send -------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        record: Record,
+        owner: str,
+        ctx: Context,
+        hooks: ProviderHooks,
+        rt: ProviderRuntime,
+        outcome: Outcome,
+        attempt: Attempt | None,
+    ) -> Record:
+        s = self.settings
+        now = self.clock()
+        kind = outcome.kind
+        base: dict[str, Any] = {"lease_owner": None, "lease_until": None, "provider_state": ctx.state,
+                "attempts": record.attempts, "first_attempt_at": record.first_attempt_at}  # fmt: skip
+        if outcome.provider_ref:
+            base["provider_ref"] = outcome.provider_ref
+        if ctx.key is not None:
+            base["key"] = ctx.key
+            base["key_revision"] = record.document.revision
+        if kind in (OutcomeKind.DELIVERED, OutcomeKind.DUPLICATE, OutcomeKind.NO_ACTION):
+            new = DocState(kind.value)
+            reason = {
+                OutcomeKind.DELIVERED: "delivered",
+                OutcomeKind.DUPLICATE: "the provider already had it (counts as delivered)",
+                OutcomeKind.NO_ACTION: "accepted by the provider, not forwarded",
+            }[kind]
+            rec = self._set(record, owner, ctx, new, outcome,
+                            {**base, "reason": reason, "next_attempt_at": None}, attempt)  # fmt: skip
+            self.store.wake_held(record.provider, now)
+            return rec
+        if kind == OutcomeKind.ACCEPTED:
+            if rt.info.async_validation == "poll":
+                wait = outcome.wait if outcome.wait is not None else s.poll_initial
+                changes = {**base, "next_attempt_at": now + wait, "polls": 0,
+                           "reason": "accepted; validation pending, polling"}  # fmt: skip
+            else:
+                changes = {**base, "next_attempt_at": now + s.notification_timeout,
+                           "reason": "accepted; waiting for the provider's notification"}  # fmt: skip
+            rec = self._set(record, owner, ctx, DocState.ACCEPTED, outcome, changes, attempt)
+            return self._apply_pending(rec)
+        if kind == OutcomeKind.REJECTED:
+            rec = self._set(record, owner, ctx, DocState.REJECTED, outcome, {
+                **base, "next_attempt_at": None, "failures": record.failures + 1,
+                "reason": "rejected by the provider: correct the document and submit it again",
+            }, attempt)  # fmt: skip
+            self._on_failure(rec, ctx, hooks, outcome)
+            return rec
+        if kind == OutcomeKind.CONFIG_ERROR:
+            until = now + s.pause_seconds if s.pause_seconds is not None else None
+            why = f"config error: {outcome.describe()}"
+            self.store.pause_provider(record.provider, why, until, now)
+            rec = self._set(record, owner, ctx, DocState.FAILED, outcome, {
+                **base, "next_attempt_at": None, "failures": record.failures + 1,
+                "reason": f"{why}; provider paused: fix the configuration, then "
+                f"`docrelay requeue {record.id}`",
+            }, attempt)  # fmt: skip
+            self._on_failure(rec, ctx, hooks, outcome)
+            return rec
+        # retry, throttled, unknown: defer durably, or fail when the budget is spent.
+        if record.attempts >= s.max_attempts:
+            self._set_attempt_only(record, owner, attempt)
+            return self._fail(record, owner, ctx, hooks, outcome,
+                              f"attempt budget spent ({record.attempts} attempts)")  # fmt: skip
+        if record.first_attempt_at and now - record.first_attempt_at > s.max_age:
+            self._set_attempt_only(record, owner, attempt)
+            return self._fail(record, owner, ctx, hooks, outcome, "time budget spent")
+        target = DocState.UNKNOWN if kind == OutcomeKind.UNKNOWN else DocState.RETRY_WAIT
+        return self._defer(record, owner, ctx, outcome, attempt, target, base)
+
+    def _set_attempt_only(self, record: Record, owner: str, attempt: Attempt | None) -> None:
+        if attempt is not None:
+            self.store.update(record.id, owner, {}, attempt=attempt)
+
+    def _defer(
+        self,
+        record: Record,
+        owner: str,
+        ctx: Context,
+        outcome: Outcome,
+        attempt: Attempt | None,
+        target: DocState,
+        base: Mapping[str, Any] | None = None,
+    ) -> Record:
+        s = self.settings
+        n = max(1, record.attempts)
+        backoff = min(s.deferral_max, s.deferral_initial * 2 ** (n - 1))
+        backoff *= random.uniform(0.8, 1.2)
+        if outcome.kind == OutcomeKind.THROTTLED and outcome.wait is None:
+            backoff = min(backoff, s.deferral_initial)
+        wait = max(backoff, outcome.wait or 0.0)
+        when = self.clock() + wait
+        reason = (
+            f"{outcome.kind.value}: {outcome.describe()}; next attempt in {wait:.0f} s "
+            f"({record.attempts}/{s.max_attempts} attempts used)"
+        )
+        changes = {**(base or {}), "lease_owner": None, "lease_until": None,
+                   "provider_state": ctx.state, "next_attempt_at": when, "reason": reason}  # fmt: skip
+        return self._set(record, owner, ctx, target, outcome, changes, attempt)
+
+    def _fail(
+        self,
+        record: Record,
+        owner: str,
+        ctx: Context,
+        hooks: ProviderHooks,
+        outcome: Outcome | None,
+        why: str,
+    ) -> Record:
+        last = f" (last: {outcome.describe()})" if outcome else ""
+        rec = self._set(record, owner, ctx, DocState.FAILED, outcome, {
+            "next_attempt_at": None, "lease_owner": None, "lease_until": None,
+            "failures": record.failures + 1, "attempts": record.attempts,
+            "reason": f"{why}{last}; `docrelay requeue {record.id}` sends it again",
+        })  # fmt: skip
+        self._on_failure(
+            rec, ctx, hooks, outcome or Outcome(kind=OutcomeKind.RETRY, message=why)
+        )
+        return rec
+
+    def _set(
+        self,
+        record: Record,
+        owner: str | None,
+        ctx: Context,
+        new: DocState,
+        outcome: Outcome | None,
+        changes: Mapping[str, Any],
+        attempt: Attempt | None = None,
+        expect_state: str | None = None,
+    ) -> Record:
+        values = dict(changes)
+        values["state"] = new.value
+        if outcome is not None:
+            values["outcome"] = outcome
+        _crashpoint("before_commit")
+        rec = self.store.update(
+            record.id, owner, values, attempt=attempt, now=self.clock(),
+            expect_state=expect_state,
+        )  # fmt: skip
+        old = record.state.value
+        if old != new.value or (attempt is not None and attempt.action == "notification"):
+            self._changed(rec, old, new.value, outcome)
+        return rec
+
+    def _changed(self, rec: Record, old: str, new: str, outcome: Outcome | None) -> None:
+        if old == new:
+            return
+        try:
+            self.host.hooks(rec.provider).on_state_change(rec.document, old, new, outcome)
+        except Exception:
+            log.exception("on_state_change of %s raised for %s", rec.provider, rec.id)
+        for listener in list(self.listeners):
+            try:
+                listener(rec, old, new)
+            except Exception:
+                log.exception("state listener raised")
+
+    def _on_failure(
+        self, rec: Record, ctx: Context, hooks: ProviderHooks, outcome: Outcome
+    ) -> None:
+        ctx.failures = rec.failures
+        try:
+            hooks.on_failure(rec.document, outcome, ctx)
+        except Exception:
+            log.exception("on_failure of %s raised for %s", rec.provider, rec.id)
+
+    # -- asynchronous validation ----------------------------------------------------------------
+
+    def _poll(
+        self,
+        record: Record,
+        owner: str,
+        ctx: Context,
+        hooks: ProviderHooks,
+        rt: ProviderRuntime,
+    ) -> Record:
+        s = self.settings
+        now = self.clock()
+        keep = {"lease_owner": None, "lease_until": None}
+        if rt.info.async_validation != "poll" or not hooks.implements("poll_status"):
+            if self.store.pending_notifications(record.provider, record.id):
+                return self._apply_pending(self.store.update(record.id, owner, keep))
+            return self.store.update(record.id, owner, {
+                **keep, "next_attempt_at": None,
+                "reason": f"accepted, but no notification after "
+                f"{s.notification_timeout / 3600:.0f} h: ask the provider's support",
+            })  # fmt: skip
+        number = self.store.next_attempt_number(record.id)
+        started = now
+        try:
+            outcome = hooks.poll_status(record.document, ctx)
+        except OutcomeError as exc:
+            outcome = exc.outcome
+        except TransportFailure as exc:
+            outcome = Outcome(kind=OutcomeKind.RETRY, message=exc.error.message,
+                              rule="poll:transport")  # fmt: skip
+        if outcome is None:
+            outcome = Outcome(kind=OutcomeKind.ACCEPTED, message="no poll answer")
+        outcome = redact_outcome(outcome)
+        attempt = Attempt(
+            doc_id=record.id, number=number, revision=record.document.revision, key=record.key,
+            action="poll", started_at=started, status=outcome.status, outcome=outcome,
+            duration=self.clock() - started,
+        )  # fmt: skip
+        polls = record.polls + 1
+        if outcome.kind == OutcomeKind.RETRY and outcome.resend:
+            return self._set(record, owner, ctx, DocState.RETRY_WAIT, outcome, {
+                **keep, "next_attempt_at": now, "polls": 0, "provider_state": ctx.state,
+                "reason": "the provider lost the validation: sending again"}, attempt)  # fmt: skip
+        if outcome.kind in (OutcomeKind.ACCEPTED, OutcomeKind.RETRY, OutcomeKind.THROTTLED,
+                            OutcomeKind.UNKNOWN):  # fmt: skip
+            if polls >= s.max_polls:
+                self._set_attempt_only(record, owner, attempt)
+                return self._fail(record, owner, ctx, hooks, outcome,
+                                  f"validation not finished after {polls} polls")  # fmt: skip
+            wait = min(s.poll_max, s.poll_initial * 1.5 ** min(polls, 40))
+            wait = max(wait, outcome.wait or 0.0)
+            return self.store.update(record.id, owner, {
+                **keep, "polls": polls, "next_attempt_at": now + wait,
+                "provider_state": ctx.state,
+                "reason": f"accepted; validation pending (poll {polls}), next poll in "
+                f"{wait:.0f} s"}, attempt=attempt)  # fmt: skip
+        return self._finish(
+            attrs.evolve(record, polls=polls), owner, ctx, hooks, rt, outcome, attempt
+        )
+
+    def _apply_pending(self, rec: Record) -> Record:
+        """Apply notifications that arrived before the send's answer was committed."""
+        if rec.state != DocState.ACCEPTED:
+            return rec
+        for note_id, outcome in self.store.pending_notifications(rec.provider, rec.id):
+            applied = self.apply_notification(rec, outcome)
+            self.store.mark_notification(
+                note_id, applied is not None, "applied late" if applied else "not applicable"
+            )
+            if applied is not None:
+                return applied
+        return rec
+
+    def apply_notification(self, rec: Record, outcome: Outcome) -> Record | None:
+        """Move an ``accepted`` document forward by a notification; ``None`` if it cannot
+        move (already final, or still being sent: then it is applied when the send ends)."""
+        if rec.state != DocState.ACCEPTED:
+            return None
+        if outcome.kind not in (OutcomeKind.DELIVERED, OutcomeKind.REJECTED,
+                                OutcomeKind.DUPLICATE):  # fmt: skip
+            return None
+        rt = self.runtime(rec.provider)
+        hooks = self.host.hooks(rec.provider)
+        ctx = self.context(rt, rec)
+        number = self.store.next_attempt_number(rec.id)
+        attempt = Attempt(
+            doc_id=rec.id, number=number, revision=rec.document.revision, key=rec.key,
+            action="notification", started_at=self.clock(), outcome=outcome, duration=0.0,
+        )  # fmt: skip
+        new = DocState.REJECTED if outcome.kind == OutcomeKind.REJECTED else DocState(
+            outcome.kind.value
+        )
+        changes: dict[str, Any] = {"next_attempt_at": None}
+        if new == DocState.REJECTED:
+            changes["failures"] = rec.failures + 1
+            changes["reason"] = (
+                "rejected by the provider: correct the document and submit it again"
+            )
+        else:
+            changes["reason"] = "confirmed by the provider's notification"
+        try:
+            out = self._set(rec, None, ctx, new, outcome, changes, attempt,
+                            expect_state=DocState.ACCEPTED.value)  # fmt: skip
+        except LeaseLost:
+            return None
+        if new == DocState.REJECTED:
+            self._on_failure(out, ctx, hooks, outcome)
+        else:
+            self.store.wake_held(rec.provider, self.clock())
+        return out
+
+
+FINAL_LIKE = frozenset(
+    {DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION, DocState.REJECTED,
+     DocState.FAILED}
+)  # fmt: skip

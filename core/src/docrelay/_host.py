@@ -1,0 +1,357 @@
+"""The plugin host: discovery, selection, isolation, and per-provider hook calling."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import _builtins, hookspecs
+from ._context import Context
+from ._models import (
+    DemoBatch,
+    Document,
+    HttpRequest,
+    HttpResponse,
+    Notification,
+    Outcome,
+    ProviderInfo,
+    TransportError,
+)
+from .exceptions import UnknownProviderError
+from .hookspecs import PROJECT
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginHost", "PluginStatus", "ProviderHooks"]
+
+log = logging.getLogger("docrelay.plugins")
+
+ENTRY_POINT_GROUP = "docrelay.plugins"
+BUILTINS = "docrelay.builtins"
+#: Plugins that cannot be blocked.
+ESSENTIAL_PLUGINS = (BUILTINS,)
+#: Hooks called on the provider's plugin and every middleware plugin.
+MIDDLEWARE_HOOKS = frozenset({"prepare_headers", "on_failure", "on_state_change"})
+
+
+@attrs.frozen
+class PluginStatus:
+    """One line of ``docrelay plugins``."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    kind: str  # "provider", "middleware", "builtin"
+    status: str  # "loaded", "disabled", "blocked", "error"
+    error: str | None = None
+    provider: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def _split_names(value: str | None) -> set[str]:
+    return {n.strip() for n in (value or "").split(",") if n.strip()}
+
+
+class PluginHost:
+    """Owns one pluggy manager (no global state): loads plugins, isolates broken ones.
+
+    :param enabled: allow-list of plugin names (``None``: all installed plugins).
+    :param disabled: block-list of plugin names; ``DOCRELAY_DISABLED_PLUGINS`` (comma-
+        separated) adds to it. ``DOCRELAY_DISABLE_PLUGIN_AUTOLOAD=1`` turns off entry points.
+    :param plugins: extra plugin objects (modules or instances) to register, e.g. an ERP
+        connector's write-back middleware.
+    """
+
+    def __init__(
+        self,
+        *,
+        autoload: bool = True,
+        enabled: Iterable[str] | None = None,
+        disabled: Iterable[str] = (),
+        plugins: Sequence[object] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self._statuses: list[PluginStatus] = []
+        self._providers: dict[str, ProviderInfo] = {}
+        self._provider_plugins: dict[str, object] = {}
+        self._hooks: dict[str, ProviderHooks] = {}
+        self._broken: set[str] = set()
+        self.pm.register(_builtins, name=BUILTINS)
+        self._statuses.append(
+            PluginStatus(BUILTINS, "docrelay", _version("docrelay"), "builtin", "loaded")
+        )
+        blocked = set(disabled) | _split_names(env.get("DOCRELAY_DISABLED_PLUGINS"))
+        for name in blocked:
+            if name in ESSENTIAL_PLUGINS:
+                from .exceptions import ConfigError
+
+                raise ConfigError(f"plugin {name} cannot be disabled")
+        allow = set(enabled) if enabled is not None else None
+        if autoload and env.get("DOCRELAY_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0", "false"):
+            for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+                dist = ep.dist.name if ep.dist is not None else None
+                version = ep.dist.version if ep.dist is not None else None
+                if ep.name in blocked:
+                    self._statuses.append(PluginStatus(ep.name, dist, version, "?", "blocked"))
+                    continue
+                if allow is not None and ep.name not in allow:
+                    self._statuses.append(PluginStatus(ep.name, dist, version, "?", "disabled"))
+                    continue
+                self._load_entry_point(ep, dist, version)
+        for i, obj in enumerate(plugins):
+            name = getattr(obj, "__name__", None) or f"{type(obj).__name__}-{i}"
+            self._register(obj, name, None, None)
+
+    # -- loading --------------------------------------------------------------------------------
+
+    def _load_entry_point(self, ep: EntryPoint, dist: str | None, version: str | None) -> None:
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
+            self._fail(ep.name, dist, version, f"import failed: {type(exc).__name__}: {exc}")
+            return
+        self._register(obj, ep.name, dist, version)
+
+    def _fail(self, name: str, dist: str | None, version: str | None, error: str) -> None:
+        log.warning("plugin %s (%s) left out: %s", name, dist or "?", error)
+        self._statuses.append(PluginStatus(name, dist, version, "?", "error", error=error))
+
+    def _register(self, obj: object, name: str, dist: str | None, version: str | None) -> None:
+        if self.pm.has_plugin(name) or self.pm.is_registered(obj):
+            self._fail(name, dist, version, "registered twice")
+            return
+        try:
+            self.pm.register(obj, name=name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            self._fail(name, dist, version, f"invalid: {exc}")
+            return
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(obj)
+            self._fail(name, dist, version, f"unknown hook: {exc}")
+            return
+        info: ProviderInfo | None = None
+        impl = getattr(obj, "provider_info", None)
+        if impl is not None and hasattr(impl, PROJECT + "_impl"):
+            try:
+                info = impl()
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the host
+                self.pm.unregister(obj)
+                self._fail(name, dist, version, f"provider_info failed: {exc}")
+                return
+            if not isinstance(info, ProviderInfo):
+                self.pm.unregister(obj)
+                self._fail(name, dist, version, "provider_info did not return a ProviderInfo")
+                return
+            if info.name in self._providers:
+                self.pm.unregister(obj)
+                self._fail(name, dist, version, f"provider {info.name!r} is already provided")
+                return
+            self._providers[info.name] = info
+            self._provider_plugins[info.name] = obj
+        self._statuses.append(
+            PluginStatus(
+                name,
+                dist,
+                version,
+                "provider" if info else "middleware",
+                "loaded",
+                provider=info.name if info else None,
+            )
+        )
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def statuses(self) -> list[PluginStatus]:
+        return [
+            attrs.evolve(s, status="error", error="disabled after an exception")
+            if s.name in self._broken
+            else s
+            for s in self._statuses
+        ]
+
+    @property
+    def providers(self) -> Mapping[str, ProviderInfo]:
+        return dict(self._providers)
+
+    def provider(self, name: str) -> ProviderInfo:
+        try:
+            return self._providers[name]
+        except KeyError:
+            known = ", ".join(sorted(self._providers)) or "none installed"
+            raise UnknownProviderError(f"unknown provider {name!r} (known: {known})") from None
+
+    def hooks(self, provider: str) -> ProviderHooks:
+        """The typed hook facade for *provider* (cached)."""
+        h = self._hooks.get(provider)
+        if h is None:
+            self.provider(provider)
+            h = self._hooks[provider] = ProviderHooks(self, provider)
+        return h
+
+    def disable(self, plugin: object) -> None:
+        """Unregister a plugin that raised where it must not (reported by ``plugins``)."""
+        name = self.pm.get_name(plugin)
+        if name is None or name in ESSENTIAL_PLUGINS:
+            return
+        log.error("plugin %s disabled after an exception", name)
+        self._broken.add(name)
+        self.pm.unregister(plugin)
+        self._hooks.clear()
+
+    def middleware_hook(self, name: str) -> Callable[..., list[Any]]:
+        """Call a middleware hook on every non-provider plugin (notifications without doc)."""
+        caller = self.pm.subset_hook_caller(name, list(self._provider_plugins.values()))
+        return self._isolated(caller, provider_plugin=None)
+
+    def _isolated(
+        self, caller: pluggy.HookCaller, provider_plugin: object | None
+    ) -> Callable[..., list[Any]]:
+        """Call each implementation on its own: a middleware plugin that raises is reported
+        and disabled; the provider's own plugin's exceptions propagate."""
+
+        def call(**kwargs: Any) -> list[Any]:
+            results = []
+            for impl in reversed(caller.get_hookimpls()):
+                args = [kwargs[a] for a in impl.argnames]
+                if impl.plugin is provider_plugin or impl.plugin_name == BUILTINS:
+                    res = impl.function(*args)
+                else:
+                    try:
+                        res = impl.function(*args)
+                    except Exception:
+                        log.exception("plugin %s raised in %s", impl.plugin_name, caller.name)
+                        self.disable(impl.plugin)
+                        continue
+                if res is not None:
+                    results.append(res)
+            return results
+
+        return call
+
+
+class ProviderHooks:
+    """Typed facade: one method per hook, called only on this provider's plugin (plus the
+    built-ins and, for middleware hooks, every middleware plugin)."""
+
+    def __init__(self, host: PluginHost, provider: str) -> None:
+        self.host = host
+        self.provider = provider
+        self.plugin = host._provider_plugins[provider]
+        others = [p for n, p in host._provider_plugins.items() if n != provider]
+        self._callers: dict[str, Callable[..., Any]] = {}
+        for name in (
+            "hold",
+            "idempotency_key",
+            "build_request",
+            "classify_response",
+            "refresh_resource",
+            "reconcile",
+            "poll_status",
+            "parse_notification",
+            "provider_sandbox",
+            "demo_batch",
+        ):
+            self._callers[name] = host.pm.subset_hook_caller(name, others)
+        for name in MIDDLEWARE_HOOKS:
+            self._callers[name] = host._isolated(
+                host.pm.subset_hook_caller(name, others), provider_plugin=self.plugin
+            )
+
+    def implements(self, hook: str) -> bool:
+        """Whether the provider's own plugin implements *hook*."""
+        impl = getattr(self.plugin, hook, None)
+        return impl is not None and hasattr(impl, PROJECT + "_impl")
+
+    def hold(self, document: Document, ctx: Context) -> str | None:
+        result: str | None = self._callers["hold"](document=document, ctx=ctx)
+        return result
+
+    def idempotency_key(self, document: Document, ctx: Context) -> str:
+        result: str = self._callers["idempotency_key"](document=document, ctx=ctx)
+        return result
+
+    def build_request(self, document: Document, ctx: Context) -> HttpRequest | None:
+        result: HttpRequest | None = self._callers["build_request"](document=document, ctx=ctx)
+        return result
+
+    def prepare_headers(self, request: HttpRequest, ctx: Context) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for headers in self._callers["prepare_headers"](request=request, ctx=ctx):
+            merged.update(headers)
+        return merged
+
+    def classify_response(
+        self, response: HttpResponse | None, error: TransportError | None, ctx: Context
+    ) -> Outcome:
+        try:
+            result = self._callers["classify_response"](response=response, error=error, ctx=ctx)
+        except Exception as exc:  # noqa: BLE001 - a classifier bug must not lose the document
+            log.exception("classifier of %s raised", self.provider)
+            result = _builtins.classify_generic(response, error)
+            result = attrs.evolve(
+                result,
+                message=f"{result.message or ''} (provider classifier failed: "
+                f"{type(exc).__name__})".strip(),
+                rule="generic:classifier-error",
+            )
+        if not isinstance(result, Outcome):
+            result = _builtins.classify_generic(response, error)
+        return result
+
+    def refresh_resource(self, document: Document, ctx: Context) -> bool | None:
+        result: bool | None = self._callers["refresh_resource"](document=document, ctx=ctx)
+        return result
+
+    def reconcile(self, document: Document, ctx: Context) -> Outcome | None:
+        result: Outcome | None = self._callers["reconcile"](document=document, ctx=ctx)
+        return result
+
+    def poll_status(self, document: Document, ctx: Context) -> Outcome | None:
+        result: Outcome | None = self._callers["poll_status"](document=document, ctx=ctx)
+        return result
+
+    def parse_notification(
+        self, body: bytes, headers: Mapping[str, str], ctx: Context
+    ) -> Notification | None:
+        result: Notification | None = self._callers["parse_notification"](
+            body=body, headers=headers, ctx=ctx
+        )
+        return result
+
+    def provider_sandbox(self) -> type[Any] | None:
+        result: type[Any] | None = self._callers["provider_sandbox"]()
+        return result
+
+    def demo_batch(self, sandbox: Any, webhook_url: str) -> DemoBatch | None:
+        result: DemoBatch | None = self._callers["demo_batch"](
+            sandbox=sandbox, webhook_url=webhook_url
+        )
+        return result
+
+    def on_failure(self, document: Document, outcome: Outcome, ctx: Context) -> None:
+        self._callers["on_failure"](document=document, outcome=outcome, ctx=ctx)
+
+    def on_state_change(
+        self, document: Document, old: str, new: str, outcome: Outcome | None
+    ) -> None:
+        self._callers["on_state_change"](document=document, old=old, new=new, outcome=outcome)
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None

@@ -1,0 +1,411 @@
+"""The library API for ERP connectors: :class:`Relay`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ._config import Config
+from ._engine import Engine, EngineSettings, ProviderRuntime
+from ._host import PluginHost, PluginStatus
+from ._models import Attempt, DocState, Document, FieldError, Outcome
+from ._redact import install_log_redaction, redact
+from ._store import Record, Store, open_store
+from ._wsgi import make_wsgi_app
+from .exceptions import ConfigError, DocumentError, NotFoundError
+
+__all__ = ["DocumentStatus", "IngestResult", "Relay"]
+
+log = logging.getLogger("docrelay")
+
+
+@attrs.frozen
+class DocumentStatus:
+    """Where a document is, and why: what ``docrelay status`` shows."""
+
+    id: str
+    provider: str
+    kind: str
+    state: DocState
+    revision: str
+    key: str | None
+    attempts: int
+    outcome: Outcome | None
+    reason: str | None
+    provider_ref: str | None
+    next_attempt_at: float | None
+    updated_at: float
+    provider_state: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_record(cls, rec: Record) -> DocumentStatus:
+        return cls(
+            id=rec.id,
+            provider=rec.provider,
+            kind=rec.document.kind,
+            state=rec.state,
+            revision=rec.document.revision,
+            key=rec.key,
+            attempts=rec.attempts,
+            outcome=rec.outcome,
+            reason=rec.reason,
+            provider_ref=rec.provider_ref,
+            next_attempt_at=rec.next_attempt_at
+            if rec.state not in (DocState.SENDING,) else rec.next_attempt_at,
+            updated_at=rec.updated_at,
+            provider_state=dict(rec.provider_state),
+        )
+
+    @property
+    def error_url(self) -> str | None:
+        return self.outcome.error_url if self.outcome else None
+
+    @property
+    def field_errors(self) -> tuple[FieldError, ...]:
+        return self.outcome.field_errors if self.outcome else ()
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in (
+            DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION, DocState.REJECTED,
+            DocState.FAILED,
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "provider": self.provider,
+            "kind": self.kind,
+            "state": self.state.value,
+            "revision": self.revision,
+            "key": self.key,
+            "attempts": self.attempts,
+            "outcome": self.outcome.to_dict() if self.outcome else None,
+            "reason": self.reason,
+            "provider_ref": self.provider_ref,
+            "next_attempt_at": self.next_attempt_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@attrs.frozen
+class IngestResult:
+    """What became of one webhook: ``applied``, ``pending`` (the send is still finishing),
+    ``duplicate``, ``already_final``, ``unknown_document`` or ``ignored``."""
+
+    status: str
+    doc_id: str | None = None
+    state: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in attrs.asdict(self).items() if v is not None}
+
+
+class Relay:
+    """Submit documents, deliver them, and ask where they are.
+
+    :param store: a store URL (``sqlite:///docrelay.db``, ``postgresql://...``) or a
+        :class:`~docrelay.Store`.
+    :param providers: settings per provider name (``base_url`` or ``env``, credentials,
+        provider-specific keys). Values of secret settings are redacted everywhere.
+    :param engine: :class:`EngineSettings` or a mapping of its fields.
+    :param plugins: extra plugin objects (e.g. your ERP write-back middleware).
+    :param autoload: load installed plugins from the ``docrelay.plugins`` entry points.
+    """
+
+    def __init__(
+        self,
+        store: str | Store = "sqlite:///docrelay.db",
+        providers: Mapping[str, Mapping[str, Any]] | None = None,
+        engine: EngineSettings | Mapping[str, Any] | None = None,
+        *,
+        plugins: Sequence[object] = (),
+        autoload: bool = True,
+        enabled: Iterable[str] | None = None,
+        disabled: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+        store_options: Mapping[str, Any] | None = None,
+        host: PluginHost | None = None,
+    ) -> None:
+        install_log_redaction()
+        self.host = host or PluginHost(
+            autoload=autoload, enabled=enabled, disabled=disabled, plugins=plugins
+        )
+        settings = engine if isinstance(engine, EngineSettings) else EngineSettings.from_mapping(
+            engine or {}
+        )
+        runtimes = {
+            name: ProviderRuntime.build(self.host.provider(name), cfg, settings)
+            for name, cfg in (providers or {}).items()
+        }
+        self.store = store if isinstance(store, Store) else open_store(
+            store, **dict(store_options or {})
+        )
+        self.engine = Engine(self.host, self.store, runtimes, settings, clock=clock)
+        self.clock = clock
+        self._wsgi: Callable[..., Any] | None = None
+
+    @classmethod
+    def from_config(cls, config: Config, **kwargs: Any) -> Relay:
+        """A relay as ``docrelay.toml`` describes it (refuses inline secrets)."""
+        host = PluginHost(
+            enabled=config.plugins_enabled, disabled=config.plugins_disabled,
+            plugins=kwargs.get("plugins", ()),
+        )  # fmt: skip
+        for name, settings in config.providers.items():
+            info = host.provider(name)
+            refs = config.references.get(name, frozenset())
+            for s in info.settings:
+                if s.secret and settings.get(s.name) and s.name not in refs:
+                    raise ConfigError(
+                        f"provider {name}: setting {s.name!r} is a secret: give it as a "
+                        f"${{ENV_VAR}} reference, not inline"
+                    )
+        kwargs.pop("plugins", None)
+        return cls(
+            store=config.store_url,
+            providers=config.providers,
+            engine=config.engine,
+            store_options=config.store_options,
+            host=host,
+            **kwargs,
+        )
+
+    # -- documents ------------------------------------------------------------------------------
+
+    def check(self, document: Document) -> None:
+        """Refuse a document that cannot be delivered as it is (:class:`DocumentError`)."""
+        info = self.host.provider(document.provider)
+        rt = self.engine.runtime(document.provider)
+        limit = rt.max_payload_bytes
+        if limit is not None and len(document.payload) > limit:
+            raise DocumentError(
+                f"document {document.id!r} is {len(document.payload)} bytes, over the "
+                f"{info.name} limit of {limit} bytes"
+            )
+        if info.kinds and document.kind not in info.kinds:
+            raise DocumentError(
+                f"document {document.id!r}: {info.name} takes kinds "
+                f"{', '.join(info.kinds)}, not {document.kind!r}"
+            )
+
+    def submit(self, document: Document) -> DocumentStatus:
+        """Store *document* for delivery (or a corrected revision of a known one)."""
+        self.check(document)
+        rec, _ = self.store.submit(document, self.clock())
+        return DocumentStatus.from_record(rec)
+
+    def submit_many(self, documents: Sequence[Document]) -> int:
+        """Store many new documents in one transaction (bulk enqueue)."""
+        for d in documents:
+            self.check(d)
+        return self.store.submit_many(documents, self.clock())
+
+    def status(self, doc_id: str) -> DocumentStatus:
+        rec = self.store.get(doc_id)
+        if rec is None:
+            raise NotFoundError(f"no document {doc_id!r}")
+        return DocumentStatus.from_record(rec)
+
+    def statuses(
+        self,
+        ids: Sequence[str] | None = None,
+        state: str | None = None,
+        provider: str | None = None,
+    ) -> list[DocumentStatus]:
+        return [
+            DocumentStatus.from_record(r)
+            for r in self.store.select(
+                ids=ids, states=[state] if state else None, provider=provider
+            )
+        ]
+
+    def history(self, doc_id: str) -> list[Attempt]:
+        if self.store.get(doc_id) is None:
+            raise NotFoundError(f"no document {doc_id!r}")
+        return self.store.history(doc_id)
+
+    def requeue(self, doc_id: str) -> DocumentStatus:
+        """Send a ``failed``, ``rejected``, ``held`` or ``unknown`` document again (same key),
+        and lift a pause of its provider."""
+        return DocumentStatus.from_record(self.store.requeue(doc_id, self.clock()))
+
+    def plugins(self) -> list[PluginStatus]:
+        return self.host.statuses()
+
+    def paused(self) -> dict[str, tuple[str, float | None]]:
+        return self.store.paused(self.clock())
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    def on_change(self, listener: Callable[[Record, str, str], None]) -> None:
+        """Call *listener(record, old, new)* after every committed state change."""
+        self.engine.listeners.append(listener)
+
+    def run_until_idle(self, workers: int = 1, provider: str | None = None) -> int:
+        """Deliver until no document is due now; returns how many claims were processed."""
+        total = 0
+        while True:
+            n = self._run_workers(workers, provider)
+            total += n
+            due = self.store.next_due(provider)
+            if n == 0 and (due is None or due > self.clock()):
+                return total
+            if due is None or due > self.clock():
+                return total
+
+    def _run_workers(self, workers: int, provider: str | None) -> int:
+        if workers <= 1:
+            n = 0
+            while (k := self.engine.run_once(provider)) > 0:
+                n += k
+            return n
+        counts = [0] * workers
+
+        def work(i: int) -> None:
+            while (k := self.engine.run_once(provider)) > 0:
+                counts[i] += k
+
+        threads = [
+            threading.Thread(target=work, args=(i,), name=f"docrelay-worker-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sum(counts)
+
+    def run_until_settled(
+        self, timeout: float = 60.0, workers: int = 1, provider: str | None = None
+    ) -> list[DocumentStatus]:
+        """Deliver, waiting for retries and polls, until nothing is due within *timeout*
+        (webhook waits and parked documents do not count); returns every status."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.run_until_idle(workers, provider)
+            due = self.store.next_due(provider)
+            if due is None:
+                break
+            now = self.clock()
+            accepted_only = all(
+                r.state == DocState.ACCEPTED
+                and self.engine.runtime(r.provider).info.async_validation == "webhook"
+                for r in self.store.select(
+                    states=[s.value for s in DocState if s not in _FINAL], provider=provider
+                )
+                if r.next_attempt_at is not None
+            )
+            if accepted_only:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or due - now > remaining:
+                break
+            time.sleep(min(max(0.0, due - now), 0.5) + 0.001)
+        return self.statuses(provider=provider)
+
+    def run_forever(
+        self,
+        workers: int = 1,
+        provider: str | None = None,
+        stop: threading.Event | None = None,
+        idle_sleep: float = 1.0,
+    ) -> None:
+        """Deliver until *stop* is set, sleeping while nothing is due."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            self.run_until_idle(workers, provider)
+            due = self.store.next_due(provider)
+            wait = idle_sleep if due is None else min(idle_sleep, max(0.0, due - self.clock()))
+            stop.wait(wait)
+
+    # -- notifications --------------------------------------------------------------------------
+
+    def webhook_secret(self, provider: str) -> str | None:
+        return self.engine.runtime(provider).webhook_secret
+
+    def ingest_notification(
+        self, provider: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> IngestResult:
+        """Apply a provider's webhook. Malformed bodies raise :class:`ValueError`; a
+        notification for an unknown document is recorded, never lost; duplicates and
+        out-of-order notifications change nothing."""
+        rt = self.engine.runtime(provider)
+        hooks = self.host.hooks(provider)
+        ctx = self.engine.context(rt)
+        notification = hooks.parse_notification(body, dict(headers or {}), ctx)
+        digest = hashlib.sha256(body).hexdigest()
+        now = self.clock()
+        if notification is None:
+            self.store.record_notification(provider, digest, None, None, None, None, body, now)
+            return IngestResult("ignored")
+        rec = None
+        if notification.key:
+            rec = self.store.find_by_key(provider, notification.key)
+        if rec is None and notification.provider_ref:
+            rec = self.store.find_by_ref(provider, notification.provider_ref)
+        # Record first, then look at the state: a send finishing meanwhile applies it.
+        new = self.store.record_notification(
+            provider, digest, rec.id if rec else None, notification.key,
+            notification.provider_ref, notification.outcome, body, now,
+        )  # fmt: skip
+        if not new:
+            return IngestResult("duplicate", rec.id if rec else None)
+        if rec is None:
+            log.warning(
+                "%s notification for an unknown document (key %s, ref %s) recorded",
+                provider, notification.key, notification.provider_ref,
+            )  # fmt: skip
+            return IngestResult("unknown_document")
+        if notification.key and rec.key != notification.key:
+            self._mark_latest(provider, rec.id, False, "for an earlier revision")
+            return IngestResult("stale", rec.id, rec.state.value)
+        rec = self.store.get(rec.id) or rec
+        if rec.state == DocState.ACCEPTED:
+            out = self.engine.apply_notification(rec, notification.outcome)
+            if out is not None:
+                self._mark_latest(provider, rec.id, True, "applied")
+                return IngestResult("applied", rec.id, out.state.value)
+            rec = self.store.get(rec.id) or rec
+        if rec.state in _FINAL:
+            self._mark_latest(provider, rec.id, False, f"already {rec.state.value}")
+            return IngestResult("already_final", rec.id, rec.state.value)
+        return IngestResult("pending", rec.id, rec.state.value)
+
+    def _mark_latest(self, provider: str, doc_id: str, applied: bool, note: str) -> None:
+        pending = self.store.pending_notifications(provider, doc_id)
+        if pending:
+            self.store.mark_notification(pending[-1][0], applied, note)
+
+    @property
+    def wsgi_app(self) -> Callable[..., Any]:
+        """The webhook receiver as a WSGI app (``POST /webhooks/<provider>``)."""
+        if self._wsgi is None:
+            self._wsgi = make_wsgi_app(self)
+        return self._wsgi
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Relay store={redact(getattr(self.store, 'url', '?'))!r}>"
+
+
+_FINAL = frozenset(
+    {DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION, DocState.REJECTED,
+     DocState.FAILED}
+)  # fmt: skip

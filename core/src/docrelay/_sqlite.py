@@ -1,0 +1,120 @@
+"""The embedded SQLite store: one file, WAL, no server."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ._store import SQLStore
+from .exceptions import StoreError
+
+__all__ = ["SQLiteStore"]
+
+
+class SQLiteStore(SQLStore):
+    """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
+
+    One connection per thread; writes take the database lock up front (``BEGIN IMMEDIATE``)
+    so claims by several threads or processes on one file never interleave.
+
+    :param synchronous: SQLite's ``synchronous`` pragma; ``NORMAL`` (the default) survives any
+        crash of the process, ``FULL`` also a power loss.
+    """
+
+    def __init__(self, url: str, *, synchronous: str = "NORMAL", timeout: float = 30.0) -> None:
+        self.url = url
+        path = url.removeprefix("sqlite://")
+        if path.startswith("/"):
+            path = path[1:]  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
+        if not path or path == ":memory:":
+            raise StoreError("sqlite store needs a file path: sqlite:///docrelay.db")
+        self.path = Path(path)
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise StoreError(f"invalid sqlite synchronous mode {synchronous!r}")
+        self._synchronous = synchronous.upper()
+        self._timeout = timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        if self.path.parent and not self.path.parent.exists():
+            raise StoreError(f"store directory {str(self.path.parent)!r} does not exist")
+        if self.path.exists() and self.path.is_dir():
+            raise StoreError(f"store path {str(self.path)!r} is a directory")
+        try:
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StoreError(f"{self.path}: not a usable docrelay store ({exc})") from None
+        except StoreError:
+            self.close()
+            raise
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=self._timeout, isolation_level=None,
+                    check_same_thread=False,
+                )  # fmt: skip
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open store {str(self.path)!r}: {exc}") from None
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[Any]:
+        conn = self._conn()
+        cur = conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {str(self.path)!r}: {exc}") from None
+        try:
+            yield cur
+        except BaseException:
+            conn.rollback()
+            raise
+        else:
+            conn.commit()
+        finally:
+            cur.close()
+
+    def _tables(self, cur: Any) -> set[str]:
+        cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {r[0] for r in cur.fetchall() if not r[0].startswith("sqlite_")}
+
+    def _claim_ids(
+        self, cur: Any, now: float, limit: int, provider: str | None, paused: Sequence[str]
+    ) -> list[str]:
+        sql = "SELECT id FROM documents WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?"
+        params: list[Any] = [now]
+        if provider:
+            sql += " AND provider = ?"
+            params.append(provider)
+        if paused:
+            sql += " AND provider NOT IN (" + ", ".join("?" * len(paused)) + ")"
+            params.extend(paused)
+        sql += " ORDER BY next_attempt_at LIMIT ?"
+        params.append(limit)
+        cur.execute(sql, params)
+        return [r[0] for r in cur.fetchall()]
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            try:
+                c.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()

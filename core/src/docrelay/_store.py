@@ -1,0 +1,843 @@
+"""The state store: the interface, the record type, and the SQL implementation shared by the
+SQLite and PostgreSQL backends (they differ only in connections, placeholders, locking and
+the claim query)."""
+
+from __future__ import annotations
+
+import abc
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import attrs
+
+from ._models import (
+    Attempt,
+    DocState,
+    Document,
+    Outcome,
+)
+from ._redact import redact, redact_any, redact_outcome
+from .exceptions import DocumentError, NotFoundError, StoreError
+
+__all__ = ["LeaseLost", "Record", "Store", "open_store"]
+
+#: The schema version this docrelay writes. A store with a newer version is refused.
+SCHEMA_VERSION = 1
+APP_ID = "docrelay"
+
+
+class LeaseLost(StoreError):  # noqa: N818 - a state, not a failure of the caller
+    """The worker no longer holds the document's lease (another worker took it over)."""
+
+
+@attrs.frozen
+class Record:
+    """A document as stored, with its delivery state."""
+
+    document: Document
+    state: DocState = attrs.field(converter=DocState)
+    key: str | None = None
+    key_revision: str | None = None
+    previous_key: str | None = None
+    previous_state: str | None = None
+    attempts: int = 0
+    polls: int = 0
+    failures: int = 0
+    next_attempt_at: float | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    outcome: Outcome | None = None
+    reason: str | None = None
+    provider_ref: str | None = None
+    provider_state: Mapping[str, Any] = attrs.field(factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    first_attempt_at: float | None = None
+
+    @property
+    def id(self) -> str:
+        return self.document.id
+
+    @property
+    def provider(self) -> str:
+        return self.document.provider
+
+
+_DOC_COLUMNS = (
+    "id", "provider", "kind", "content_type", "metadata", "payload", "revision", "state", "key",
+    "key_revision", "previous_key", "previous_state", "attempts", "polls", "failures",
+    "next_attempt_at", "lease_owner", "lease_until", "outcome", "reason", "provider_ref",
+    "provider_state", "created_at", "updated_at", "first_attempt_at",
+)  # fmt: skip
+#: Columns the engine may change with :meth:`Store.update`.
+UPDATABLE = frozenset(_DOC_COLUMNS) - {"id", "provider", "created_at"}
+
+
+def _dump_outcome(outcome: Outcome | None) -> str | None:
+    return None if outcome is None else json.dumps(redact_outcome(outcome).to_dict())
+
+
+def _load_outcome(value: str | None) -> Outcome | None:
+    return None if not value else Outcome.from_dict(json.loads(value))
+
+
+class Store(abc.ABC):
+    """What the engine needs from a state store. All times are epoch seconds."""
+
+    url: str
+
+    # documents ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def submit(self, document: Document, now: float) -> tuple[Record, str]:
+        """Store *document*; returns the record and ``"new"``, ``"unchanged"`` or
+        ``"revision"`` (a corrected revision of a known document, re-queued)."""
+
+    @abc.abstractmethod
+    def submit_many(self, documents: Sequence[Document], now: float) -> int:
+        """Store many new documents in one transaction (bulk enqueue); returns how many."""
+
+    @abc.abstractmethod
+    def get(self, doc_id: str) -> Record | None: ...
+
+    @abc.abstractmethod
+    def select(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        states: Sequence[str] | None = None,
+        provider: str | None = None,
+        limit: int | None = None,
+    ) -> list[Record]: ...
+
+    @abc.abstractmethod
+    def find(
+        self, provider: str, kind: str | None, metadata: Mapping[str, str]
+    ) -> list[Record]: ...
+
+    @abc.abstractmethod
+    def find_by_key(self, provider: str, key: str) -> Record | None:
+        """The document whose current or previous key is *key*."""
+
+    @abc.abstractmethod
+    def find_by_ref(self, provider: str, ref: str) -> Record | None: ...
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]: ...
+
+    # claiming ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def claim(
+        self, owner: str, now: float, lease: float, limit: int, provider: str | None = None
+    ) -> list[Record]:
+        """Lease up to *limit* due documents (``next_attempt_at <= now``, provider not paused)
+        to *owner* until ``now + lease``. A claimed document's ``next_attempt_at`` becomes the
+        lease's end, so a worker that dies leaves it due again when the lease expires."""
+
+    @abc.abstractmethod
+    def next_due(self, provider: str | None = None) -> float | None:
+        """The earliest ``next_attempt_at`` of any document (paused providers excluded)."""
+
+    @abc.abstractmethod
+    def update(
+        self,
+        doc_id: str,
+        owner: str | None,
+        changes: Mapping[str, Any],
+        attempt: Attempt | None = None,
+        now: float | None = None,
+        expect_state: str | None = None,
+    ) -> Record:
+        """Change a document (and insert or replace one attempt) in one transaction.
+
+        With *owner*, the change only happens while *owner* holds the lease; with
+        *expect_state*, only while the document is in that state and not leased (else
+        :class:`LeaseLost`)."""
+
+    @abc.abstractmethod
+    def wake_held(self, provider: str, now: float) -> int:
+        """Make *provider*'s held documents due now (another document changed state)."""
+
+    @abc.abstractmethod
+    def extend_lease(self, doc_id: str, owner: str, until: float) -> None: ...
+
+    @abc.abstractmethod
+    def requeue(self, doc_id: str, now: float) -> Record: ...
+
+    # history -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def history(self, doc_id: str) -> list[Attempt]: ...
+
+    @abc.abstractmethod
+    def next_attempt_number(self, doc_id: str) -> int: ...
+
+    # notifications -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def record_notification(
+        self,
+        provider: str,
+        digest: str,
+        doc_id: str | None,
+        key: str | None,
+        provider_ref: str | None,
+        outcome: Outcome | None,
+        body: bytes,
+        now: float,
+    ) -> bool:
+        """Keep a received notification; ``False`` if the same one (digest) was seen."""
+
+    @abc.abstractmethod
+    def pending_notifications(self, provider: str, doc_id: str) -> list[tuple[int, Outcome]]:
+        """Notifications for *doc_id* not applied yet (they came before the send finished)."""
+
+    @abc.abstractmethod
+    def mark_notification(self, note_id: int, applied: bool, note: str) -> None: ...
+
+    @abc.abstractmethod
+    def notifications(self, doc_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    # providers ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def pause_provider(self, provider: str, reason: str, until: float | None, now: float) -> None:
+        """Stop claiming *provider*'s documents (a config error) until *until* or a resume."""
+
+    @abc.abstractmethod
+    def resume_provider(self, provider: str) -> None: ...
+
+    @abc.abstractmethod
+    def paused(self, now: float) -> dict[str, tuple[str, float | None]]:
+        """Paused providers: name -> (reason, until)."""
+
+    # shared limits -----------------------------------------------------------------------------
+    def rate_slot(self, bucket: str, interval: float, now: float) -> float | None:
+        """Reserve the next send slot of *bucket* spaced *interval* apart, shared by every
+        worker of this store; returns the time the slot starts, or ``None`` when the store
+        does not share rate limits across processes (the engine limits in-process)."""
+        return None
+
+    def shared_token(self, credential: str, now: float) -> tuple[str, float] | None:
+        """A token another worker fetched for *credential* (``(value, expires_at)``)."""
+        return None
+
+    def save_token(self, credential: str, value: str, expires_at: float) -> None:
+        """Share a token with the other workers of this store (no-op when not shared)."""
+        return
+
+    def drop_token(self, credential: str, value: str) -> None:
+        """Forget a shared token that the provider refused."""
+        return
+
+    def token_lock(self, credential: str) -> AbstractContextManager[None] | None:
+        """A lock held while fetching a token, across workers (``None``: in-process only)."""
+        return None
+
+    # lifecycle ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL implementation
+# ---------------------------------------------------------------------------------------------
+
+
+class SQLStore(Store):
+    """The store in SQL; subclasses provide connections and dialect details."""
+
+    #: placeholder of the DB-API driver ("?" or "%s").
+    ph = "?"
+    blob_type = "BLOB"
+    real_type = "REAL"
+    serial_pk = "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    # -- dialect hooks --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _tx(self, write: bool = True) -> AbstractContextManager[Any]:
+        """A transaction: yields a cursor; commits on success, rolls back on error."""
+
+    @abc.abstractmethod
+    def _claim_ids(
+        self, cur: Any, now: float, limit: int, provider: str | None, paused: Sequence[str]
+    ) -> list[str]:
+        """Select (and lock, where the database can) the ids of due documents."""
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.ph == "?" else sql.replace("?", self.ph)
+
+    def _blob(self, value: Any) -> bytes:
+        return bytes(value) if value is not None else b""
+
+    # -- schema ---------------------------------------------------------------------------------
+    def _schema(self) -> list[str]:
+        b, r = self.blob_type, self.real_type
+        return [
+            "CREATE TABLE IF NOT EXISTS docrelay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            f"""CREATE TABLE IF NOT EXISTS documents (
+                id TEXT PRIMARY KEY, provider TEXT NOT NULL, kind TEXT NOT NULL,
+                content_type TEXT NOT NULL, metadata TEXT NOT NULL, payload {b} NOT NULL,
+                revision TEXT NOT NULL, state TEXT NOT NULL, key TEXT, key_revision TEXT,
+                previous_key TEXT, previous_state TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0, polls INTEGER NOT NULL DEFAULT 0,
+                failures INTEGER NOT NULL DEFAULT 0, next_attempt_at {r},
+                lease_owner TEXT, lease_until {r}, outcome TEXT, reason TEXT, provider_ref TEXT,
+                provider_state TEXT NOT NULL DEFAULT '{{}}', created_at {r} NOT NULL,
+                updated_at {r} NOT NULL, first_attempt_at {r})""",
+            "CREATE INDEX IF NOT EXISTS documents_due ON documents (next_attempt_at)"
+            " WHERE next_attempt_at IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS documents_key ON documents (provider, key)",
+            "CREATE INDEX IF NOT EXISTS documents_prev_key ON documents (provider, previous_key)",
+            "CREATE INDEX IF NOT EXISTS documents_ref ON documents (provider, provider_ref)",
+            "CREATE INDEX IF NOT EXISTS documents_state ON documents (state, provider)",
+            "CREATE INDEX IF NOT EXISTS documents_kind ON documents (provider, kind)",
+            f"""CREATE TABLE IF NOT EXISTS attempts (
+                doc_id TEXT NOT NULL, number INTEGER NOT NULL, revision TEXT NOT NULL,
+                key TEXT, action TEXT NOT NULL, started_at {r} NOT NULL, request TEXT,
+                status INTEGER, outcome TEXT, duration {r}, PRIMARY KEY (doc_id, number))""",
+            f"""CREATE TABLE IF NOT EXISTS notifications (
+                id {self.serial_pk}, provider TEXT NOT NULL, digest TEXT NOT NULL,
+                doc_id TEXT, key TEXT, provider_ref TEXT, outcome TEXT, body {b},
+                received_at {r} NOT NULL, applied INTEGER NOT NULL DEFAULT 0, note TEXT)""",
+            "CREATE UNIQUE INDEX IF NOT EXISTS notifications_digest"
+            " ON notifications (provider, digest)",
+            "CREATE INDEX IF NOT EXISTS notifications_doc ON notifications (doc_id)",
+            f"""CREATE TABLE IF NOT EXISTS provider_pauses (
+                provider TEXT PRIMARY KEY, reason TEXT NOT NULL, since {r} NOT NULL,
+                until {r})""",
+        ]
+
+    def _migrations(self) -> dict[int, list[str]]:
+        """Statements that bring schema version N-1 to N (N >= 2)."""
+        return {}
+
+    def _init_schema(self) -> None:
+        with self._tx() as cur:
+            tables = self._tables(cur)
+            meta: dict[str, str] = {}
+            if "docrelay_meta" in tables:
+                cur.execute(self._sql("SELECT key, value FROM docrelay_meta"))
+                meta = {k: v for k, v in cur.fetchall()}
+            if not meta:
+                if tables - {"docrelay_meta"}:
+                    raise StoreError(
+                        f"{self.url_safe}: not a docrelay store (it has other tables); "
+                        "refusing to touch it"
+                    )
+                for stmt in self._schema():
+                    cur.execute(stmt)
+                cur.execute(
+                    self._sql("INSERT INTO docrelay_meta (key, value) VALUES (?, ?), (?, ?)"),
+                    ("app", APP_ID, "schema_version", str(SCHEMA_VERSION)),
+                )
+                return
+            if meta.get("app") != APP_ID:
+                raise StoreError(f"{self.url_safe}: not a docrelay store")
+            version = int(meta.get("schema_version", "0"))
+            if version > SCHEMA_VERSION:
+                from .exceptions import SchemaTooNewError
+
+                raise SchemaTooNewError(
+                    f"{self.url_safe}: store schema version {version} is newer than this "
+                    f"docrelay knows ({SCHEMA_VERSION}); upgrade docrelay"
+                )
+            migrations = self._migrations()
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for stmt in migrations.get(v, []):
+                    cur.execute(stmt)
+            if version < SCHEMA_VERSION:
+                cur.execute(
+                    self._sql("UPDATE docrelay_meta SET value = ? WHERE key = 'schema_version'"),
+                    (str(SCHEMA_VERSION),),
+                )
+
+    @abc.abstractmethod
+    def _tables(self, cur: Any) -> set[str]:
+        """Names of the tables in the database (or schema)."""
+
+    @property
+    def url_safe(self) -> str:
+        return redact(self.url)
+
+    # -- rows -----------------------------------------------------------------------------------
+    def _row_to_record(self, row: Sequence[Any]) -> Record:
+        d = dict(zip(_DOC_COLUMNS, row, strict=True))
+        doc = Document(
+            id=d["id"],
+            provider=d["provider"],
+            kind=d["kind"],
+            content_type=d["content_type"],
+            metadata=json.loads(d["metadata"]),
+            payload=self._blob(d["payload"]),
+        )
+        return Record(
+            document=doc,
+            state=d["state"],
+            key=d["key"],
+            key_revision=d["key_revision"],
+            previous_key=d["previous_key"],
+            previous_state=d["previous_state"],
+            attempts=d["attempts"],
+            polls=d["polls"],
+            failures=d["failures"],
+            next_attempt_at=d["next_attempt_at"],
+            lease_owner=d["lease_owner"],
+            lease_until=d["lease_until"],
+            outcome=_load_outcome(d["outcome"]),
+            reason=d["reason"],
+            provider_ref=d["provider_ref"],
+            provider_state=json.loads(d["provider_state"] or "{}"),
+            created_at=d["created_at"],
+            updated_at=d["updated_at"],
+            first_attempt_at=d["first_attempt_at"],
+        )
+
+    _select = "SELECT " + ", ".join(_DOC_COLUMNS) + " FROM documents"
+
+    def _get(self, cur: Any, doc_id: str) -> Record | None:
+        cur.execute(self._sql(self._select + " WHERE id = ?"), (doc_id,))
+        row = cur.fetchone()
+        return None if row is None else self._row_to_record(row)
+
+    def _insert_values(self, document: Document, now: float) -> tuple[Any, ...]:
+        return (
+            document.id, document.provider, document.kind, document.content_type,
+            json.dumps(dict(document.metadata)), document.payload, document.revision,
+            DocState.QUEUED.value, now, now, now,
+        )  # fmt: skip
+
+    _insert_sql = (
+        "INSERT INTO documents (id, provider, kind, content_type, metadata, payload, revision,"
+        " state, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    # -- documents ------------------------------------------------------------------------------
+    def submit(self, document: Document, now: float) -> tuple[Record, str]:
+        with self._tx() as cur:
+            existing = self._get(cur, document.id)
+            if existing is None:
+                cur.execute(self._sql(self._insert_sql), self._insert_values(document, now))
+                rec = self._get(cur, document.id)
+                assert rec is not None
+                return rec, "new"
+            if existing.provider != document.provider:
+                raise DocumentError(
+                    f"document {document.id!r} is already stored for provider "
+                    f"{existing.provider!r}"
+                )
+            if existing.document.revision == document.revision:
+                return existing, "unchanged"
+            if existing.state in (DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION):
+                raise DocumentError(
+                    f"document {document.id!r} was already {existing.state.value}; a changed "
+                    "document needs a new id"
+                )
+            if existing.state in (DocState.SENDING, DocState.ACCEPTED, DocState.UNKNOWN):
+                raise DocumentError(
+                    f"document {document.id!r} is {existing.state.value} at the provider; "
+                    "submit a correction once it has an answer"
+                )
+            cur.execute(
+                self._sql(
+                    "UPDATE documents SET kind = ?, content_type = ?, metadata = ?, payload = ?,"
+                    " revision = ?, state = ?, previous_key = COALESCE(key, previous_key),"
+                    " previous_state = ?, key = NULL, key_revision = NULL, attempts = 0,"
+                    " polls = 0, next_attempt_at = ?, lease_owner = NULL, lease_until = NULL,"
+                    " reason = ?, first_attempt_at = NULL, provider_state = ?, updated_at = ?"
+                    " WHERE id = ?"
+                ),
+                (
+                    document.kind, document.content_type, json.dumps(dict(document.metadata)),
+                    document.payload, document.revision, DocState.QUEUED.value,
+                    existing.state.value, now, f"new revision after {existing.state.value}",
+                    json.dumps(dict(existing.provider_state)), now, document.id,
+                ),  # fmt: skip
+            )
+            rec = self._get(cur, document.id)
+            assert rec is not None
+            return rec, "revision"
+
+    def submit_many(self, documents: Sequence[Document], now: float) -> int:
+        with self._tx() as cur:
+            cur.executemany(
+                self._sql(self._insert_sql), [self._insert_values(d, now) for d in documents]
+            )
+        return len(documents)
+
+    def get(self, doc_id: str) -> Record | None:
+        with self._tx(write=False) as cur:
+            return self._get(cur, doc_id)
+
+    def select(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        states: Sequence[str] | None = None,
+        provider: str | None = None,
+        limit: int | None = None,
+    ) -> list[Record]:
+        where, params = [], []  # type: ignore[var-annotated]
+        if ids is not None:
+            if not ids:
+                return []
+            where.append("id IN (" + ", ".join("?" * len(ids)) + ")")
+            params.extend(ids)
+        if states:
+            where.append("state IN (" + ", ".join("?" * len(states)) + ")")
+            params.extend(states)
+        if provider:
+            where.append("provider = ?")
+            params.append(provider)
+        sql = self._select + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self._tx(write=False) as cur:
+            cur.execute(self._sql(sql), params)
+            return [self._row_to_record(r) for r in cur.fetchall()]
+
+    def find(self, provider: str, kind: str | None, metadata: Mapping[str, str]) -> list[Record]:
+        sql, params = self._select + " WHERE provider = ?", [provider]
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        with self._tx(write=False) as cur:
+            cur.execute(self._sql(sql), params)
+            records = [self._row_to_record(r) for r in cur.fetchall()]
+        return [
+            r for r in records if all(r.document.metadata.get(k) == v for k, v in metadata.items())
+        ]
+
+    def find_by_key(self, provider: str, key: str) -> Record | None:
+        with self._tx(write=False) as cur:
+            cur.execute(
+                self._sql(self._select + " WHERE provider = ? AND key = ?"), (provider, key)
+            )
+            row = cur.fetchone()
+            if row is None:
+                cur.execute(
+                    self._sql(self._select + " WHERE provider = ? AND previous_key = ?"),
+                    (provider, key),
+                )
+                row = cur.fetchone()
+            return None if row is None else self._row_to_record(row)
+
+    def find_by_ref(self, provider: str, ref: str) -> Record | None:
+        with self._tx(write=False) as cur:
+            cur.execute(
+                self._sql(self._select + " WHERE provider = ? AND provider_ref = ?"),
+                (provider, ref),
+            )
+            row = cur.fetchone()
+            return None if row is None else self._row_to_record(row)
+
+    def counts(self) -> dict[str, int]:
+        with self._tx(write=False) as cur:
+            cur.execute("SELECT state, COUNT(*) FROM documents GROUP BY state")
+            return {s: int(n) for s, n in cur.fetchall()}
+
+    # -- claiming -------------------------------------------------------------------------------
+    def claim(
+        self, owner: str, now: float, lease: float, limit: int, provider: str | None = None
+    ) -> list[Record]:
+        paused = list(self.paused(now))
+        until = now + lease
+        with self._tx() as cur:
+            ids = self._claim_ids(cur, now, limit, provider, paused)
+            if not ids:
+                return []
+            marks = ", ".join("?" * len(ids))
+            cur.execute(
+                self._sql(
+                    "UPDATE documents SET lease_owner = ?, lease_until = ?, next_attempt_at = ?"
+                    f" WHERE id IN ({marks})"
+                ),
+                (owner, until, until, *ids),
+            )
+            cur.execute(self._sql(self._select + f" WHERE id IN ({marks})"), ids)
+            records = {r.id: r for r in map(self._row_to_record, cur.fetchall())}
+        return [records[i] for i in ids if i in records]
+
+    def next_due(self, provider: str | None = None) -> float | None:
+        paused = list(self.paused(time.time()))
+        sql = "SELECT MIN(next_attempt_at) FROM documents WHERE next_attempt_at IS NOT NULL"
+        params: list[Any] = []
+        if provider:
+            sql += " AND provider = ?"
+            params.append(provider)
+        if paused:
+            sql += " AND provider NOT IN (" + ", ".join("?" * len(paused)) + ")"
+            params.extend(paused)
+        with self._tx(write=False) as cur:
+            cur.execute(self._sql(sql), params)
+            row = cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def update(
+        self,
+        doc_id: str,
+        owner: str | None,
+        changes: Mapping[str, Any],
+        attempt: Attempt | None = None,
+        now: float | None = None,
+        expect_state: str | None = None,
+    ) -> Record:
+        bad = set(changes) - UPDATABLE
+        if bad:
+            raise ValueError(f"cannot update {sorted(bad)}")
+        values = dict(changes)
+        values["updated_at"] = now if now is not None else time.time()
+        for k in ("outcome",):
+            if k in values and not (values[k] is None or isinstance(values[k], str)):
+                values[k] = _dump_outcome(values[k])
+        if "provider_state" in values and not isinstance(values["provider_state"], str):
+            values["provider_state"] = json.dumps(redact_any(dict(values["provider_state"])))
+        if "reason" in values and values["reason"]:
+            values["reason"] = redact(values["reason"])
+        if "state" in values:
+            values["state"] = DocState(values["state"]).value
+        cols = list(values)
+        sql = "UPDATE documents SET " + ", ".join(f"{c} = ?" for c in cols) + " WHERE id = ?"
+        params: list[Any] = [values[c] for c in cols] + [doc_id]
+        if owner is not None:
+            sql += " AND lease_owner = ?"
+            params.append(owner)
+        if expect_state is not None:
+            sql += " AND state = ? AND (lease_until IS NULL OR lease_until < ?)"
+            params.extend([expect_state, values["updated_at"]])
+        with self._tx() as cur:
+            cur.execute(self._sql(sql), params)
+            if cur.rowcount == 0:
+                if self._get(cur, doc_id) is None:
+                    raise NotFoundError(f"no document {doc_id!r}")
+                raise LeaseLost(f"lease on {doc_id!r} lost")
+            if attempt is not None:
+                self._put_attempt(cur, attempt)
+            rec = self._get(cur, doc_id)
+        assert rec is not None
+        return rec
+
+    def _put_attempt(self, cur: Any, a: Attempt) -> None:
+        cur.execute(
+            self._sql("DELETE FROM attempts WHERE doc_id = ? AND number = ?"), (a.doc_id, a.number)
+        )
+        cur.execute(
+            self._sql(
+                "INSERT INTO attempts (doc_id, number, revision, key, action, started_at,"
+                " request, status, outcome, duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            (
+                a.doc_id, a.number, a.revision, a.key, a.action, a.started_at,
+                redact(a.request) if a.request else None, a.status, _dump_outcome(a.outcome),
+                a.duration,
+            ),  # fmt: skip
+        )
+
+    def wake_held(self, provider: str, now: float) -> int:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(
+                    "UPDATE documents SET next_attempt_at = ? WHERE provider = ? AND state = ?"
+                    " AND (lease_until IS NULL OR lease_until < ?)"
+                ),
+                (now, provider, DocState.HELD.value, now),
+            )
+            return int(cur.rowcount)
+
+    def extend_lease(self, doc_id: str, owner: str, until: float) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(
+                    "UPDATE documents SET lease_until = ?, next_attempt_at = ?"
+                    " WHERE id = ? AND lease_owner = ?"
+                ),
+                (until, until, doc_id, owner),
+            )
+            if cur.rowcount == 0:
+                raise LeaseLost(f"lease on {doc_id!r} lost")
+
+    def requeue(self, doc_id: str, now: float) -> Record:
+        with self._tx() as cur:
+            rec = self._get(cur, doc_id)
+            if rec is None:
+                raise NotFoundError(f"no document {doc_id!r}")
+            if rec.state in (DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION):
+                raise DocumentError(
+                    f"document {doc_id!r} is {rec.state.value}: it is never sent again"
+                )
+            if rec.lease_owner and rec.lease_until and rec.lease_until > now:
+                raise DocumentError(f"document {doc_id!r} is being delivered right now")
+            # An accepted document keeps waiting for its validation (polled again now).
+            # Everything else starts a fresh round with the same key: for an ``unknown``
+            # document that is the operator's decision to resend.
+            state = rec.state if rec.state == DocState.ACCEPTED else None
+            cur.execute(
+                self._sql(
+                    "UPDATE documents SET state = ?, attempts = 0, polls = 0,"
+                    " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL,"
+                    " reason = ?, first_attempt_at = NULL, updated_at = ? WHERE id = ?"
+                ),
+                ((state or DocState.QUEUED).value, now, "requeued by an operator", now, doc_id),
+            )
+            cur.execute(
+                self._sql("DELETE FROM provider_pauses WHERE provider = ?"), (rec.provider,)
+            )
+            out = self._get(cur, doc_id)
+        assert out is not None
+        return out
+
+    # -- history --------------------------------------------------------------------------------
+    def history(self, doc_id: str) -> list[Attempt]:
+        with self._tx(write=False) as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT doc_id, number, revision, key, action, started_at, request, status,"
+                    " outcome, duration FROM attempts WHERE doc_id = ? ORDER BY number"
+                ),
+                (doc_id,),
+            )
+            rows = cur.fetchall()
+        return [
+            Attempt(
+                doc_id=r[0], number=r[1], revision=r[2], key=r[3], action=r[4], started_at=r[5],
+                request=r[6], status=r[7], outcome=_load_outcome(r[8]), duration=r[9],
+            )  # fmt: skip
+            for r in rows
+        ]
+
+    def next_attempt_number(self, doc_id: str) -> int:
+        with self._tx(write=False) as cur:
+            cur.execute(
+                self._sql("SELECT MAX(number) FROM attempts WHERE doc_id = ?"), (doc_id,)
+            )
+            row = cur.fetchone()
+        return int(row[0] or 0) + 1
+
+    # -- notifications --------------------------------------------------------------------------
+    def record_notification(
+        self,
+        provider: str,
+        digest: str,
+        doc_id: str | None,
+        key: str | None,
+        provider_ref: str | None,
+        outcome: Outcome | None,
+        body: bytes,
+        now: float,
+    ) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql("SELECT id FROM notifications WHERE provider = ? AND digest = ?"),
+                (provider, digest),
+            )
+            if cur.fetchone() is not None:
+                return False
+            cur.execute(
+                self._sql(
+                    "INSERT INTO notifications (provider, digest, doc_id, key, provider_ref,"
+                    " outcome, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                (
+                    provider, digest, doc_id, key, provider_ref, _dump_outcome(outcome),
+                    redact(body.decode("utf-8", "replace")).encode(), now,
+                ),  # fmt: skip
+            )
+        return True
+
+    def pending_notifications(self, provider: str, doc_id: str) -> list[tuple[int, Outcome]]:
+        with self._tx(write=False) as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT id, outcome FROM notifications WHERE provider = ? AND doc_id = ?"
+                    " AND applied = 0 AND outcome IS NOT NULL ORDER BY id"
+                ),
+                (provider, doc_id),
+            )
+            rows = cur.fetchall()
+        return [(int(i), o) for i, s in rows if (o := _load_outcome(s)) is not None]
+
+    def mark_notification(self, note_id: int, applied: bool, note: str) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql("UPDATE notifications SET applied = ?, note = ? WHERE id = ?"),
+                (1 if applied else 2, note, note_id),
+            )
+
+    def notifications(self, doc_id: str | None = None) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT id, provider, doc_id, key, provider_ref, outcome, received_at, applied, note"
+            " FROM notifications"
+        )
+        params: list[Any] = []
+        if doc_id is not None:
+            sql += " WHERE doc_id = ?"
+            params.append(doc_id)
+        with self._tx(write=False) as cur:
+            cur.execute(self._sql(sql + " ORDER BY id"), params)
+            rows = cur.fetchall()
+        names = ("id", "provider", "doc_id", "key", "provider_ref", "outcome", "received_at",
+                 "applied", "note")  # fmt: skip
+        out = []
+        for r in rows:
+            d = dict(zip(names, r, strict=True))
+            d["outcome"] = json.loads(d["outcome"]) if d["outcome"] else None
+            out.append(d)
+        return out
+
+    # -- providers ------------------------------------------------------------------------------
+    def pause_provider(self, provider: str, reason: str, until: float | None, now: float) -> None:
+        with self._tx() as cur:
+            cur.execute(self._sql("DELETE FROM provider_pauses WHERE provider = ?"), (provider,))
+            cur.execute(
+                self._sql(
+                    "INSERT INTO provider_pauses (provider, reason, since, until)"
+                    " VALUES (?, ?, ?, ?)"
+                ),
+                (provider, redact(reason), now, until),
+            )
+
+    def resume_provider(self, provider: str) -> None:
+        with self._tx() as cur:
+            cur.execute(self._sql("DELETE FROM provider_pauses WHERE provider = ?"), (provider,))
+
+    def paused(self, now: float) -> dict[str, tuple[str, float | None]]:
+        with self._tx(write=False) as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT provider, reason, until FROM provider_pauses"
+                    " WHERE until IS NULL OR until > ?"
+                ),
+                (now,),
+            )
+            return {p: (r, u) for p, r, u in cur.fetchall()}
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Open the store named by *url*: ``sqlite:///path``, ``sqlite://:memory:`` is refused
+    (it cannot survive a crash), ``postgresql://...`` needs the ``postgres`` extra."""
+    if url.startswith("sqlite://"):
+        from ._sqlite import SQLiteStore
+
+        return SQLiteStore(url, **options)
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from ._postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                "the PostgreSQL store needs the postgres extra: pip install 'docrelay[postgres]'"
+                f" ({exc})"
+            ) from None
+        return PostgresStore(url, **options)
+    raise StoreError(
+        f"unsupported store URL {redact(url)!r}: use sqlite:///PATH or postgresql://..."
+    )
+
+
+def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
