@@ -1,19 +1,35 @@
 """plugins/_template is not installed (it is a skeleton to copy) and the root pytest
 configuration does not recurse into it (``norecursedirs``), so its tests run from here: in a
 child pytest that sees ``plugins/_template/src`` on the import path and the template's entry
-point through a throwaway ``.dist-info`` directory, exactly as if the plugin were installed."""
+point through a throwaway ``.dist-info`` directory, exactly as if the plugin were installed;
+and in this process, through the real engine, with the template registered as an extra plugin
+(``Relay(plugins=[module])``)."""
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import subprocess
 import sys
+import types
+from collections.abc import Iterator
 from pathlib import Path
 
+import docrelay
 import pytest
+from docrelay.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "plugins" / "_template"
+#: Short waits so that retries and deferrals happen within the test.
+FAST_ENGINE = {
+    "retry_wait_initial": 0.01,
+    "retry_wait_max": 0.05,
+    "deferral_initial": 0.05,
+    "deferral_max": 0.2,
+    "read_timeout": 5.0,
+}
 
 
 @pytest.fixture
@@ -46,3 +62,90 @@ def test_template_tests_pass(template_path: str) -> None:
 
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
+
+
+@pytest.fixture
+def template_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
+    """The template's package, imported from its sources (nothing installed)."""
+    monkeypatch.syspath_prepend(str(TEMPLATE / "src"))
+    module = importlib.import_module("docrelay_template")
+    yield module
+    for name in [n for n in sys.modules if n.partition(".")[0] == "docrelay_template"]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def sandbox(template_module: types.ModuleType) -> Iterator[Sandbox]:
+    with template_module.TemplateSandbox() as sbx:
+        yield sbx
+
+
+@pytest.fixture
+def relay(
+    tmp_path: Path, template_module: types.ModuleType, sandbox: Sandbox
+) -> Iterator[docrelay.Relay]:
+    """A relay with the template registered as an extra plugin, against its sandbox."""
+    relay = docrelay.Relay(
+        store=f"sqlite:///{tmp_path / 'docrelay.db'}",
+        providers={"template": {"base_url": sandbox.url, "api_key": "sandbox-key"}},
+        engine=FAST_ENGINE,
+        plugins=[template_module],
+        autoload=False,
+    )
+    yield relay
+    relay.close()
+
+
+def _invoice(number: str, **extra: object) -> docrelay.Document:
+    return docrelay.Document(
+        id=number,
+        provider="template",
+        payload=json.dumps({"number": number, **extra}).encode(),
+        kind="document",
+        content_type="application/json",
+    )
+
+
+def test_template_delivers_through_the_relay(relay: docrelay.Relay, sandbox: Sandbox) -> None:
+    """A document goes through the real engine to the sandbox once, with its key."""
+    relay.submit(_invoice("INV-1"))
+    relay.run_until_idle()
+
+    status = relay.status("INV-1")
+    assert status.state == docrelay.DocState.DELIVERED
+    assert [e["key"] for e in sandbox.effects] == [status.key]
+    assert status.provider_ref is not None
+
+
+def test_template_dropped_answer_is_not_a_second_effect(
+    relay: docrelay.Relay, sandbox: Sandbox
+) -> None:
+    """The answer is lost after the provider took the document: the resend with the same key
+    is a duplicate, and the sandbox saw one effect."""
+    sandbox.set_faults(["drop*1"])
+    relay.submit(_invoice("INV-2"))
+    relay.run_until_settled(timeout=30)
+
+    status = relay.status("INV-2")
+    assert status.state in {docrelay.DocState.DELIVERED, docrelay.DocState.DUPLICATE}
+    assert len(sandbox.effects) == 1
+
+
+def test_template_rejection_keeps_the_field_errors(relay: docrelay.Relay) -> None:
+    """An invalid document is rejected with the provider's field error, and the API key
+    appears in no record."""
+    relay.submit(
+        docrelay.Document(
+            id="INV-3",
+            provider="template",
+            payload=b'{"total": 1}',
+            content_type="application/json",
+        )
+    )
+    relay.run_until_idle()
+
+    status = relay.status("INV-3")
+    assert status.state == docrelay.DocState.REJECTED
+    assert [fe.field for fe in status.field_errors] == ["number"]
+    records = json.dumps([status.to_dict()]) + repr(relay.history("INV-3"))
+    assert "sandbox-key" not in records
