@@ -1,0 +1,250 @@
+"""End to end through docrelay's Relay against the Procuros sandbox on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docrelay
+import pytest
+from docrelay import DocState, Document, OutcomeKind
+from docrelay_procuros import demo_batch, erp_status
+from docrelay_procuros._demo import INACTIVE_BUYER, UNKNOWN_SUPPLIER, sample
+from docrelay_procuros.sandbox import ProcurosSandbox
+
+Relay: Any = getattr(docrelay, "Relay", None)
+if Relay is None:  # pragma: no cover - until the core exports it
+    from docrelay._relay import Relay
+
+FAST = {
+    "retry_wait_initial": 0.01,
+    "retry_wait_max": 0.05,
+    "retry_wait_jitter": 0.0,
+    "deferral_initial": 0.05,
+    "deferral_max": 0.1,
+    "read_timeout": 2.0,
+    "pause_seconds": 0.0,
+}
+TOKEN = "procuros-test-token"
+
+
+def make_relay(tmp_path: Path, sb: ProcurosSandbox, **settings: Any) -> Any:
+    cfg = {"base_url": sb.url, "api_token": TOKEN, **settings}
+    return Relay(
+        store="sqlite:///" + str(tmp_path / "d.db"), providers={"procuros": cfg}, engine=FAST
+    )
+
+
+def doc(doc_id: str, name: str = "order.json", kind: str = "order", **meta: str) -> Document:
+    return Document(
+        id=doc_id,
+        provider="procuros",
+        payload=sample(name),
+        kind=kind,
+        content_type="application/json",
+        metadata=meta,
+    )
+
+
+def received(sb: ProcurosSandbox) -> list[dict[str, Any]]:
+    return [e for e in sb.effects if e["kind"] == "transaction_received"]
+
+
+def test_order_is_transmitted(tmp_path: Path, sandbox: ProcurosSandbox) -> None:
+    with make_relay(tmp_path, sandbox) as relay:
+        relay.submit(doc("PO-1"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("PO-1")
+    assert st.state == DocState.DELIVERED
+    assert st.outcome.provider_status == "TRANSMITTED"
+    assert st.provider_ref == received(sandbox)[0]["key"]
+    assert len(received(sandbox)) == 1
+    assert erp_status(st.outcome) == ("TRANSMITTED", None)
+    assert sandbox.reported_errors == []
+
+
+def test_inactive_relationship_is_no_action(
+    tmp_path: Path, sandbox_factory: Callable[..., ProcurosSandbox]
+) -> None:
+    sb = sandbox_factory(inactive_receivers=[INACTIVE_BUYER])
+    with make_relay(tmp_path, sb) as relay:
+        relay.submit(doc("RE-1", "invoice.json", kind="invoice"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("RE-1")
+    assert st.state == DocState.NO_ACTION
+    assert st.outcome.message == "Trade relationship not yet active."
+    assert erp_status(st.outcome) == ("NO_ACTION", None)
+    assert len(received(sb)) == 1
+
+
+def test_rejected_is_reported_then_the_correction_is_delivered(
+    tmp_path: Path, sandbox_factory: Callable[..., ProcurosSandbox], validators: Any
+) -> None:
+    sb = sandbox_factory(unknown_parties=[UNKNOWN_SUPPLIER])
+    with make_relay(tmp_path, sb) as relay:
+        relay.submit(doc("PO-9", "order-unknown-supplier.json", document_number="PO-9"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("PO-9")
+        assert st.state == DocState.REJECTED
+        assert st.outcome.status == 422
+        assert {fe.field for fe in st.outcome.field_errors} == {
+            "supplier",
+            "content.header.orderIdentifier",
+        }
+        assert st.outcome.error_url.startswith(sb.url + "/portal/errors/")
+        assert st.outcome.provider_status is None
+        assert erp_status(st.outcome) == (None, st.outcome.error_url)
+        assert received(sb) == []
+        # on_failure reported it once, as DATA, with the ERP's document number
+        assert len(sb.reported_errors) == 1
+        report = sb.reported_errors[0]
+        assert report["errorType"] == "DATA"
+        assert report["transactionIdentifier"] == "PO-9"
+        assert report["transactionType"] == "ORDER"
+        assert report["errorContext"]["errorUrl"] == st.outcome.error_url
+        assert "Could not resolve party" in report["errorReason"]
+        # the corrected revision goes through
+        relay.submit(doc("PO-9", "order.json", document_number="PO-9"))
+        relay.run_until_settled(timeout=10)
+        assert relay.status("PO-9").state == DocState.DELIVERED
+    assert len(received(sb)) == 1
+    assert len(sb.reported_errors) == 1
+
+
+def test_report_after_two_failed_rounds(
+    tmp_path: Path, sandbox_factory: Callable[..., ProcurosSandbox]
+) -> None:
+    sb = sandbox_factory(unknown_parties=[UNKNOWN_SUPPLIER])
+    bad = json.loads(sample("order-unknown-supplier.json"))
+    with make_relay(tmp_path, sb, report_after_failures=2) as relay:
+        relay.submit(doc("PO-7", "order-unknown-supplier.json"))
+        relay.run_until_settled(timeout=10)
+        assert relay.status("PO-7").state == DocState.REJECTED
+        assert sb.reported_errors == []
+        bad["header"]["comments"] = "second try, still wrong"
+        relay.submit(
+            Document(
+                id="PO-7",
+                provider="procuros",
+                kind="order",
+                content_type="application/json",
+                payload=json.dumps(bad).encode(),
+            )
+        )
+        relay.run_until_settled(timeout=10)
+        assert relay.status("PO-7").state == DocState.REJECTED
+    assert len(sb.reported_errors) == 1
+    assert sb.reported_errors[0]["transactionIdentifier"] == "PO-7"
+
+
+def test_second_document_with_the_same_payload_is_a_duplicate(
+    tmp_path: Path, sandbox: ProcurosSandbox
+) -> None:
+    with make_relay(tmp_path, sandbox) as relay:
+        relay.submit(doc("PO-1"))
+        relay.run_until_settled(timeout=10)
+        relay.submit(doc("PO-1-copy"))
+        relay.run_until_settled(timeout=10)
+        first, second = relay.status("PO-1"), relay.status("PO-1-copy")
+    assert first.state == DocState.DELIVERED
+    assert second.state == DocState.DUPLICATE
+    assert second.outcome.message == "Payload already received"
+    assert erp_status(second.outcome) == ("TRANSMITTED", None)
+    assert len(received(sandbox)) == 1
+    assert sandbox.reported_errors == []
+
+
+def test_lost_answer_is_resent_and_recognised(tmp_path: Path, sandbox: ProcurosSandbox) -> None:
+    sandbox.set_faults(["drop*1"])
+    with make_relay(tmp_path, sandbox) as relay:
+        relay.submit(doc("PO-2"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("PO-2")
+        kinds = [a.outcome.kind for a in relay.history("PO-2") if a.outcome]
+    assert OutcomeKind.UNKNOWN in kinds
+    assert st.state == DocState.DUPLICATE
+    assert len(received(sandbox)) == 1
+
+
+def test_429_without_retry_after_then_delivered(tmp_path: Path, sandbox: ProcurosSandbox) -> None:
+    sandbox.set_faults(["throttle*2:none"])
+    with make_relay(tmp_path, sandbox) as relay:
+        relay.submit(doc("PO-3"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("PO-3")
+        history = relay.history("PO-3")
+    assert st.state == DocState.DELIVERED
+    throttled = [a.outcome for a in history if a.outcome and a.outcome.kind == "throttled"]
+    assert len(throttled) == 2
+    assert all(o.wait is None for o in throttled)
+    assert len(received(sandbox)) == 1
+
+
+def test_5xx_is_retried(tmp_path: Path, sandbox: ProcurosSandbox) -> None:
+    sandbox.set_faults(["error*2:503"])
+    with make_relay(tmp_path, sandbox) as relay:
+        relay.submit(doc("PO-4"))
+        relay.run_until_settled(timeout=10)
+        assert relay.status("PO-4").state == DocState.DELIVERED
+    assert len(received(sandbox)) == 1
+
+
+def test_wrong_token_fails_without_leaking_it(
+    tmp_path: Path, sandbox: ProcurosSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "wrong-but-secret-token-123"
+    with make_relay(tmp_path, sandbox, api_token=secret) as relay:
+        relay.submit(doc("PO-5"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("PO-5")
+        dumped = json.dumps(st.to_dict(), default=str) + repr(relay.history("PO-5"))
+    assert st.state == DocState.FAILED
+    assert st.outcome.kind == OutcomeKind.CONFIG_ERROR
+    assert st.outcome.status == 401
+    assert received(sandbox) == []
+    assert sandbox.reported_errors == []  # the report is refused with the same token
+    assert secret not in dumped
+    assert secret not in caplog.text
+
+
+def test_payload_that_is_not_json_is_rejected_and_reported(
+    tmp_path: Path, sandbox: ProcurosSandbox
+) -> None:
+    bad = Document(id="X-1", provider="procuros", kind="invoice", payload=b"<Invoice/>")
+    with make_relay(tmp_path, sandbox) as relay:
+        relay.submit(bad)
+        relay.run_until_settled(timeout=10)
+        st = relay.status("X-1")
+    assert st.state == DocState.REJECTED
+    assert "not JSON" in (st.outcome.message or "")
+    assert [r["transactionType"] for r in sandbox.reported_errors] == ["INVOICE"]
+    assert len([r for r in sandbox.requests if r["path"] == "/v2/transactions"]) == 0
+
+
+def test_demo_batch(tmp_path: Path, sandbox: ProcurosSandbox) -> None:
+    batch = demo_batch(sandbox, "http://127.0.0.1:1/webhooks")
+    with Relay(
+        store="sqlite:///" + str(tmp_path / "d.db"),
+        providers={"procuros": {"base_url": sandbox.url, **batch.settings}},
+        engine=FAST,
+    ) as relay:
+        for d in batch.documents:
+            relay.submit(d)
+        relay.run_until_settled(timeout=10)
+        states = {d.id: relay.status(d.id) for d in batch.documents}
+    assert {k: v.state for k, v in states.items()} == {
+        "PO-2024-10417": DocState.DELIVERED,
+        "RE-2024-55810": DocState.NO_ACTION,
+        "PO-2024-10418": DocState.REJECTED,
+        "PO-2024-10417-copy": DocState.DUPLICATE,
+    }
+    assert states["PO-2024-10417"].outcome.provider_status == "TRANSMITTED"
+    assert states["RE-2024-55810"].outcome.provider_status == "NO_ACTION"
+    assert states["PO-2024-10418"].outcome.error_url
+    assert len(states["PO-2024-10418"].outcome.field_errors) == 2
+    assert len(received(sandbox)) == 2
+    assert [r["transactionIdentifier"] for r in sandbox.reported_errors] == ["PO-2024-10418"]
