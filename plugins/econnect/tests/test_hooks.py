@@ -183,7 +183,7 @@ def test_default_key_is_a_uuid_and_passes_validation() -> None:
         ("https://psb.econnect.eu", {"token_url": "https://id.example/t"}, "https://id.example/t"),
     ],
 )
-def test_token_url(base_url: str, extra: dict[str, str], expected: str) -> None:
+def test_token_url(base_url: str, extra: dict[str, Any], expected: str) -> None:
     assert plugin.token_url(make_ctx(base_url=base_url, **extra)) == expected
 
 

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from docrelay.sandbox import Fault, Route, Sandbox, SandboxRequest, SandboxResponse, TokenIssuer
+from docrelay.sandbox import Route, Sandbox, SandboxRequest, SandboxResponse, TokenIssuer
 
 from ._ubl import is_valid_document_id, read_ubl
 
@@ -288,7 +288,7 @@ class EConnectSandbox(Sandbox):
                 # Processed; now lose the answer: the base class rolls "drop" right after
                 # this handler returns, and this fault comes first in the list.
                 self.lost_answers.add((party, str(ubl.id)))
-                self._faults.insert(0, Fault(name="drop", count=1))
+                self.set_faults(["drop*1", *self.faults])
         delay = self._number("delivery_delay")
         sent = (record, "Sent", "The document is delivered to the receiver.")
         if delay <= 0:
