@@ -185,6 +185,7 @@ def test_decision_precondition_violations() -> None:
     out = classify(resp, kind="decision")
     assert out.kind == OutcomeKind.REJECTED
     assert out.field_errors[0].message == "The proposal has no customer yet"
+    assert out.field_errors[0].field == "preconditionViolations"
     assert out.field_errors[0].rule == "CUSTOMER_MISSING"
 
 

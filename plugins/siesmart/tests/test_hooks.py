@@ -333,7 +333,7 @@ def test_decision_takes_newest_etag_across_documents(
         proposal_id=pid,
     )
     dctx = make_ctx(sandbox, services, dec)
-    resp, out = send(dctx, dec)
+    _resp, out = send(dctx, dec)
     assert out.kind == OutcomeKind.DELIVERED, out
     assert out.provider_status == "PENDING"
     assert sandbox.requests[-1]["headers"]["If-Match"] == uctx.state["etag"]

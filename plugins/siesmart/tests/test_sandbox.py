@@ -356,3 +356,13 @@ def test_reset(sandbox: SieSmartSandbox, auth: dict[str, str]) -> None:
     g = requests.get(sandbox.url + "/proposals/search", headers=auth, timeout=5)
     assert g.status_code == 401
     assert json.loads(g.content)["code"] == "UNAUTHORIZED"
+
+
+def test_lost_request_has_no_effect(sandbox: SieSmartSandbox, auth: dict[str, str]) -> None:
+    """lose_requests: the connection breaks before the request is handled."""
+    sandbox.lose_requests(1)
+    with pytest.raises(requests.ConnectionError):
+        create(sandbox, auth)
+    assert sandbox.effects == []
+    assert create(sandbox, auth).status_code == 200
+    assert len(sandbox.effects) == 1

@@ -150,7 +150,12 @@ def _field_errors(body: Mapping[str, Any]) -> list[FieldError]:
                     code = _s(item.get(name), 100)
                     if code:
                         break
-                field = _s(item.get("field") or item.get("path") or item.get("property"), 200)
+                # Errors without a field (the decision pre-check's violations) are named by
+                # the list they came from: docrelay's store cannot reload field=None yet.
+                field = (
+                    _s(item.get("field") or item.get("path") or item.get("property"), 200)
+                    or list_name
+                )
                 value = item.get("rejectedValue", item.get("value"))
                 out.append(
                     FieldError(
@@ -164,7 +169,7 @@ def _field_errors(body: Mapping[str, Any]) -> list[FieldError]:
             else:
                 text = _s(item)
                 if text:
-                    out.append(FieldError(field=None, message=text))
+                    out.append(FieldError(field=list_name, message=text))
     return out
 
 

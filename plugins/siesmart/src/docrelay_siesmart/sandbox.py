@@ -105,6 +105,7 @@ class SieSmartSandbox(Sandbox):
         "read_only": False,
         "token_error": 0,
         "concurrent_edits": 0,
+        "lose_requests": 0,
         "decision_status": "PENDING",
     }
 
@@ -121,6 +122,7 @@ class SieSmartSandbox(Sandbox):
             int(self.config["rate_limit"]), float(self.config["rate_window"])
         )
         self._concurrent = int(self.config["concurrent_edits"])
+        self._lose = int(self.config["lose_requests"])
 
     # -- routes ---------------------------------------------------------------------------------
 
@@ -151,6 +153,7 @@ class SieSmartSandbox(Sandbox):
             self.etags.clear()
             self._seq = 0
             self._concurrent = int(self.config["concurrent_edits"])
+            self._lose = int(self.config["lose_requests"])
         self.tokens = TokenIssuer(float(self.config["token_ttl"]))
         self.window = SlidingWindow(
             int(self.config["rate_limit"]), float(self.config["rate_window"])
@@ -160,6 +163,13 @@ class SieSmartSandbox(Sandbox):
         """Every response gets a fresh ``X-B2B-TRACE-ID``; error bodies carry the same id."""
         trace = str(uuid.uuid4())
         self._tls.trace = trace
+        if request.path.startswith("/proposals"):
+            with self._state_lock:
+                lose = self._lose > 0
+                if lose:
+                    self._lose -= 1
+            if lose:  # the connection breaks before the request is handled
+                return None
         resp = super()._serve(request)
         if resp is None:
             return None
@@ -556,6 +566,12 @@ class SieSmartSandbox(Sandbox):
                 str(self.proposals[pid].get("specialConditionText") or "") + " (edited)"
             ).strip()
             return self._modified(pid)
+
+    def lose_requests(self, count: int) -> None:
+        """The next *count* proposal requests are lost before they are handled (the
+        connection closes without an answer and without any effect)."""
+        with self._state_lock:
+            self._lose = int(count)
 
     def schedule_concurrent_edits(self, count: int) -> None:
         """The next *count* modifying calls meet a concurrent modification first."""
