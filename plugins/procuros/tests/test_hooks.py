@@ -120,7 +120,7 @@ def test_provider_info() -> None:
     dup = info.setting("duplicate_message")
     assert dup is not None
     assert dup.default == "Payload already received"
-    assert set(info.kinds) == {t.lower() for t in TRANSACTION_TYPES}
+    assert set(info.kinds) == {t.lower() for t in TRANSACTION_TYPES} | {"document"}
     assert provider_sandbox() is ProcurosSandbox
 
 
@@ -135,25 +135,9 @@ def test_every_type_has_its_kind(type_: str) -> None:
     assert type_for_kind(type_) == type_
 
 
-@pytest.mark.parametrize(
-    ("kind", "type_"),
-    [
-        ("purchase_order", "ORDER"),
-        ("asn", "SHIPPING_NOTICE"),
-        ("despatch-advice", "SHIPPING_NOTICE"),
-        ("credit_memo", "CREDIT_NOTE"),
-        ("document", None),
-        ("ubl-invoice", None),
-    ],
-)
-def test_kind_aliases(kind: str, type_: str | None) -> None:
-    assert type_for_kind(kind) == type_
-
-
-def test_type_map_setting() -> None:
-    assert type_for_kind("po", {"po": "ORDER"}) == "ORDER"
-    assert type_for_kind("PO", {"po": "order"}) == "ORDER"
-    assert type_for_kind("po", {"po": "NOT_A_TYPE"}) is None
+@pytest.mark.parametrize("kind", ["document", "ubl-invoice", "purchase_order", "asn", ""])
+def test_kinds_without_a_type(kind: str) -> None:
+    assert type_for_kind(kind) is None
 
 
 def test_content_payload_is_wrapped(validators: Any) -> None:
@@ -165,12 +149,6 @@ def test_content_payload_is_wrapped(validators: Any) -> None:
     assert body == {"type": "ORDER", "content": json.loads(sample("order.json"))}
     validators.request("/v2/transactions", "POST", body)
     assert ctx.state == {"transaction_type": "ORDER", "document_number": "PO-2024-10417"}
-
-
-def test_type_map_in_build_request() -> None:
-    ctx = make_ctx("http://127.0.0.1:1", type_map={"bestellung": "ORDER"})
-    body = json.loads(build_request(order(kind="bestellung"), ctx).body)
-    assert body["type"] == "ORDER"
 
 
 def test_whole_body_payload_is_sent_as_is(validators: Any) -> None:

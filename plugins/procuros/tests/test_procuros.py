@@ -140,6 +140,19 @@ def test_report_after_two_failed_rounds(
     assert sb.reported_errors[0]["transactionIdentifier"] == "PO-7"
 
 
+def test_whole_body_with_kind_document(tmp_path: Path, sandbox: ProcurosSandbox) -> None:
+    with make_relay(tmp_path, sandbox) as relay:
+        relay.submit(doc("RE-2", "invoice.json", kind="document"))
+        relay.run_until_settled(timeout=10)
+        assert relay.status("RE-2").state == DocState.DELIVERED
+    assert [e["type"] for e in received(sandbox)] == ["INVOICE"]
+
+
+def test_kind_without_a_type_is_refused_at_submit(tmp_path: Path, sandbox: ProcurosSandbox) -> None:
+    with make_relay(tmp_path, sandbox) as relay, pytest.raises(docrelay.DocumentError):
+        relay.submit(doc("PO-0", kind="purchase_order"))
+
+
 def test_second_document_with_the_same_payload_is_a_duplicate(
     tmp_path: Path, sandbox: ProcurosSandbox
 ) -> None:

@@ -84,11 +84,6 @@ _SETTINGS: Final = (
         1,
         help="report an error from this many failed delivery rounds on (0 = never report)",
     ),
-    Setting(
-        "type_map",
-        None,
-        help="extra document kind -> TransactionType mapping, e.g. {'po': 'ORDER'}",
-    ),
 )
 
 
@@ -104,7 +99,8 @@ def provider_info() -> ProviderInfo:
         },
         default_environment="sandbox",
         auth="bearer",
-        kinds=tuple(t.lower() for t in TRANSACTION_TYPES),
+        # "document": a payload that is the whole {type, content} body.
+        kinds=(*(t.lower() for t in TRANSACTION_TYPES), "document"),
         max_payload_bytes=None,
         rate_limit=None,
         idempotency="payload",
@@ -127,12 +123,7 @@ def provider_sandbox() -> type[Sandbox]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _type_map(ctx: Context | None) -> Mapping[str, Any]:
-    value = ctx.setting("type_map") if ctx is not None else None
-    return value if isinstance(value, Mapping) else {}
-
-
-def build_body(document: Document, type_map: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_body(document: Document) -> dict[str, Any]:
     """The ``SendTransaction`` body for *document*; :class:`DocumentError` when impossible.
 
     A payload that is a JSON object with ``type`` and ``content`` is the whole body; any other
@@ -144,7 +135,7 @@ def build_body(document: Document, type_map: Mapping[str, Any] | None = None) ->
         raise DocumentError(f"document {document.id}: payload is not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise DocumentError(f"document {document.id}: payload must be a JSON object")
-    kind_type = type_for_kind(document.kind, type_map)
+    kind_type = type_for_kind(document.kind)
     if "type" in data and "content" in data:
         body_type = data.get("type")
         if not isinstance(data.get("content"), dict):
@@ -171,7 +162,7 @@ def build_body(document: Document, type_map: Mapping[str, Any] | None = None) ->
 
 @docrelay.hookimpl
 def build_request(document: Document, ctx: Context) -> HttpRequest:
-    body = build_body(document, _type_map(ctx))
+    body = build_body(document)
     ctx.state["transaction_type"] = body["type"]
     number = document_number(body["type"], body["content"])
     if number is not None:
@@ -256,11 +247,11 @@ def _reason(outcome: Outcome) -> str:
 def error_report(document: Document, outcome: Outcome, ctx: Context) -> dict[str, Any]:
     """The ``POST /v2/errors`` body for a failed *document*."""
     try:
-        body = build_body(document, _type_map(ctx))
+        body = build_body(document)
         type_: str | None = body["type"]
         number = document_number(type_, body["content"])
     except DocumentError:
-        type_ = type_for_kind(document.kind, _type_map(ctx))
+        type_ = type_for_kind(document.kind)
         number = None
     identifier = document.metadata.get("document_number") or number or document.id
     context: dict[str, str] = {"docrelayDocumentId": document.id, "outcome": outcome.kind.value}

@@ -161,46 +161,17 @@ TRANSACTION_TYPES: Final[tuple[str, ...]] = tuple(s.type for s in _SPECS)
 #: The facts per type.
 TYPES: Final[Mapping[str, TransactionSpec]] = {s.type: s for s in _SPECS}
 
-#: Document kinds that do not spell the type (after upper-casing and ``-``/space -> ``_``).
-KIND_ALIASES: Final[Mapping[str, str]] = {
-    "PURCHASE_ORDER": "ORDER",
-    "ORDERS": "ORDER",
-    "ORDER_CONFIRMATION": "ORDER_RESPONSE",
-    "ORDRSP": "ORDER_RESPONSE",
-    "DESPATCH_ADVICE": "SHIPPING_NOTICE",
-    "DISPATCH_ADVICE": "SHIPPING_NOTICE",
-    "DESADV": "SHIPPING_NOTICE",
-    "ASN": "SHIPPING_NOTICE",
-    "INVOIC": "INVOICE",
-    "CREDITNOTE": "CREDIT_NOTE",
-    "CREDIT_MEMO": "CREDIT_NOTE",
-    "RECADV": "RECEIVAL_NOTICE",
-    "RECEIVING_ADVICE": "RECEIVAL_NOTICE",
-    "REMADV": "REMITTANCE_ADVICE",
-    "PRICAT": "PRODUCT_CATALOG",
-    "CATALOG": "PRODUCT_CATALOG",
-    "INVRPT": "INVENTORY_REPORT",
-    "SLSRPT": "SALES_REPORT",
-}
-
 _NORMALISE = re.compile(r"[\s\-.]+")
 
 
-def type_for_kind(kind: str, extra: Mapping[str, Any] | None = None) -> str | None:
+def type_for_kind(kind: str) -> str | None:
     """The ``TransactionType`` for a document kind, or ``None`` when there is none.
 
-    ``"order"`` -> ``ORDER``, ``"order-response"`` -> ``ORDER_RESPONSE``, ``"credit_note"`` ->
-    ``CREDIT_NOTE``; *extra* (the ``type_map`` setting) is consulted first, with the kind
-    as given and normalised.
+    The kinds are the type names in lower case (``"order"`` -> ``ORDER``, ``"credit_note"`` ->
+    ``CREDIT_NOTE``); case, ``-``, ``.`` and spaces are forgiven (``"Order-Response"``).
     """
     norm = _NORMALISE.sub("_", kind.strip()).upper()
-    for candidate in (kind, kind.lower(), norm):
-        value = (extra or {}).get(candidate)
-        if isinstance(value, str) and value.upper() in TYPES:
-            return value.upper()
-    if norm in TYPES:
-        return norm
-    return KIND_ALIASES.get(norm)
+    return norm if norm in TYPES else None
 
 
 def document_number(type_: str | None, content: Any) -> str | None:
