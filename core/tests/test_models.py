@@ -322,8 +322,8 @@ def test_runtime_build_overrides() -> None:
 
     assert rt.base_url == "https://api.acme.example/v1"
     assert RateLimit(100, 60.0) == rt.rate
-    assert (rt.read_timeout, rt.max_payload_bytes,
-                                           rt.webhook_secret) == (3.0, 10, "hook-secret-77")  # fmt: skip
+    assert (rt.read_timeout, rt.max_payload_bytes, rt.webhook_secret) == (
+        3.0, 10, "hook-secret-77")  # fmt: skip
 
 
 @pytest.mark.parametrize(
