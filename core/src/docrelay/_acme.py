@@ -18,7 +18,7 @@ import re as _re
 import threading
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from ._context import Context, Token
 from ._models import (
@@ -43,14 +43,12 @@ from .sandbox import Route, Sandbox, SandboxRequest, SandboxResponse, TokenIssue
 __all__ = ["AcmePlugin", "AcmeSandbox"]
 
 
-
-
 class AcmeSandbox(Sandbox):
     """The Acme API on loopback. Options: ``dedupe`` (honour Idempotency-Key),
     ``polls_until_done``, ``token_ttl``, ``clients`` ({client_id: secret})."""
 
     name = "acme"
-    options: Mapping[str, Any] = {
+    options: ClassVar[Mapping[str, Any]] = {
         "dedupe": True,
         "polls_until_done": 1,
         "token_ttl": 3600.0,
@@ -86,10 +84,12 @@ class AcmeSandbox(Sandbox):
         clients = self.config["clients"]
         if clients.get(data.get("client_id")) != data.get("client_secret"):
             return SandboxResponse.json(401, {"error": "invalid_client"})
-        token, life = self.tokens.issue(str(data["client_id"]), self.token_ttl(
-            float(self.config["token_ttl"])))
-        return SandboxResponse.json(200, {"access_token": token, "expires_in": life,
-                                          "token_type": "Bearer"})  # fmt: skip
+        token, life = self.tokens.issue(
+            str(data["client_id"]), self.token_ttl(float(self.config["token_ttl"]))
+        )
+        return SandboxResponse.json(
+            200, {"access_token": token, "expires_in": life, "token_type": "Bearer"}
+        )
 
     def _post(self, req: SandboxRequest) -> SandboxResponse:
         if self.tokens.bearer(req) is None:
@@ -98,19 +98,28 @@ class AcmeSandbox(Sandbox):
         kind = req.header("X-Acme-Kind") or "document"
         with self._state:
             if self.config["dedupe"] and key and key in self.by_key:
-                return SandboxResponse.json(409, {"message": "already received",
-                                                  "id": self.by_key[key]})  # fmt: skip
+                return SandboxResponse.json(
+                    409, {"message": "already received", "id": self.by_key[key]}
+                )
             if b"INVALID" in req.body:
-                return SandboxResponse.json(422, {
-                    "message": "validation failed",
-                    "errors": [{"field": "amount", "message": "must be positive"}],
-                    "errorUrl": "https://portal.acme.example/errors/1"})  # fmt: skip
+                return SandboxResponse.json(
+                    422,
+                    {
+                        "message": "validation failed",
+                        "errors": [{"field": "amount", "message": "must be positive"}],
+                        "errorUrl": "https://portal.acme.example/errors/1",
+                    },
+                )
             doc_id = uuid.uuid4().hex
             self.docs[doc_id] = {"key": key, "kind": kind, "polls": 0, "body": req.body}
             if key:
                 self.by_key[key] = doc_id
-        self.record_effect("document_received", doc_id, idempotency_key=key,
-                           body=req.body.decode("utf-8", "replace"))  # fmt: skip
+        self.record_effect(
+            "document_received",
+            doc_id,
+            idempotency_key=key,
+            body=req.body.decode("utf-8", "replace"),
+        )
         status = 202 if kind == "async" else 200
         return SandboxResponse.json(status, {"id": doc_id})
 
@@ -135,24 +144,43 @@ class AcmeSandbox(Sandbox):
         if not done:
             return SandboxResponse.json(202, {"status": "running"})
         if invalid:
-            return SandboxResponse.json(200, {"status": "invalid", "errors": [
-                {"field": "currency", "message": "must be ISO 4217"}]})  # fmt: skip
+            return SandboxResponse.json(
+                200,
+                {
+                    "status": "invalid",
+                    "errors": [{"field": "currency", "message": "must be ISO 4217"}],
+                },
+            )
         return SandboxResponse.json(200, {"status": "valid"})
 
 
 def _fetch_token(ctx: Context) -> Token:
     r = ctx.request(
-        "POST", ctx.url("/token"),
-        body=json.dumps({"client_id": ctx.settings["client_id"],
-                         "client_secret": ctx.settings["client_secret"]}).encode(),
+        "POST",
+        ctx.url("/token"),
+        body=json.dumps(
+            {"client_id": ctx.settings["client_id"], "client_secret": ctx.settings["client_secret"]}
+        ).encode(),
         headers={"Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     if r.status == 401:
-        raise OutcomeError(Outcome(kind=OutcomeKind.CONFIG_ERROR, status=401,
-                                   message="token refused: invalid_client", rule="acme:token"))
+        raise OutcomeError(
+            Outcome(
+                kind=OutcomeKind.CONFIG_ERROR,
+                status=401,
+                message="token refused: invalid_client",
+                rule="acme:token",
+            )
+        )
     if r.status != 200:
-        raise OutcomeError(Outcome(kind=OutcomeKind.RETRY, status=r.status,
-                                   message="token endpoint unavailable", rule="acme:token"))
+        raise OutcomeError(
+            Outcome(
+                kind=OutcomeKind.RETRY,
+                status=r.status,
+                message="token endpoint unavailable",
+                rule="acme:token",
+            )
+        )
     data = r.json() or {}
     return Token.from_expires_in(str(data["access_token"]), float(data["expires_in"]))
 
@@ -160,8 +188,9 @@ def _fetch_token(ctx: Context) -> Token:
 class AcmePlugin:
     """The Acme provider plugin. ``name`` and ``dedupe`` let tests register variants."""
 
-    def __init__(self, name: str = "acme", *, dedupe: bool = True,
-                 rate_limit: RateLimit | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, name: str = "acme", *, dedupe: bool = True, rate_limit: RateLimit | None = None
+    ) -> None:
         self.__name__ = f"docrelay_{name}"
         self.name = name
         self.dedupe = dedupe
@@ -204,9 +233,11 @@ class AcmePlugin:
     @hookimpl
     def build_request(self, document: Document, ctx: Context) -> HttpRequest:
         return HttpRequest(
-            "POST", "/documents", body=document.payload,
+            "POST",
+            "/documents",
+            body=document.payload,
             headers={"Content-Type": document.content_type, "X-Acme-Kind": document.kind},
-        )  # fmt: skip
+        )
 
     @hookimpl
     def prepare_headers(self, request: HttpRequest, ctx: Context) -> dict[str, str]:
@@ -226,29 +257,43 @@ class AcmePlugin:
         data = data if isinstance(data, dict) else {}
         ref = data.get("id") if isinstance(data.get("id"), str) else None
         if response.status == 200:
-            return Outcome(kind=OutcomeKind.DELIVERED, status=200, provider_ref=ref,
-                           rule="acme:200")  # fmt: skip
+            return Outcome(
+                kind=OutcomeKind.DELIVERED, status=200, provider_ref=ref, rule="acme:200"
+            )
         if response.status == 202:
             if ref:
                 ctx.state["acme_id"] = ref
-            return Outcome(kind=OutcomeKind.ACCEPTED, status=202, provider_ref=ref,
-                           rule="acme:202")  # fmt: skip
+            return Outcome(kind=OutcomeKind.ACCEPTED, status=202, provider_ref=ref, rule="acme:202")
         if response.status == 409:
-            return Outcome(kind=OutcomeKind.DUPLICATE, status=409, provider_ref=ref,
-                           message=str(data.get("message") or "duplicate"), rule="acme:409")
-        if response.status == 422:
-            errors = data.get("errors") if isinstance(data.get("errors"), list) else []
             return Outcome(
-                kind=OutcomeKind.REJECTED, status=422, message=str(data.get("message")),
-                field_errors=[FieldError(field=str(e.get("field")), message=str(e.get("message")))
-                              for e in errors if isinstance(e, dict)],
+                kind=OutcomeKind.DUPLICATE,
+                status=409,
+                provider_ref=ref,
+                message=str(data.get("message") or "duplicate"),
+                rule="acme:409",
+            )
+        if response.status == 422:
+            raw = data.get("errors")
+            errors: list[Any] = raw if isinstance(raw, list) else []
+            return Outcome(
+                kind=OutcomeKind.REJECTED,
+                status=422,
+                message=str(data.get("message")),
+                field_errors=[
+                    FieldError(field=str(e.get("field")), message=str(e.get("message")))
+                    for e in errors
+                    if isinstance(e, dict)
+                ],
                 error_url=data.get("errorUrl") if isinstance(data.get("errorUrl"), str) else None,
                 rule="acme:422",
-            )  # fmt: skip
+            )
         if response.status == 429:
-            return Outcome(kind=OutcomeKind.THROTTLED, status=429,
-                           wait=retry_after_seconds(response.header("Retry-After"), 0.0),
-                           rule="acme:429")  # fmt: skip
+            return Outcome(
+                kind=OutcomeKind.THROTTLED,
+                status=429,
+                wait=retry_after_seconds(response.header("Retry-After"), 0.0),
+                rule="acme:429",
+            )
         return None
 
     @hookimpl
@@ -257,21 +302,28 @@ class AcmePlugin:
         if not acme_id:
             return Outcome(kind=OutcomeKind.RETRY, resend=True, message="no id to poll")
         token = ctx.token(str(ctx.settings["client_id"]), _fetch_token)
-        r = ctx.request("GET", f"/documents/{acme_id}",
-                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        r = ctx.request(
+            "GET", f"/documents/{acme_id}", headers={"Authorization": f"Bearer {token}"}
+        )
         data = r.json() if isinstance(r.json(), dict) else {}
         if r.status == 202:
             return Outcome(kind=OutcomeKind.ACCEPTED, status=202, rule="acme:poll-running")
         if r.status == 200 and data.get("status") == "valid":
-            return Outcome(kind=OutcomeKind.DELIVERED, status=200, provider_ref=acme_id,
-                           rule="acme:poll-valid")  # fmt: skip
+            return Outcome(
+                kind=OutcomeKind.DELIVERED, status=200, provider_ref=acme_id, rule="acme:poll-valid"
+            )
         if r.status == 200 and data.get("status") == "invalid":
             return Outcome(
-                kind=OutcomeKind.REJECTED, status=200, message="validation failed",
-                field_errors=[FieldError(field=e.get("field"), message=str(e.get("message")))
-                              for e in data.get("errors", []) if isinstance(e, dict)],
+                kind=OutcomeKind.REJECTED,
+                status=200,
+                message="validation failed",
+                field_errors=[
+                    FieldError(field=e.get("field"), message=str(e.get("message")))
+                    for e in (data.get("errors") or [])
+                    if isinstance(e, dict)
+                ],
                 rule="acme:poll-invalid",
-            )  # fmt: skip
+            )
         return Outcome(kind=OutcomeKind.RETRY, status=r.status, rule="acme:poll-other")
 
     @hookimpl
@@ -279,19 +331,33 @@ class AcmePlugin:
         if not ctx.key:
             return None
         token = ctx.token(str(ctx.settings["client_id"]), _fetch_token)
-        r = ctx.request("GET", "/documents", params={"key": ctx.key},
-                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        r = ctx.request(
+            "GET",
+            "/documents",
+            params={"key": ctx.key},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         if r.status != 200:
-            raise OutcomeError(Outcome(kind=OutcomeKind.RETRY, status=r.status,
-                                       message="lookup failed", rule="acme:lookup"))
+            raise OutcomeError(
+                Outcome(
+                    kind=OutcomeKind.RETRY,
+                    status=r.status,
+                    message="lookup failed",
+                    rule="acme:lookup",
+                )
+            )
         data = r.json() or {}
         items = data.get("items") or []
         if items:
-            return Outcome(kind=OutcomeKind.DELIVERED, provider_ref=str(items[0]["id"]),
-                           message="found at the provider after an interrupted send",
-                           rule="acme:reconcile-found")  # fmt: skip
-        return Outcome(kind=OutcomeKind.RETRY, message="not at the provider",
-                       rule="acme:reconcile-missing")  # fmt: skip
+            return Outcome(
+                kind=OutcomeKind.DELIVERED,
+                provider_ref=str(items[0]["id"]),
+                message="found at the provider after an interrupted send",
+                rule="acme:reconcile-found",
+            )
+        return Outcome(
+            kind=OutcomeKind.RETRY, message="not at the provider", rule="acme:reconcile-missing"
+        )
 
     @hookimpl
     def parse_notification(
@@ -307,17 +373,27 @@ class AcmePlugin:
             key=str(data.get("key")),
             outcome=Outcome(
                 kind=OutcomeKind.DELIVERED if ok else OutcomeKind.REJECTED,
-                field_errors=[FieldError(field=None, message=str(m))
-                              for m in data.get("errors", [])],
+                field_errors=[
+                    FieldError(field=None, message=str(m)) for m in data.get("errors", [])
+                ],
                 rule="acme:webhook",
             ),
-        )  # fmt: skip
+        )
 
     @hookimpl
     def demo_batch(self, sandbox: Sandbox, webhook_url: str) -> DemoBatch:
         return DemoBatch(
-            settings={"base_url": sandbox.url, "client_id": "acme-client",
-                      "client_secret": "acme-secret-value"},
-            documents=[Document(id="acme-1", provider=self.name, payload=b'{"amount": 1}',
-                                content_type="application/json")],
-        )  # fmt: skip
+            settings={
+                "base_url": sandbox.url,
+                "client_id": "acme-client",
+                "client_secret": "acme-secret-value",
+            },
+            documents=(
+                Document(
+                    id="acme-1",
+                    provider=self.name,
+                    payload=b'{"amount": 1}',
+                    content_type="application/json",
+                ),
+            ),
+        )

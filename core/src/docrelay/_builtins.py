@@ -45,9 +45,7 @@ def classify_generic(response: HttpResponse | None, error: TransportError | None
         if error is None:
             return Outcome(kind=OutcomeKind.UNKNOWN, message="no response", rule="generic:none")
         if error.kind == "tls":
-            return Outcome(
-                kind=OutcomeKind.CONFIG_ERROR, message=error.message, rule="generic:tls"
-            )
+            return Outcome(kind=OutcomeKind.CONFIG_ERROR, message=error.message, rule="generic:tls")
         if error.sent:
             return Outcome(
                 kind=OutcomeKind.UNKNOWN, message=error.message, rule=f"generic:{error.kind}"
@@ -78,7 +76,10 @@ def classify_generic(response: HttpResponse | None, error: TransportError | None
         return Outcome(kind=OutcomeKind.STALE, status=status, message=message, rule="generic:412")
     if status == 429:
         return Outcome(
-            kind=OutcomeKind.THROTTLED, status=status, message=message, wait=wait,
+            kind=OutcomeKind.THROTTLED,
+            status=status,
+            message=message,
+            wait=wait,
             rule="generic:429",
         )
     if 400 <= status < 500:

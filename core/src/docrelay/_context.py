@@ -125,7 +125,10 @@ class Context:
         return self._services.http(
             self,
             HttpRequest(
-                method=method, url=self.url(url), body=body, headers=headers or {},
+                method=method,
+                url=self.url(url),
+                body=body,
+                headers=headers or {},
                 params=params or {},
             ),
         )

@@ -39,7 +39,6 @@ from ._models import (
     MAX_BODY_BYTES,
     Attempt,
     DocState,
-    Document,
     HttpRequest,
     HttpResponse,
     Outcome,
@@ -239,7 +238,7 @@ class ProviderRuntime:
         return hashlib.sha256(f"{self.info.name}\0{raw}".encode()).hexdigest()[:16]
 
 
-class _Again(Exception):  # noqa: N818 - control flow for stamina, never escapes the engine
+class _Again(Exception):
     def __init__(self, outcome: Outcome, wait: float | None) -> None:
         super().__init__(outcome.kind.value)
         self.outcome = outcome
@@ -469,8 +468,10 @@ class Engine:
     def http(
         self, rt: ProviderRuntime, request: HttpRequest
     ) -> tuple[HttpResponse | None, TransportError | None]:
-        url = request.url if "://" in request.url else rt.base_url.rstrip("/") + "/" + (
-            request.url.lstrip("/")
+        url = (
+            request.url
+            if "://" in request.url
+            else rt.base_url.rstrip("/") + "/" + (request.url.lstrip("/"))
         )
         parts = urlsplit(url)
         if parts.hostname not in rt.allowed_hosts:
@@ -480,8 +481,10 @@ class Engine:
                 "host of this provider",
                 sent=False,
             )
-        if parts.scheme == "http" and not _is_loopback(parts.hostname) and not bool(
-            rt.settings.get("allow_insecure_http", False)
+        if (
+            parts.scheme == "http"
+            and not _is_loopback(parts.hostname)
+            and not bool(rt.settings.get("allow_insecure_http", False))
         ):
             return None, TransportError(
                 kind="invalid_url", message=f"plain http to {parts.hostname} refused", sent=False
@@ -532,12 +535,22 @@ class Engine:
         """Claim one batch of due documents and process it; returns how many were claimed."""
         owner = self.owner()
         records = self.store.claim(
-            owner, self.clock(), self.settings.lease_seconds,
-            limit or self.settings.batch_size, provider,
-        )  # fmt: skip
+            owner,
+            self.clock(),
+            self.settings.lease_seconds,
+            limit or self.settings.batch_size,
+            provider,
+        )
+        paused: set[str] = set()
         for i, record in enumerate(records):
+            if record.provider in paused:
+                # A config error earlier in this batch paused the provider: hand it back.
+                self._release(record, owner, None, delay=0.0)
+                continue
             try:
-                self.process(record, owner)
+                done = self.process(record, owner)
+                if done.outcome is not None and done.outcome.kind == OutcomeKind.CONFIG_ERROR:
+                    paused.add(record.provider)
             except LeaseLost:
                 log.warning("lease on %s lost; another worker has it", record.id)
             except Exception:
@@ -553,15 +566,20 @@ class Engine:
                         continue
         return len(records)
 
-    def _release(self, record: Record, owner: str, reason: str) -> None:
+    def _release(
+        self, record: Record, owner: str, reason: str | None, delay: float | None = None
+    ) -> None:
+        wait = self.settings.deferral_initial if delay is None else delay
+        changes: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_until": None,
+            "next_attempt_at": self.clock() + wait,
+        }
+        if reason is not None:
+            changes["reason"] = reason
         try:
-            self.store.update(
-                record.id,
-                owner,
-                {"lease_owner": None, "lease_until": None, "reason": reason,
-                 "next_attempt_at": self.clock() + self.settings.deferral_initial},
-            )  # fmt: skip
-        except Exception:  # noqa: BLE001 - the lease expiry recovers it anyway
+            self.store.update(record.id, owner, changes)
+        except Exception:
             log.exception("could not release %s", record.id)
 
     def process(self, record: Record, owner: str) -> Record:
@@ -571,24 +589,46 @@ class Engine:
         now = self.clock()
         state = record.state
         if rt.settings.get("enabled") is False:
-            return self._set(record, owner, ctx, state, None, {
-                "next_attempt_at": None, "lease_owner": None, "lease_until": None,
-                "reason": f"provider {rt.info.name} is disabled in the configuration"})  # fmt: skip
+            return self._set(
+                record,
+                owner,
+                ctx,
+                state,
+                None,
+                {
+                    "next_attempt_at": None,
+                    "lease_owner": None,
+                    "lease_until": None,
+                    "reason": f"provider {rt.info.name} is disabled in the configuration",
+                },
+            )
         if state == DocState.ACCEPTED:
             return self._poll(record, owner, ctx, hooks, rt)
         if state in FINAL_LIKE:
             # Never sent again: clear a stray lease and stop.
             return self.store.update(
-                record.id, owner, {"next_attempt_at": None, "lease_owner": None,
-                                   "lease_until": None})  # fmt: skip
+                record.id,
+                owner,
+                {"next_attempt_at": None, "lease_owner": None, "lease_until": None},
+            )
         if record.first_attempt_at and now - record.first_attempt_at > self.settings.max_age:
             return self._fail(record, owner, ctx, hooks, record.outcome, "time budget spent")
         if hooks.implements("hold"):
             reason = hooks.hold(record.document, ctx)
             if reason:
-                return self._set(record, owner, ctx, DocState.HELD, None, {
-                    "reason": reason, "next_attempt_at": now + self.settings.held_recheck,
-                    "lease_owner": None, "lease_until": None})  # fmt: skip
+                return self._set(
+                    record,
+                    owner,
+                    ctx,
+                    DocState.HELD,
+                    None,
+                    {
+                        "reason": reason,
+                        "next_attempt_at": now + self.settings.held_recheck,
+                        "lease_owner": None,
+                        "lease_until": None,
+                    },
+                )
         if state in (DocState.SENDING, DocState.UNKNOWN):
             # The previous request may have taken effect: look it up or resend with the key.
             resolved = self._resolve_unknown(record, owner, ctx, hooks, rt)
@@ -618,15 +658,21 @@ class Engine:
             outcome, lookup_failed = redact_outcome(exc.outcome), True
         except TransportFailure as exc:
             outcome, lookup_failed = (
-                Outcome(kind=OutcomeKind.RETRY, message=exc.error.message,
-                        rule="reconcile:transport"),
+                Outcome(
+                    kind=OutcomeKind.RETRY, message=exc.error.message, rule="reconcile:transport"
+                ),
                 True,
-            )  # fmt: skip
+            )
         attempt = Attempt(
-            doc_id=record.id, number=self.store.next_attempt_number(record.id),
-            revision=record.document.revision, key=ctx.key, action="reconcile",
-            started_at=started, outcome=outcome, duration=self.clock() - started,
-        )  # fmt: skip
+            doc_id=record.id,
+            number=self.store.next_attempt_number(record.id),
+            revision=record.document.revision,
+            key=ctx.key,
+            action="reconcile",
+            started_at=started,
+            outcome=outcome,
+            duration=self.clock() - started,
+        )
         if lookup_failed:
             assert outcome is not None
             if outcome.kind == OutcomeKind.CONFIG_ERROR:
@@ -659,9 +705,15 @@ class Engine:
             "outcome unknown and the provider cannot deduplicate: check the document at the "
             "provider, then `docrelay requeue` to send it again"
         )
-        return self._set(record, owner, ctx, DocState.UNKNOWN, outcome, {
-            "reason": reason, "next_attempt_at": None, "lease_owner": None,
-            "lease_until": None}, attempt)  # fmt: skip
+        return self._set(
+            record,
+            owner,
+            ctx,
+            DocState.UNKNOWN,
+            outcome,
+            {"reason": reason, "next_attempt_at": None, "lease_owner": None, "lease_until": None},
+            attempt,
+        )
 
     def _ensure_key(self, record: Record, ctx: Context, hooks: ProviderHooks) -> str:
         if ctx.key is not None:
@@ -745,15 +797,17 @@ class Engine:
         record = attrs.evolve(record, attempts=attempts, first_attempt_at=first_attempt_at)
         if outcome.kind == OutcomeKind.REAUTH:
             outcome = attrs.evolve(
-                outcome, kind=OutcomeKind.CONFIG_ERROR,
+                outcome,
+                kind=OutcomeKind.CONFIG_ERROR,
                 message=(outcome.message or "") + " (still refused after a token refresh)",
-            )  # fmt: skip
+            )
         elif outcome.kind == OutcomeKind.STALE:
             outcome = attrs.evolve(
-                outcome, kind=OutcomeKind.REJECTED,
+                outcome,
+                kind=OutcomeKind.REJECTED,
                 message=(outcome.message or "precondition failed")
                 + " (still stale after re-reading the resource)",
-            )  # fmt: skip
+            )
         return self._finish(record, owner, ctx, hooks, rt, outcome, last_attempt)
 
     def _record(
@@ -767,11 +821,16 @@ class Engine:
     ) -> None:
         """Store an attempt that will be retried in process (the state stays ``sending``)."""
         self.store.update(
-            record.id, owner,
-            {"attempts": attempts, "provider_state": ctx.state, "outcome": attempt.outcome,
-             "first_attempt_at": first_attempt_at},
+            record.id,
+            owner,
+            {
+                "attempts": attempts,
+                "provider_state": ctx.state,
+                "outcome": attempt.outcome,
+                "first_attempt_at": first_attempt_at,
+            },
             attempt=attempt,
-        )  # fmt: skip
+        )
 
     def _send_once(
         self,
@@ -788,9 +847,13 @@ class Engine:
         ctx.attempt += 1
         started = self.clock()
         base = Attempt(
-            doc_id=doc.id, number=number, revision=doc.revision, key=key, action="send",
+            doc_id=doc.id,
+            number=number,
+            revision=doc.revision,
+            key=key,
+            action="send",
             started_at=started,
-        )  # fmt: skip
+        )
         try:
             request = hooks.build_request(doc, ctx)
             if request is None:
@@ -798,16 +861,20 @@ class Engine:
             extra = hooks.prepare_headers(request, ctx)
             request = request.with_headers(extra)
         except DocumentError as exc:
-            out = Outcome(kind=OutcomeKind.REJECTED, message=redact(str(exc)),
-                          rule="docrelay:refused-before-send")  # fmt: skip
+            out = Outcome(
+                kind=OutcomeKind.REJECTED,
+                message=redact(str(exc)),
+                rule="docrelay:refused-before-send",
+            )
             return out, attrs.evolve(base, outcome=out, duration=0.0), False
         except OutcomeError as exc:
             out = redact_outcome(exc.outcome)
             counted = out.kind not in (OutcomeKind.THROTTLED,)
             return out, attrs.evolve(base, outcome=out, duration=self.clock() - started), counted
         except TransportFailure as exc:
-            out = Outcome(kind=OutcomeKind.RETRY, message=exc.error.message,
-                          rule="docrelay:auxiliary-request")  # fmt: skip
+            out = Outcome(
+                kind=OutcomeKind.RETRY, message=exc.error.message, rule="docrelay:auxiliary-request"
+            )
             return out, attrs.evolve(base, outcome=out, duration=self.clock() - started), True
         if rt.rate is not None:
             self.limiter.wait(f"{rt.info.name}:{rt.credential}", rt.rate, self.clock)
@@ -815,12 +882,18 @@ class Engine:
         base = attrs.evolve(base, started_at=started, request=request.summary())
         # Invariant 2: the key and the intent are committed before the request leaves.
         self.store.update(
-            doc.id, owner,
-            {"state": DocState.SENDING.value, "key": key, "key_revision": doc.revision,
-             "provider_state": ctx.state, "first_attempt_at": first_attempt_at or started,
-             "reason": f"attempt {number} in flight"},
+            doc.id,
+            owner,
+            {
+                "state": DocState.SENDING.value,
+                "key": key,
+                "key_revision": doc.revision,
+                "provider_state": ctx.state,
+                "first_attempt_at": first_attempt_at or started,
+                "reason": f"attempt {number} in flight",
+            },
             attempt=base,
-        )  # fmt: skip
+        )
         _crashpoint("after_intent")
         response, error = self.http(rt, request)
         _crashpoint("after_response")
@@ -831,8 +904,7 @@ class Engine:
             outcome=outcome,
             duration=self.clock() - started,
         )
-        counted = outcome.kind not in (OutcomeKind.THROTTLED, OutcomeKind.REAUTH,
-                                       OutcomeKind.STALE)  # fmt: skip
+        counted = outcome.kind not in (OutcomeKind.THROTTLED, OutcomeKind.REAUTH, OutcomeKind.STALE)
         return outcome, attempt, counted
 
     # -- after the send -------------------------------------------------------------------------
@@ -850,8 +922,13 @@ class Engine:
         s = self.settings
         now = self.clock()
         kind = outcome.kind
-        base: dict[str, Any] = {"lease_owner": None, "lease_until": None, "provider_state": ctx.state,
-                "attempts": record.attempts, "first_attempt_at": record.first_attempt_at}  # fmt: skip
+        base: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_until": None,
+            "provider_state": ctx.state,
+            "attempts": record.attempts,
+            "first_attempt_at": record.first_attempt_at,
+        }
         if outcome.provider_ref:
             base["provider_ref"] = outcome.provider_ref
         if ctx.key is not None:
@@ -864,43 +941,83 @@ class Engine:
                 OutcomeKind.DUPLICATE: "the provider already had it (counts as delivered)",
                 OutcomeKind.NO_ACTION: "accepted by the provider, not forwarded",
             }[kind]
-            rec = self._set(record, owner, ctx, new, outcome,
-                            {**base, "reason": reason, "next_attempt_at": None}, attempt)  # fmt: skip
+            rec = self._set(
+                record,
+                owner,
+                ctx,
+                new,
+                outcome,
+                {**base, "reason": reason, "next_attempt_at": None},
+                attempt,
+            )
             self.store.wake_held(record.provider, now)
             return rec
         if kind == OutcomeKind.ACCEPTED:
             if rt.info.async_validation == "poll":
                 wait = outcome.wait if outcome.wait is not None else s.poll_initial
-                changes = {**base, "next_attempt_at": now + wait, "polls": 0,
-                           "reason": "accepted; validation pending, polling"}  # fmt: skip
+                changes = {
+                    **base,
+                    "next_attempt_at": now + wait,
+                    "polls": 0,
+                    "reason": "accepted; validation pending, polling",
+                }
             else:
-                changes = {**base, "next_attempt_at": now + s.notification_timeout,
-                           "reason": "accepted; waiting for the provider's notification"}  # fmt: skip
+                changes = {
+                    **base,
+                    "next_attempt_at": now + s.notification_timeout,
+                    "reason": "accepted; waiting for the provider's notification",
+                }
             rec = self._set(record, owner, ctx, DocState.ACCEPTED, outcome, changes, attempt)
             return self._apply_pending(rec)
         if kind == OutcomeKind.REJECTED:
-            rec = self._set(record, owner, ctx, DocState.REJECTED, outcome, {
-                **base, "next_attempt_at": None, "failures": record.failures + 1,
-                "reason": "rejected by the provider: correct the document and submit it again",
-            }, attempt)  # fmt: skip
+            rec = self._set(
+                record,
+                owner,
+                ctx,
+                DocState.REJECTED,
+                outcome,
+                {
+                    **base,
+                    "next_attempt_at": None,
+                    "failures": record.failures + 1,
+                    "reason": "rejected by the provider: correct the document and submit it again",
+                },
+                attempt,
+            )
             self._on_failure(rec, ctx, hooks, outcome)
             return rec
         if kind == OutcomeKind.CONFIG_ERROR:
             until = now + s.pause_seconds if s.pause_seconds is not None else None
             why = f"config error: {outcome.describe()}"
             self.store.pause_provider(record.provider, why, until, now)
-            rec = self._set(record, owner, ctx, DocState.FAILED, outcome, {
-                **base, "next_attempt_at": None, "failures": record.failures + 1,
-                "reason": f"{why}; provider paused: fix the configuration, then "
-                f"`docrelay requeue {record.id}`",
-            }, attempt)  # fmt: skip
+            rec = self._set(
+                record,
+                owner,
+                ctx,
+                DocState.FAILED,
+                outcome,
+                {
+                    **base,
+                    "next_attempt_at": None,
+                    "failures": record.failures + 1,
+                    "reason": f"{why}; provider paused: fix the configuration, then "
+                    f"`docrelay requeue {record.id}`",
+                },
+                attempt,
+            )
             self._on_failure(rec, ctx, hooks, outcome)
             return rec
         # retry, throttled, unknown: defer durably, or fail when the budget is spent.
         if record.attempts >= s.max_attempts:
             self._set_attempt_only(record, owner, attempt)
-            return self._fail(record, owner, ctx, hooks, outcome,
-                              f"attempt budget spent ({record.attempts} attempts)")  # fmt: skip
+            return self._fail(
+                record,
+                owner,
+                ctx,
+                hooks,
+                outcome,
+                f"attempt budget spent ({record.attempts} attempts)",
+            )
         if record.first_attempt_at and now - record.first_attempt_at > s.max_age:
             self._set_attempt_only(record, owner, attempt)
             return self._fail(record, owner, ctx, hooks, outcome, "time budget spent")
@@ -933,8 +1050,14 @@ class Engine:
             f"{outcome.kind.value}: {outcome.describe()}; next attempt in {wait:.0f} s "
             f"({record.attempts}/{s.max_attempts} attempts used)"
         )
-        changes = {**(base or {}), "lease_owner": None, "lease_until": None,
-                   "provider_state": ctx.state, "next_attempt_at": when, "reason": reason}  # fmt: skip
+        changes = {
+            **(base or {}),
+            "lease_owner": None,
+            "lease_until": None,
+            "provider_state": ctx.state,
+            "next_attempt_at": when,
+            "reason": reason,
+        }
         return self._set(record, owner, ctx, target, outcome, changes, attempt)
 
     def _fail(
@@ -947,14 +1070,22 @@ class Engine:
         why: str,
     ) -> Record:
         last = f" (last: {outcome.describe()})" if outcome else ""
-        rec = self._set(record, owner, ctx, DocState.FAILED, outcome, {
-            "next_attempt_at": None, "lease_owner": None, "lease_until": None,
-            "failures": record.failures + 1, "attempts": record.attempts,
-            "reason": f"{why}{last}; `docrelay requeue {record.id}` sends it again",
-        })  # fmt: skip
-        self._on_failure(
-            rec, ctx, hooks, outcome or Outcome(kind=OutcomeKind.RETRY, message=why)
+        rec = self._set(
+            record,
+            owner,
+            ctx,
+            DocState.FAILED,
+            outcome,
+            {
+                "next_attempt_at": None,
+                "lease_owner": None,
+                "lease_until": None,
+                "failures": record.failures + 1,
+                "attempts": record.attempts,
+                "reason": f"{why}{last}; `docrelay requeue {record.id}` sends it again",
+            },
         )
+        self._on_failure(rec, ctx, hooks, outcome or Outcome(kind=OutcomeKind.RETRY, message=why))
         return rec
 
     def _set(
@@ -974,9 +1105,13 @@ class Engine:
             values["outcome"] = outcome
         _crashpoint("before_commit")
         rec = self.store.update(
-            record.id, owner, values, attempt=attempt, now=self.clock(),
+            record.id,
+            owner,
+            values,
+            attempt=attempt,
+            now=self.clock(),
             expect_state=expect_state,
-        )  # fmt: skip
+        )
         old = record.state.value
         if old != new.value or (attempt is not None and attempt.action == "notification"):
             self._changed(rec, old, new.value, outcome)
@@ -1020,11 +1155,16 @@ class Engine:
         if rt.info.async_validation != "poll" or not hooks.implements("poll_status"):
             if self.store.pending_notifications(record.provider, record.id):
                 return self._apply_pending(self.store.update(record.id, owner, keep))
-            return self.store.update(record.id, owner, {
-                **keep, "next_attempt_at": None,
-                "reason": f"accepted, but no notification after "
-                f"{s.notification_timeout / 3600:.0f} h: ask the provider's support",
-            })  # fmt: skip
+            return self.store.update(
+                record.id,
+                owner,
+                {
+                    **keep,
+                    "next_attempt_at": None,
+                    "reason": f"accepted, but no notification after "
+                    f"{s.notification_timeout / 3600:.0f} h: ask the provider's support",
+                },
+            )
         number = self.store.next_attempt_number(record.id)
         started = now
         try:
@@ -1032,34 +1172,71 @@ class Engine:
         except OutcomeError as exc:
             outcome = exc.outcome
         except TransportFailure as exc:
-            outcome = Outcome(kind=OutcomeKind.RETRY, message=exc.error.message,
-                              rule="poll:transport")  # fmt: skip
+            outcome = Outcome(
+                kind=OutcomeKind.RETRY, message=exc.error.message, rule="poll:transport"
+            )
         if outcome is None:
             outcome = Outcome(kind=OutcomeKind.ACCEPTED, message="no poll answer")
         outcome = redact_outcome(outcome)
         attempt = Attempt(
-            doc_id=record.id, number=number, revision=record.document.revision, key=record.key,
-            action="poll", started_at=started, status=outcome.status, outcome=outcome,
+            doc_id=record.id,
+            number=number,
+            revision=record.document.revision,
+            key=record.key,
+            action="poll",
+            started_at=started,
+            status=outcome.status,
+            outcome=outcome,
             duration=self.clock() - started,
-        )  # fmt: skip
+        )
         polls = record.polls + 1
         if outcome.kind == OutcomeKind.RETRY and outcome.resend:
-            return self._set(record, owner, ctx, DocState.RETRY_WAIT, outcome, {
-                **keep, "next_attempt_at": now, "polls": 0, "provider_state": ctx.state,
-                "reason": "the provider lost the validation: sending again"}, attempt)  # fmt: skip
-        if outcome.kind in (OutcomeKind.ACCEPTED, OutcomeKind.RETRY, OutcomeKind.THROTTLED,
-                            OutcomeKind.UNKNOWN):  # fmt: skip
+            return self._set(
+                record,
+                owner,
+                ctx,
+                DocState.RETRY_WAIT,
+                outcome,
+                {
+                    **keep,
+                    "next_attempt_at": now,
+                    "polls": 0,
+                    "provider_state": ctx.state,
+                    "reason": "the provider lost the validation: sending again",
+                },
+                attempt,
+            )
+        if outcome.kind in (
+            OutcomeKind.ACCEPTED,
+            OutcomeKind.RETRY,
+            OutcomeKind.THROTTLED,
+            OutcomeKind.UNKNOWN,
+        ):
             if polls >= s.max_polls:
                 self._set_attempt_only(record, owner, attempt)
-                return self._fail(record, owner, ctx, hooks, outcome,
-                                  f"validation not finished after {polls} polls")  # fmt: skip
+                return self._fail(
+                    record,
+                    owner,
+                    ctx,
+                    hooks,
+                    outcome,
+                    f"validation not finished after {polls} polls",
+                )
             wait = min(s.poll_max, s.poll_initial * 1.5 ** min(polls, 40))
             wait = max(wait, outcome.wait or 0.0)
-            return self.store.update(record.id, owner, {
-                **keep, "polls": polls, "next_attempt_at": now + wait,
-                "provider_state": ctx.state,
-                "reason": f"accepted; validation pending (poll {polls}), next poll in "
-                f"{wait:.0f} s"}, attempt=attempt)  # fmt: skip
+            return self.store.update(
+                record.id,
+                owner,
+                {
+                    **keep,
+                    "polls": polls,
+                    "next_attempt_at": now + wait,
+                    "provider_state": ctx.state,
+                    "reason": f"accepted; validation pending (poll {polls}), next poll in "
+                    f"{wait:.0f} s",
+                },
+                attempt=attempt,
+            )
         return self._finish(
             attrs.evolve(record, polls=polls), owner, ctx, hooks, rt, outcome, attempt
         )
@@ -1082,31 +1259,37 @@ class Engine:
         move (already final, or still being sent: then it is applied when the send ends)."""
         if rec.state != DocState.ACCEPTED:
             return None
-        if outcome.kind not in (OutcomeKind.DELIVERED, OutcomeKind.REJECTED,
-                                OutcomeKind.DUPLICATE):  # fmt: skip
+        if outcome.kind not in (OutcomeKind.DELIVERED, OutcomeKind.REJECTED, OutcomeKind.DUPLICATE):
             return None
         rt = self.runtime(rec.provider)
         hooks = self.host.hooks(rec.provider)
         ctx = self.context(rt, rec)
         number = self.store.next_attempt_number(rec.id)
         attempt = Attempt(
-            doc_id=rec.id, number=number, revision=rec.document.revision, key=rec.key,
-            action="notification", started_at=self.clock(), outcome=outcome, duration=0.0,
-        )  # fmt: skip
-        new = DocState.REJECTED if outcome.kind == OutcomeKind.REJECTED else DocState(
-            outcome.kind.value
+            doc_id=rec.id,
+            number=number,
+            revision=rec.document.revision,
+            key=rec.key,
+            action="notification",
+            started_at=self.clock(),
+            outcome=outcome,
+            duration=0.0,
+        )
+        new = (
+            DocState.REJECTED
+            if outcome.kind == OutcomeKind.REJECTED
+            else DocState(outcome.kind.value)
         )
         changes: dict[str, Any] = {"next_attempt_at": None}
         if new == DocState.REJECTED:
             changes["failures"] = rec.failures + 1
-            changes["reason"] = (
-                "rejected by the provider: correct the document and submit it again"
-            )
+            changes["reason"] = "rejected by the provider: correct the document and submit it again"
         else:
             changes["reason"] = "confirmed by the provider's notification"
         try:
-            out = self._set(rec, None, ctx, new, outcome, changes, attempt,
-                            expect_state=DocState.ACCEPTED.value)  # fmt: skip
+            out = self._set(
+                rec, None, ctx, new, outcome, changes, attempt, expect_state=DocState.ACCEPTED.value
+            )
         except LeaseLost:
             return None
         if new == DocState.REJECTED:
@@ -1117,6 +1300,5 @@ class Engine:
 
 
 FINAL_LIKE = frozenset(
-    {DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION, DocState.REJECTED,
-     DocState.FAILED}
-)  # fmt: skip
+    {DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION, DocState.REJECTED, DocState.FAILED}
+)

@@ -296,7 +296,7 @@ class ProviderHooks:
     ) -> Outcome:
         try:
             result = self._callers["classify_response"](response=response, error=error, ctx=ctx)
-        except Exception as exc:  # noqa: BLE001 - a classifier bug must not lose the document
+        except Exception as exc:
             log.exception("classifier of %s raised", self.provider)
             result = _builtins.classify_generic(response, error)
             result = attrs.evolve(

@@ -412,9 +412,9 @@ class DemoBatch:
     """
 
     settings: Mapping[str, Any] = attrs.field(converter=_frozen_mapping)
-    documents: tuple[Document, ...] = attrs.field(converter=tuple)
-    faults: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    expect: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    documents: tuple[Document, ...] = attrs.field(converter=tuple[Document, ...])
+    faults: tuple[str, ...] = attrs.field(default=(), converter=tuple[str, ...])
+    expect: tuple[str, ...] = attrs.field(default=(), converter=tuple[str, ...])
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:

@@ -56,8 +56,7 @@ class DocumentStatus:
             outcome=rec.outcome,
             reason=rec.reason,
             provider_ref=rec.provider_ref,
-            next_attempt_at=rec.next_attempt_at
-            if rec.state not in (DocState.SENDING,) else rec.next_attempt_at,
+            next_attempt_at=rec.next_attempt_at,
             updated_at=rec.updated_at,
             provider_state=dict(rec.provider_state),
         )
@@ -73,9 +72,12 @@ class DocumentStatus:
     @property
     def is_final(self) -> bool:
         return self.state in (
-            DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION, DocState.REJECTED,
+            DocState.DELIVERED,
+            DocState.DUPLICATE,
+            DocState.NO_ACTION,
+            DocState.REJECTED,
             DocState.FAILED,
-        )  # fmt: skip
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,15 +139,17 @@ class Relay:
         self.host = host or PluginHost(
             autoload=autoload, enabled=enabled, disabled=disabled, plugins=plugins
         )
-        settings = engine if isinstance(engine, EngineSettings) else EngineSettings.from_mapping(
-            engine or {}
+        settings = (
+            engine
+            if isinstance(engine, EngineSettings)
+            else EngineSettings.from_mapping(engine or {})
         )
         runtimes = {
             name: ProviderRuntime.build(self.host.provider(name), cfg, settings)
             for name, cfg in (providers or {}).items()
         }
-        self.store = store if isinstance(store, Store) else open_store(
-            store, **dict(store_options or {})
+        self.store = (
+            store if isinstance(store, Store) else open_store(store, **dict(store_options or {}))
         )
         self.engine = Engine(self.host, self.store, runtimes, settings, clock=clock)
         self.clock = clock
@@ -155,9 +159,10 @@ class Relay:
     def from_config(cls, config: Config, **kwargs: Any) -> Relay:
         """A relay as ``docrelay.toml`` describes it (refuses inline secrets)."""
         host = PluginHost(
-            enabled=config.plugins_enabled, disabled=config.plugins_disabled,
+            enabled=config.plugins_enabled,
+            disabled=config.plugins_disabled,
             plugins=kwargs.get("plugins", ()),
-        )  # fmt: skip
+        )
         for name, settings in config.providers.items():
             info = host.provider(name)
             refs = config.references.get(name, frozenset())
@@ -352,16 +357,24 @@ class Relay:
             rec = self.store.find_by_ref(provider, notification.provider_ref)
         # Record first, then look at the state: a send finishing meanwhile applies it.
         new = self.store.record_notification(
-            provider, digest, rec.id if rec else None, notification.key,
-            notification.provider_ref, notification.outcome, body, now,
-        )  # fmt: skip
+            provider,
+            digest,
+            rec.id if rec else None,
+            notification.key,
+            notification.provider_ref,
+            notification.outcome,
+            body,
+            now,
+        )
         if not new:
             return IngestResult("duplicate", rec.id if rec else None)
         if rec is None:
             log.warning(
                 "%s notification for an unknown document (key %s, ref %s) recorded",
-                provider, notification.key, notification.provider_ref,
-            )  # fmt: skip
+                provider,
+                notification.key,
+                notification.provider_ref,
+            )
             return IngestResult("unknown_document")
         if notification.key and rec.key != notification.key:
             self._mark_latest(provider, rec.id, False, "for an earlier revision")
@@ -406,6 +419,5 @@ class Relay:
 
 
 _FINAL = frozenset(
-    {DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION, DocState.REJECTED,
-     DocState.FAILED}
-)  # fmt: skip
+    {DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION, DocState.REJECTED, DocState.FAILED}
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,11 @@ class SQLiteStore(SQLStore):
         if conn is None:
             try:
                 conn = sqlite3.connect(
-                    self.path, timeout=self._timeout, isolation_level=None,
+                    self.path,
+                    timeout=self._timeout,
+                    isolation_level=None,
                     check_same_thread=False,
-                )  # fmt: skip
+                )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
                 conn.execute("PRAGMA foreign_keys=ON")
@@ -113,8 +115,6 @@ class SQLiteStore(SQLStore):
         with self._all_lock:
             conns, self._all = self._all, []
         for c in conns:
-            try:
+            with suppress(sqlite3.Error):
                 c.close()
-            except sqlite3.Error:
-                pass
         self._local = threading.local()

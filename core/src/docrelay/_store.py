@@ -29,7 +29,7 @@ SCHEMA_VERSION = 1
 APP_ID = "docrelay"
 
 
-class LeaseLost(StoreError):  # noqa: N818 - a state, not a failure of the caller
+class LeaseLost(StoreError):
     """The worker no longer holds the document's lease (another worker took it over)."""
 
 
@@ -67,11 +67,32 @@ class Record:
 
 
 _DOC_COLUMNS = (
-    "id", "provider", "kind", "content_type", "metadata", "payload", "revision", "state", "key",
-    "key_revision", "previous_key", "previous_state", "attempts", "polls", "failures",
-    "next_attempt_at", "lease_owner", "lease_until", "outcome", "reason", "provider_ref",
-    "provider_state", "created_at", "updated_at", "first_attempt_at",
-)  # fmt: skip
+    "id",
+    "provider",
+    "kind",
+    "content_type",
+    "metadata",
+    "payload",
+    "revision",
+    "state",
+    "key",
+    "key_revision",
+    "previous_key",
+    "previous_state",
+    "attempts",
+    "polls",
+    "failures",
+    "next_attempt_at",
+    "lease_owner",
+    "lease_until",
+    "outcome",
+    "reason",
+    "provider_ref",
+    "provider_state",
+    "created_at",
+    "updated_at",
+    "first_attempt_at",
+)
 #: Columns the engine may change with :meth:`Store.update`.
 UPDATABLE = frozenset(_DOC_COLUMNS) - {"id", "provider", "created_at"}
 
@@ -401,10 +422,18 @@ class SQLStore(Store):
 
     def _insert_values(self, document: Document, now: float) -> tuple[Any, ...]:
         return (
-            document.id, document.provider, document.kind, document.content_type,
-            json.dumps(dict(document.metadata)), document.payload, document.revision,
-            DocState.QUEUED.value, now, now, now,
-        )  # fmt: skip
+            document.id,
+            document.provider,
+            document.kind,
+            document.content_type,
+            json.dumps(dict(document.metadata)),
+            document.payload,
+            document.revision,
+            DocState.QUEUED.value,
+            now,
+            now,
+            now,
+        )
 
     _insert_sql = (
         "INSERT INTO documents (id, provider, kind, content_type, metadata, payload, revision,"
@@ -422,8 +451,7 @@ class SQLStore(Store):
                 return rec, "new"
             if existing.provider != document.provider:
                 raise DocumentError(
-                    f"document {document.id!r} is already stored for provider "
-                    f"{existing.provider!r}"
+                    f"document {document.id!r} is already stored for provider {existing.provider!r}"
                 )
             if existing.document.revision == document.revision:
                 return existing, "unchanged"
@@ -447,11 +475,19 @@ class SQLStore(Store):
                     " WHERE id = ?"
                 ),
                 (
-                    document.kind, document.content_type, json.dumps(dict(document.metadata)),
-                    document.payload, document.revision, DocState.QUEUED.value,
-                    existing.state.value, now, f"new revision after {existing.state.value}",
-                    json.dumps(dict(existing.provider_state)), now, document.id,
-                ),  # fmt: skip
+                    document.kind,
+                    document.content_type,
+                    json.dumps(dict(document.metadata)),
+                    document.payload,
+                    document.revision,
+                    DocState.QUEUED.value,
+                    existing.state.value,
+                    now,
+                    f"new revision after {existing.state.value}",
+                    json.dumps(dict(existing.provider_state)),
+                    now,
+                    document.id,
+                ),
             )
             rec = self._get(cur, document.id)
             assert rec is not None
@@ -591,7 +627,7 @@ class SQLStore(Store):
                 values[k] = _dump_outcome(values[k])
         if "provider_state" in values and not isinstance(values["provider_state"], str):
             values["provider_state"] = json.dumps(redact_any(dict(values["provider_state"])))
-        if "reason" in values and values["reason"]:
+        if values.get("reason"):
             values["reason"] = redact(values["reason"])
         if "state" in values:
             values["state"] = DocState(values["state"]).value
@@ -626,10 +662,17 @@ class SQLStore(Store):
                 " request, status, outcome, duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             (
-                a.doc_id, a.number, a.revision, a.key, a.action, a.started_at,
-                redact(a.request) if a.request else None, a.status, _dump_outcome(a.outcome),
+                a.doc_id,
+                a.number,
+                a.revision,
+                a.key,
+                a.action,
+                a.started_at,
+                redact(a.request) if a.request else None,
+                a.status,
+                _dump_outcome(a.outcome),
                 a.duration,
-            ),  # fmt: skip
+            ),
         )
 
     def wake_held(self, provider: str, now: float) -> int:
@@ -698,17 +741,23 @@ class SQLStore(Store):
             rows = cur.fetchall()
         return [
             Attempt(
-                doc_id=r[0], number=r[1], revision=r[2], key=r[3], action=r[4], started_at=r[5],
-                request=r[6], status=r[7], outcome=_load_outcome(r[8]), duration=r[9],
-            )  # fmt: skip
+                doc_id=r[0],
+                number=r[1],
+                revision=r[2],
+                key=r[3],
+                action=r[4],
+                started_at=r[5],
+                request=r[6],
+                status=r[7],
+                outcome=_load_outcome(r[8]),
+                duration=r[9],
+            )
             for r in rows
         ]
 
     def next_attempt_number(self, doc_id: str) -> int:
         with self._tx(write=False) as cur:
-            cur.execute(
-                self._sql("SELECT MAX(number) FROM attempts WHERE doc_id = ?"), (doc_id,)
-            )
+            cur.execute(self._sql("SELECT MAX(number) FROM attempts WHERE doc_id = ?"), (doc_id,))
             row = cur.fetchone()
         return int(row[0] or 0) + 1
 
@@ -737,9 +786,15 @@ class SQLStore(Store):
                     " outcome, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
-                    provider, digest, doc_id, key, provider_ref, _dump_outcome(outcome),
-                    redact(body.decode("utf-8", "replace")).encode(), now,
-                ),  # fmt: skip
+                    provider,
+                    digest,
+                    doc_id,
+                    key,
+                    provider_ref,
+                    _dump_outcome(outcome),
+                    redact(body.decode("utf-8", "replace")).encode(),
+                    now,
+                ),
             )
         return True
 
@@ -774,8 +829,17 @@ class SQLStore(Store):
         with self._tx(write=False) as cur:
             cur.execute(self._sql(sql + " ORDER BY id"), params)
             rows = cur.fetchall()
-        names = ("id", "provider", "doc_id", "key", "provider_ref", "outcome", "received_at",
-                 "applied", "note")  # fmt: skip
+        names = (
+            "id",
+            "provider",
+            "doc_id",
+            "key",
+            "provider_ref",
+            "outcome",
+            "received_at",
+            "applied",
+            "note",
+        )
         out = []
         for r in rows:
             d = dict(zip(names, r, strict=True))

@@ -27,9 +27,17 @@ MAX_WEBHOOK_BYTES = 1024 * 1024
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
-_REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
-            413: "Content Too Large", 500: "Internal Server Error"}  # fmt: skip
+_REASONS = {
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Content Too Large",
+    500: "Internal Server Error",
+}
 
 
 def _answer(start: StartResponse, status: int, data: Any) -> Iterable[bytes]:

@@ -363,7 +363,10 @@ class Sandbox:
     def start(self) -> Sandbox:
         self._server = _Server((self.host, self._port), self)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"sandbox-{self.name}", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"sandbox-{self.name}",
+            daemon=True,
         )
         self._thread.start()
         return self
