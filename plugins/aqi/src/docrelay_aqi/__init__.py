@@ -426,8 +426,8 @@ def demo_batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch | None:
             "subscription_key": str(sandbox.config["subscription_key"]),
             "business_code": "1000",
         },
-        documents=(order, bad_order, invoice, ret),  # type: ignore[arg-type]
-        expect=(  # type: ignore[arg-type]
+        documents=(order, bad_order, invoice, ret),
+        expect=(
             "order ODE2024100001: accepted then delivered (EDIErrorSent OK)",
             "order ODE2024100002: accepted then rejected (ERROR_IN_FILE: LINEITEMSTATUS, "
             "BILLTOLANGUAGECODE)",
