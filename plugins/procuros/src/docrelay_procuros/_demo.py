@@ -72,8 +72,8 @@ def batch(sandbox: Sandbox) -> DemoBatch:
     )
     return DemoBatch(
         settings={"api_token": str(sandbox.config.get("api_token", "procuros-sandbox-token"))},
-        documents=docs,  # type: ignore[arg-type]  # attrs converter=tuple
-        expect=(  # type: ignore[arg-type]
+        documents=docs,
+        expect=(
             "PO-2024-10417: delivered (TRANSMITTED, procurosTransactionId)",
             "RE-2024-55810: no_action (NO_ACTION, trade relationship not yet active)",
             "PO-2024-10418: rejected (422, field errors, portal errorUrl; reported to /v2/errors)",
