@@ -37,7 +37,7 @@ from urllib.parse import unquote
 import attrs
 from docrelay.sandbox import Route, Sandbox, SandboxRequest, SandboxResponse
 
-from ._notify import EDI_ERROR_SENT
+from ._notify import EDI_ERROR_SENT, REQUEST_TYPES
 from ._schema import validate
 
 __all__ = ["REQUEST_TYPE_BY_KIND", "AqiSandbox"]
@@ -52,14 +52,7 @@ KIND_BY_SEGMENT = {
     "returns": "return",
     "payments": "payment",
 }
-REQUEST_TYPE_BY_KIND = {
-    "order": "GET_ORDER",
-    "invoice": "GET_BOOKING_CONFIRMATION",
-    "cancellation": "GET_CANCELLATION",
-    "goodwill": "GET_GOODWILL",
-    "return": "GET_RETURN",
-    "payment": "GET_PAYMENT",
-}
+REQUEST_TYPE_BY_KIND = {kind: request_type for request_type, kind in REQUEST_TYPES.items()}
 
 #: Layer-2 content rules the sandbox knows (option ``content_rules``).
 CONTENT_RULES = ("line_item_status", "language_code_lower")
