@@ -379,7 +379,7 @@ def demo_batch(sandbox: Any, webhook_url: str) -> DemoBatch:
             "provider_key": str(key).strip(),
             "username": "docrelay-demo",
         },
-        documents=(  # type: ignore[arg-type]  # DemoBatch's converter=tuple confuses mypy
+        documents=(
             Document(
                 id="ebh-ubf-INV-2024-0117",
                 provider=NAME,
@@ -405,7 +405,7 @@ def demo_batch(sandbox: Any, webhook_url: str) -> DemoBatch:
                 metadata={"invoice_type": "ESF"},
             ),
         ),
-        expect=(  # type: ignore[arg-type]
+        expect=(
             "ebh-ubf-INV-2024-0117: accepted (201) then delivered (Validation Complete)",
             "ebh-ubf-INV-2024-0118: accepted (201) then rejected: "
             "The currency must follow ISO Codes",
