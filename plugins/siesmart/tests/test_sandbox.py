@@ -366,3 +366,13 @@ def test_lost_request_has_no_effect(sandbox: SieSmartSandbox, auth: dict[str, st
     assert sandbox.effects == []
     assert create(sandbox, auth).status_code == 200
     assert len(sandbox.effects) == 1
+
+
+@pytest.mark.parametrize(("value", "status"), [("false", 200), ("true", 403), (False, 200)])
+def test_options_as_text(value: Any, status: int) -> None:
+    """Options given on the command line arrive as text."""
+    with SieSmartSandbox(read_only=value, rate_limit="50", token_ttl="60") as sbx:
+        auth = {"Authorization": "Bearer " + token(sbx).json()["access_token"]}
+        assert token(sbx).json()["expires_in"] == 60
+        r = requests.post(sbx.url + "/proposals", json=PROPOSAL, headers=auth, timeout=5)
+        assert r.status_code == status

@@ -68,6 +68,13 @@ _DECISION_FIELDS = (
 )
 
 
+def _flag(value: Any) -> bool:
+    """An option that may come as text from ``--option KEY=VALUE``."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
 def _error(
     status: int,
     code: str,
@@ -228,7 +235,7 @@ class SieSmartSandbox(Sandbox):
         wait = self.window.hit(client or request.client)
         if wait is not None:
             ra = self.config["retry_after"]
-            headers = {} if ra is None else {"Retry-After": str(ra)}
+            headers = {} if ra in (None, "", "none") else {"Retry-After": str(ra)}
             return client, _error(
                 429,
                 "TOO_MANY_REQUESTS",
@@ -246,7 +253,7 @@ class SieSmartSandbox(Sandbox):
         self, request: SandboxRequest, pid: str
     ) -> tuple[dict[str, Any] | None, SandboxResponse | None]:
         """Checks every modifying call: 403 read-only, 404 unknown, 412 If-Match."""
-        if self.config["read_only"]:
+        if _flag(self.config["read_only"]):
             return None, _error(
                 403,
                 "FORBIDDEN",
@@ -378,7 +385,9 @@ class SieSmartSandbox(Sandbox):
                     + str(data.get("audience"))[:200],
                 },
             )
-        token, life = self.tokens.issue(str(data["client_id"]), self.token_ttl(86400))
+        token, life = self.tokens.issue(
+            str(data["client_id"]), self.token_ttl(float(self.config["token_ttl"]))
+        )
         return SandboxResponse.json(
             200, {"access_token": token, "token_type": "Bearer", "expires_in": int(life)}
         )
@@ -387,7 +396,7 @@ class SieSmartSandbox(Sandbox):
         _client, err = self._guard(request)
         if err is not None:
             return err
-        if self.config["read_only"]:
+        if _flag(self.config["read_only"]):
             return _error(
                 403,
                 "FORBIDDEN",
