@@ -70,7 +70,7 @@ def batch(sandbox: EConnectSandbox) -> DemoBatch:
             "client_secret": sandbox.config["client_secret"],
             "party_id": parties[0] if parties else "NL:KVK:12345678",
         },
-        documents=sample_documents(),  # type: ignore[arg-type]  # attrs converter=tuple
-        faults=DEMO_FAULTS,  # type: ignore[arg-type]
-        expect=DEMO_EXPECT,  # type: ignore[arg-type]
+        documents=sample_documents(),
+        faults=DEMO_FAULTS,
+        expect=DEMO_EXPECT,
     )
