@@ -183,7 +183,7 @@ class ProviderRuntime:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"provider {name}: invalid base_url {redact(str(base_url))!r}")
         insecure_ok = bool(settings.get("allow_insecure_http", False))
-        hosts = {parts.hostname}
+        hosts = {parts.hostname, *info.extra_hosts}
         for key, value in settings.items():
             if key == "base_url" or not isinstance(value, str):
                 continue
@@ -774,7 +774,12 @@ class Engine:
                     if kind == OutcomeKind.STALE and not refreshed:
                         refreshed = True
                         self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
-                        if hooks.refresh_resource(doc, ctx):
+                        try:
+                            fresh = hooks.refresh_resource(doc, ctx)
+                        except (OutcomeError, TransportFailure) as exc:
+                            log.warning("re-reading %s after 412 failed: %s", doc.id, exc)
+                            fresh = False
+                        if fresh:
                             raise _Again(outcome, 0.0)
                     elif kind in (OutcomeKind.RETRY, OutcomeKind.THROTTLED) or (
                         kind == OutcomeKind.UNKNOWN and rt.info.deduplicates

@@ -196,6 +196,8 @@ class ProviderInfo:
     #: The setting that identifies one credential (rate limits and tokens are per credential).
     credential_setting: str | None = None
     docs_url: str | None = None
+    #: Hosts besides the base URL's that auxiliary calls may reach (identity servers).
+    extra_hosts: tuple[str, ...] = ()
 
     @property
     def deduplicates(self) -> bool:
@@ -287,7 +289,8 @@ class FieldError:
     rule: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in attrs.asdict(self).items() if v is not None}
+        # ``field`` is always kept (also as None): from_dict needs it back.
+        return {k: v for k, v in attrs.asdict(self).items() if v is not None or k == "field"}
 
 
 def _field_errors(value: Any) -> tuple[FieldError, ...]:

@@ -16,7 +16,7 @@ from ._engine import Engine, EngineSettings, ProviderRuntime
 from ._host import PluginHost, PluginStatus
 from ._models import Attempt, DocState, Document, FieldError, Outcome
 from ._redact import install_log_redaction, redact
-from ._store import Record, Store, open_store
+from ._store import Record, Store, open_store, submission_refusal
 from ._wsgi import make_wsgi_app
 from .exceptions import ConfigError, DocumentError, NotFoundError
 
@@ -199,6 +199,14 @@ class Relay:
                 f"document {document.id!r}: {info.name} takes kinds "
                 f"{', '.join(info.kinds)}, not {document.kind!r}"
             )
+
+    def precheck(self, document: Document) -> None:
+        """Raise :class:`DocumentError` if :meth:`submit` would refuse *document* (checks
+        the provider's limits and the stored document it would replace)."""
+        self.check(document)
+        refusal = submission_refusal(self.store.get(document.id), document)
+        if refusal is not None:
+            raise DocumentError(refusal)
 
     def submit(self, document: Document) -> DocumentStatus:
         """Store *document* for delivery (or a corrected revision of a known one)."""

@@ -105,6 +105,27 @@ def _load_outcome(value: str | None) -> Outcome | None:
     return None if not value else Outcome.from_dict(json.loads(value))
 
 
+def submission_refusal(existing: Record | None, document: Document) -> str | None:
+    """Why *document* may not be stored over *existing* (``None`` when it may)."""
+    if existing is None:
+        return None
+    if existing.provider != document.provider:
+        return f"document {document.id!r} is already stored for provider {existing.provider!r}"
+    if existing.document.revision == document.revision:
+        return None
+    if existing.state in (DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION):
+        return (
+            f"document {document.id!r} was already {existing.state.value}; a changed document "
+            "needs a new id"
+        )
+    if existing.state in (DocState.SENDING, DocState.ACCEPTED, DocState.UNKNOWN):
+        return (
+            f"document {document.id!r} is {existing.state.value} at the provider; submit a "
+            "correction once it has an answer"
+        )
+    return None
+
+
 class Store(abc.ABC):
     """What the engine needs from a state store. All times are epoch seconds."""
 
@@ -449,22 +470,11 @@ class SQLStore(Store):
                 rec = self._get(cur, document.id)
                 assert rec is not None
                 return rec, "new"
-            if existing.provider != document.provider:
-                raise DocumentError(
-                    f"document {document.id!r} is already stored for provider {existing.provider!r}"
-                )
+            refusal = submission_refusal(existing, document)
+            if refusal is not None:
+                raise DocumentError(refusal)
             if existing.document.revision == document.revision:
                 return existing, "unchanged"
-            if existing.state in (DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION):
-                raise DocumentError(
-                    f"document {document.id!r} was already {existing.state.value}; a changed "
-                    "document needs a new id"
-                )
-            if existing.state in (DocState.SENDING, DocState.ACCEPTED, DocState.UNKNOWN):
-                raise DocumentError(
-                    f"document {document.id!r} is {existing.state.value} at the provider; "
-                    "submit a correction once it has an answer"
-                )
             cur.execute(
                 self._sql(
                     "UPDATE documents SET kind = ?, content_type = ?, metadata = ?, payload = ?,"

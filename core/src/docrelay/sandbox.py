@@ -55,6 +55,10 @@ _FAULT_RE = re.compile(
     r"(?:@(?P<rate>[0-9.]+)|\*(?P<count>[0-9]+))?(?::(?P<arg>[A-Za-z0-9.]+))?$"
 )
 FAULT_NAMES = ("error", "throttle", "drop", "slow", "token-ttl")
+#: Request headers whose values the request log masks (credentials, even sandbox ones).
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "providerkey", "x-subscription-key", "subscription-key", "x-api-key"}
+)
 
 
 @attrs.define
@@ -490,12 +494,16 @@ class Sandbox:
     ) -> None:
         if request.path.startswith("/_sandbox/"):
             return
+        headers = {
+            k: ("***" if k.lower() in _CREDENTIAL_HEADERS else v)
+            for k, v in request.headers.items()
+        }
         with self._lock:
             self.requests.append(
                 {
                     "method": request.method,
                     "path": request.path,
-                    "headers": dict(request.headers),
+                    "headers": headers,
                     "status": resp.status,
                     "fault": fault,
                     "at": time.time(),
