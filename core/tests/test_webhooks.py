@@ -103,12 +103,6 @@ def test_events_docrelay_does_not_act_on_are_ignored(relay: Relay) -> None:
     assert relay.ingest_notification("acme", body).status == "ignored"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a rejection whose field errors have no field (Acme webhook errors) is "
-    "stored as {'message': ...} and Outcome.from_dict cannot read it back (TypeError: "
-    "FieldError missing 'field'): the document can no longer be read from the store",
-)
 def test_notification_rejects_with_errors(relay: Relay, acme: Any) -> None:
     """A failed validation notification rejects the document with the provider's errors."""
     key = _accepted(relay, acme)
@@ -118,6 +112,9 @@ def test_notification_rejects_with_errors(relay: Relay, acme: Any) -> None:
     assert (result.status, result.state) == ("applied", "rejected")
     st = relay.status("inv-1")
     assert [f.message for f in st.field_errors] == ["amount missing"]
+    assert st.state.value == "rejected"
+    late = relay.ingest_notification("acme", _note(key, "error", errors=["still missing"]))
+    assert (late.status, late.state) == ("already_final", "rejected")
 
 
 def test_webhook_app_over_http(relay: Relay, acme: Any, serve: Callable[..., str]) -> None:
