@@ -315,7 +315,10 @@ def test_corrected_revision_gets_a_new_document_id(
     assert st.key != first_key
 
 
-def test_demo_batch_shows_what_it_promises(sandbox: EConnectSandbox, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 4])
+def test_demo_batch_shows_what_it_promises(
+    sandbox: EConnectSandbox, tmp_path: Path, workers: int
+) -> None:
     batch = demo_batch(sandbox=sandbox, webhook_url="http://127.0.0.1:9/hooks")
     assert batch is not None
     sandbox.set_faults(batch.faults)
@@ -327,12 +330,14 @@ def test_demo_batch_shows_what_it_promises(sandbox: EConnectSandbox, tmp_path: P
     try:
         for doc in batch.documents:
             relay.submit(doc)
+        relay.run_until_idle(workers=workers)
         relay.run_until_settled(timeout=15)
         by_id = {s.id: s for s in relay.statuses()}
         assert {k: str(v.state) for k, v in by_id.items()} == {
             "econnect-INV-2024-0101": "delivered",
             "econnect-INV-2024-0102": "duplicate",
             "econnect-INV-2024-0103": "delivered",
+            "econnect-INV-DRAFT-0104": "rejected",
             "econnect-PO-2024-0420": "delivered",
         }
         first = [a.status for a in relay.history("econnect-INV-2024-0101") if a.action == "send"]
@@ -343,6 +348,11 @@ def test_demo_batch_shows_what_it_promises(sandbox: EConnectSandbox, tmp_path: P
             if a.action == "send" and a.outcome
         ]
         assert second == [OutcomeKind.UNKNOWN, OutcomeKind.DUPLICATE]
-        assert len(sandbox.effects) == 4  # every document taken in exactly once
+        draft = by_id["econnect-INV-DRAFT-0104"].outcome
+        assert draft is not None
+        assert draft.error_url == "https://psb.econnect.eu/endpoints/overview.html"
+        assert draft.message is not None
+        assert "cbc:ID" in draft.message
+        assert len(sandbox.effects) == 4  # every valid document taken in exactly once
     finally:
         relay.close()

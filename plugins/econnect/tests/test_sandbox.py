@@ -326,3 +326,15 @@ def test_lose_answer_option_drops_only_the_first_send_of_that_invoice(
         ]
     finally:
         sandbox.config["lose_answer"] = ""
+
+
+def test_unavailable_once_answers_503_before_processing(sandbox: EConnectSandbox) -> None:
+    sandbox.config["unavailable_once"] = "INV-2024-0101"
+    try:
+        doc_id = str(uuid.uuid4())
+        assert_error_shape(send(sandbox, doc_id=doc_id), 503)
+        assert sandbox.effects == []
+        assert send(sandbox, doc_id=doc_id).status_code == 200
+        assert len(sandbox.effects) == 1
+    finally:
+        sandbox.config["unavailable_once"] = ""

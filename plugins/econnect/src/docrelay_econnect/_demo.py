@@ -10,35 +10,46 @@ from docrelay import DemoBatch, Document
 if TYPE_CHECKING:
     from .sandbox import EConnectSandbox
 
-__all__ = ["DEMO_FAULTS", "LOSE_ANSWER", "SAMPLES", "batch", "sample", "sample_documents"]
+__all__ = [
+    "DEMO_FAULTS",
+    "LOSE_ANSWER",
+    "SAMPLES",
+    "UNAVAILABLE_ONCE",
+    "batch",
+    "sample",
+    "sample_documents",
+]
 
 #: (document id, kind, sample file), in submission order.
 SAMPLES: tuple[tuple[str, str, str], ...] = (
     ("econnect-INV-2024-0101", "invoice", "invoice-INV-2024-0101.xml"),
     ("econnect-INV-2024-0102", "invoice", "invoice-INV-2024-0102.xml"),
     ("econnect-INV-2024-0103", "invoice", "invoice-INV-2024-0103.xml"),
+    ("econnect-INV-DRAFT-0104", "invoice", "invoice-without-number.xml"),
     ("econnect-PO-2024-0420", "order", "order-PO-2024-0420.xml"),
 )
 
-#: How the sandbox rolls faults decides what each document shows. A count-based fault hits
-#: the next N *faultable* requests in order (the token endpoint is not faultable), and the
-#: engine retries a document in process before it moves to the next one. So the faults given
-#: here all land on the first document: ``error*1:503`` answers its first send 503 before
-#: anything is processed, and its in-process retry is delivered (INV-0101: retried, then
-#: delivered). A ``drop*1`` here would hit that same retry, so the lost answer is asked of the
-#: sandbox per document instead (:data:`LOSE_ANSWER`): the first send of INV-0102 is
-#: processed and its answer dropped (a ``drop*1`` fault the sandbox adds at that moment):
-#: unknown, then the resend with the same X-EConnect-DocumentId answers 409: duplicate.
-#: INV-0103 and the order go straight through.
-DEMO_FAULTS: tuple[str, ...] = ("error*1:503",)
-#: Document numbers whose first send loses its answer (sandbox option ``lose_answer``).
+#: No count-based faults. Such a fault hits the next N faultable requests in order, whichever
+#: document they carry: the engine retries a document in process before it takes the next,
+#: so ``error*1`` and ``drop*1`` would both land on the first document, and ``docrelay demo``
+#: delivers with several workers, so which document comes first is a race. The sandbox aims
+#: the faults at one document each instead (options below), with the same answers the
+#: ``error`` and ``drop`` faults give.
+DEMO_FAULTS: tuple[str, ...] = ()
+#: Sandbox option ``unavailable_once``: the first send of INV-2024-0101 is answered 503 before
+#: anything is processed (as ``error*1:503``): retried in process, then delivered.
+UNAVAILABLE_ONCE: tuple[str, ...] = ("INV-2024-0101",)
+#: Sandbox option ``lose_answer``: the first send of INV-2024-0102 is processed and its answer
+#: dropped (as ``drop*1``): unknown, then the resend with the same X-EConnect-DocumentId is
+#: answered 409: duplicate, taken in once.
 LOSE_ANSWER: tuple[str, ...] = ("INV-2024-0102",)
 
 DEMO_EXPECT: tuple[str, ...] = (
     "INV-2024-0101: 503, retried, then delivered",
     "INV-2024-0102: answer dropped (unknown), resent with the same document id: 409 duplicate",
     "INV-2024-0103: delivered",
-    "PO-2024-0420: order delivered",
+    "draft invoice without a number: rejected 400 with eConnect's message and helpLink",
+    "PO-2024-0420: order delivered to purchaseOrder/send",
 )
 
 
@@ -61,6 +72,7 @@ def sample_documents(provider: str = "econnect") -> tuple[Document, ...]:
 
 
 def batch(sandbox: EConnectSandbox) -> DemoBatch:
+    sandbox.config["unavailable_once"] = ",".join(UNAVAILABLE_ONCE)
     sandbox.config["lose_answer"] = ",".join(LOSE_ANSWER)
     parties = sorted(sandbox.parties)
     return DemoBatch(

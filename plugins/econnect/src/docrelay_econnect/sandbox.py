@@ -25,8 +25,10 @@ linked to the client, comma separated), ``token_ttl`` (seconds, 3600), ``max_pay
 10 MiB), ``delivery_delay`` (seconds until a document's status moves from ``Accepted`` to
 ``Sent``, 0.2), ``require_subscription_key`` (the legacy ``Subscription-Key`` header; off),
 ``lose_answer`` (document numbers, comma separated: the first send of each is processed and
-its answer dropped, the "lost response" mode of providers.md 1.8, done with a ``drop*1``
-fault added at that moment; empty).
+its answer dropped, as the ``drop`` fault does, the "lost response" mode of providers.md 1.8;
+empty), ``unavailable_once`` (document numbers: the first send of each is answered 503 before
+anything is processed, as the ``error`` fault does; empty). These two aim a fault at one
+document, which count-based faults cannot do when several workers send at once.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import re
+import threading
 import urllib.parse
 import uuid
 from collections.abc import Mapping
@@ -73,6 +76,7 @@ class EConnectSandbox(Sandbox):
         "require_subscription_key": False,
         "subscription_key": "econnect-sandbox-subscription",
         "lose_answer": "",
+        "unavailable_once": "",
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -81,6 +85,9 @@ class EConnectSandbox(Sandbox):
         self.documents: dict[str, dict[str, dict[str, Any]]] = {}
         #: (party, document number) whose answer was already lost once (``lose_answer``).
         self.lost_answers: set[tuple[str, str]] = set()
+        #: (party, document number) already answered 503 once (``unavailable_once``).
+        self.failed_once: set[tuple[str, str]] = set()
+        self._local = threading.local()
         super().__init__(*args, **kwargs)
 
     # -- configuration --------------------------------------------------------------------------
@@ -92,12 +99,31 @@ class EConnectSandbox(Sandbox):
             value = value.split(",")
         return frozenset(str(p).strip() for p in value if str(p).strip())
 
-    @property
-    def lose_answer(self) -> frozenset[str]:
-        value = self.config.get("lose_answer") or ()
+    def _names(self, option: str) -> frozenset[str]:
+        value = self.config.get(option) or ()
         if isinstance(value, str):
             value = value.split(",")
         return frozenset(str(n).strip() for n in value if str(n).strip())
+
+    @property
+    def lose_answer(self) -> frozenset[str]:
+        return self._names("lose_answer")
+
+    @property
+    def unavailable_once(self) -> frozenset[str]:
+        return self._names("unavailable_once")
+
+    def _serve(self, request: SandboxRequest) -> SandboxResponse | None:
+        # ``lose_answer`` must drop the answer of exactly the request that processed the
+        # document, also with concurrent clients: the handler marks its own thread.
+        self._local.lose = False
+        response = super()._serve(request)
+        if self._local.lose:
+            self._local.lose = False
+            with self._lock:
+                self.faults_injected["drop"] = self.faults_injected.get("drop", 0) + 1
+            return None
+        return response
 
     def _number(self, name: str) -> float:
         return float(self.config[name])
@@ -129,6 +155,7 @@ class EConnectSandbox(Sandbox):
             super().reset()
             self.documents.clear()
             self.lost_answers.clear()
+            self.failed_once.clear()
             self.tokens = TokenIssuer(ttl=3600)
 
     # -- responses ------------------------------------------------------------------------------
@@ -260,13 +287,18 @@ class EConnectSandbox(Sandbox):
                 return self.problem(400, "The multipart body holds no file.")
         else:
             payload = request.body
+        ubl = read_ubl(payload, roots)
         with self._lock:
+            once = (party, str(ubl.id))
+            if ubl.id in self.unavailable_once and once not in self.failed_once:
+                self.failed_once.add(once)
+                self.faults_injected["error"] = self.faults_injected.get("error", 0) + 1
+                return self.error_response(503, request)
             seen = self.documents.setdefault(party, {})
             if header is not None and header in seen:
                 return self.problem(
                     409, f"Document '{header}' is already processed and thus duplicated."
                 )
-            ubl = read_ubl(payload, roots)
             if not ubl.is_ubl:
                 return self.problem(400, f"The document is not valid UBL: {ubl.problem}.")
             document_id = header or str(uuid.uuid4())
@@ -284,11 +316,9 @@ class EConnectSandbox(Sandbox):
             seen[document_id] = record
             self._add_status(record, "Accepted", "The document is accepted by the PSB.")
             self.record_effect(effect, key=document_id, party=party, **{number_field: ubl.id})
-            if ubl.id in self.lose_answer and (party, str(ubl.id)) not in self.lost_answers:
-                # Processed; now lose the answer: the base class rolls "drop" right after
-                # this handler returns, and this fault comes first in the list.
-                self.lost_answers.add((party, str(ubl.id)))
-                self.set_faults(["drop*1", *self.faults])
+            if ubl.id in self.lose_answer and once not in self.lost_answers:
+                self.lost_answers.add(once)
+                self._local.lose = True  # processed; _serve now drops the answer
         delay = self._number("delivery_delay")
         sent = (record, "Sent", "The document is delivered to the receiver.")
         if delay <= 0:
