@@ -356,3 +356,31 @@ def test_demo_batch_shows_what_it_promises(
         assert len(sandbox.effects) == 4  # every valid document taken in exactly once
     finally:
         relay.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "identity_host"),
+    [("acceptance", "accp-identity.econnect.eu"), ("production", "identity.econnect.eu")],
+)
+def test_real_environments_may_reach_their_identity_server(
+    tmp_path: Path, env: str, identity_host: str
+) -> None:
+    """The engine sends auxiliary requests only to configured hosts: the default token URLs
+    are settings so that the identity servers are among them (no request is made here)."""
+    relay = Relay(
+        store="sqlite:///" + str(tmp_path / "env.db"),
+        providers={
+            "econnect": {
+                "env": env,
+                "client_id": "c",
+                "client_secret": "s-secret",
+                "party_id": PARTY,
+            }
+        },
+    )
+    try:
+        runtime = relay.engine.runtime("econnect")
+        assert runtime.base_url.endswith("psb.econnect.eu")
+        assert identity_host in runtime.allowed_hosts
+    finally:
+        relay.close()
