@@ -46,6 +46,7 @@ __all__ = [
     "build_request",
     "classify_response",
     "demo_batch",
+    "fetch_token",
     "prepare_headers",
     "provider_info",
     "provider_sandbox",
