@@ -101,11 +101,6 @@ def test_invalid_document_ids(doc_id: Any) -> None:
         Document(id=doc_id, provider="acme", payload=b"")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: _DOC_ID_RE ends in '$', which also matches before a trailing newline; "
-    "validate_document_id must use fullmatch (or \\Z)",
-)
 def test_document_id_with_trailing_newline_is_refused() -> None:
     """'inv-1\\n' is not a valid id (it would be a different file name, table key, URL)."""
     with pytest.raises(ValueError, match="invalid document id"):
@@ -136,12 +131,6 @@ def test_outcome_round_trip_with_an_error_without_field() -> None:
     assert o == Outcome.from_dict(o.to_dict())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Outcome.from_dict calls FieldError(**fe), so a field error stored "
-    "without a 'field' key (as FieldError.to_dict wrote it before the fix) cannot be read "
-    "back: TypeError when such a record is loaded",
-)
 def test_outcome_from_dict_tolerates_field_errors_without_field() -> None:
     """Field errors written without 'field' are read back with field None."""
     o = Outcome.from_dict({"kind": "rejected", "field_errors": [{"message": "bad file"}]})

@@ -263,13 +263,16 @@ class _TokenCache:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._tokens: dict[str, Token] = {}
+        self._fetched: dict[str, float] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def _fresh(self, token: Token | None, now: float) -> bool:
+        """Valid for a while yet: 30 s before expiry, or a tenth of a short lifetime."""
         if token is None:
             return False
-        return token.expires_at - now > 30.0
+        life = token.expires_at - self._fetched.get(token.value, token.expires_at - 300.0)
+        return token.expires_at - now > min(30.0, max(0.5, life / 10.0))
 
     def get(self, credential: str, fetch: Callable[[], Token], now: Callable[[], float]) -> Token:
         token = self._tokens.get(credential)
@@ -289,13 +292,17 @@ class _TokenCache:
             else:
                 with shared_lock:
                     shared = self._store.shared_token(credential, now())
-                    if shared is not None and shared[1] - now() > 30.0:
+                    if shared is not None and self._fresh(Token(shared[0], shared[1]), now()):
                         token = Token(shared[0], shared[1])
                     else:
                         token = fetch()
                         self._store.save_token(credential, token.value, token.expires_at)
             register_secret(token.value)
+            old = self._tokens.get(credential)
+            if old is not None and old.value != token.value:
+                self._fetched.pop(old.value, None)
             self._tokens[credential] = token
+            self._fetched[token.value] = now()
             return token
 
     def invalidate(self, credential: str, value: str) -> None:

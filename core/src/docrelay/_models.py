@@ -104,7 +104,7 @@ OK_STATES = frozenset(
 
 def validate_document_id(doc_id: str) -> str:
     """Return *doc_id* or raise :class:`ValueError` with a one-line reason."""
-    if not isinstance(doc_id, str) or not _DOC_ID_RE.match(doc_id):
+    if not isinstance(doc_id, str) or not _DOC_ID_RE.fullmatch(doc_id):
         raise ValueError(
             f"invalid document id {doc_id!r}: use 1-200 characters of letters, digits, "
             "'.', '_', ':' or '-', starting with a letter or digit"
@@ -336,7 +336,9 @@ class Outcome:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Outcome:
         data = dict(data)
-        data["field_errors"] = [FieldError(**fe) for fe in data.get("field_errors") or ()]
+        data["field_errors"] = [
+            FieldError(**{"field": None, **fe}) for fe in data.get("field_errors") or ()
+        ]
         names = {a.name for a in attrs.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
