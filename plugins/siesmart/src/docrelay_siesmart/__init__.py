@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import attrs
 import docrelay
@@ -137,6 +138,8 @@ def provider_info() -> ProviderInfo:
         settings=SETTINGS,
         credential_setting="client_id",
         docs_url="https://developer.siemens.com/siesmart/get-started/index.html",
+        # The Auth0 token servers of test and production (used when token_url is not set).
+        extra_hosts=tuple(sorted({str(urlsplit(u).hostname) for u in TOKEN_URLS.values()})),
     )
 
 
