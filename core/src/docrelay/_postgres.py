@@ -111,8 +111,8 @@ class PostgresStore(SQLStore):
     ) -> None:
         self.url = url
         self._safe_url, self._password = _strip_password(url)
-        if self._password:
-            register_secret(self._password)
+        # The password is kept out of every message (url_safe, errors), but not registered
+        # as a process-wide secret: a short database password would mask ordinary words.
         if schema is not None and not _SCHEMA_NAME.match(schema):
             raise StoreError(
                 f"invalid PostgreSQL schema name {schema!r}: letters, digits and _ only"
@@ -150,7 +150,8 @@ class PostgresStore(SQLStore):
     def url_safe(self) -> str:
         return self._safe_url
 
-    def _connect(self, autocommit: bool = False) -> psycopg.Connection[Any]:
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A new connection in autocommit mode (transactions are explicit), on the schema."""
         try:
             conn = psycopg.connect(
                 self.url,
@@ -183,7 +184,6 @@ class PostgresStore(SQLStore):
                             )
                         )
                 conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-            conn.autocommit = autocommit
         except psycopg.Error as exc:
             conn.close()
             raise StoreError(
@@ -193,6 +193,7 @@ class PostgresStore(SQLStore):
         return conn
 
     def _acquire(self) -> psycopg.Connection[Any]:
+        """A pooled connection, in autocommit mode (transactions are explicit)."""
         if self._closed:
             raise StoreError(f"store {self._safe_url} is closed")
         with self._pool_lock:
@@ -223,11 +224,18 @@ class PostgresStore(SQLStore):
 
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[Any]:
+        # Writes run in a transaction (conn.transaction(): BEGIN ... COMMIT, ROLLBACK on
+        # error). Reads run statement by statement: under READ COMMITTED a transaction would
+        # not give them one snapshot anyway, and BEGIN/COMMIT cost two round trips each.
         conn = self._acquire()
         try:
-            with conn.transaction(), conn.cursor() as cur:
-                self._local.write_cursor = cur if write else None
-                yield cur
+            if write:
+                with conn.transaction(), conn.cursor() as cur:
+                    self._local.write_cursor = cur
+                    yield cur
+            else:
+                with conn.cursor() as cur:
+                    yield cur
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             if isinstance(exc, pg_errors.DeadlockDetected | pg_errors.SerializationFailure):
                 raise
@@ -470,13 +478,13 @@ class PostgresStore(SQLStore):
     def _advisory_lock(self, space: str, name: str) -> Iterator[None]:
         """A session advisory lock on a dedicated connection (released when it closes, also
         when this process dies)."""
-        conn = self._connect(autocommit=True)
+        conn = self._connect()
         try:
             try:
                 conn.execute(f"SET lock_timeout = {int(self._lock_timeout * 1000)}")
                 conn.execute(
                     "SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))",
-                    (space, f"{self.schema or ''}\0{name}"),
+                    (space, f"{self.schema or ''}/{name}"),
                 )
             except psycopg.Error as exc:
                 raise StoreError(
