@@ -264,6 +264,15 @@ class _Server(ThreadingHTTPServer):
         self.sandbox = sandbox
         super().__init__(addr, _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (a killed worker, a timeout) is normal here: stay quiet."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
 
 class Sandbox:
     """Base class of provider sandboxes. Subclasses set :attr:`name` and fill :meth:`routes`.
