@@ -40,6 +40,7 @@ class SQLiteStore(SQLStore):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         if self.path.parent and not self.path.parent.exists():
             raise StoreError(f"store directory {str(self.path.parent)!r} does not exist")
         if self.path.exists() and self.path.is_dir():
@@ -76,20 +77,29 @@ class SQLiteStore(SQLStore):
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[Any]:
         conn = self._conn()
-        cur = conn.cursor()
+        # Threads of this process queue for the write lock here, in order, instead of
+        # polling SQLite's busy handler (which sleeps in growing steps); other processes
+        # still meet at BEGIN IMMEDIATE.
+        if write and not self._write_lock.acquire(timeout=self._timeout):
+            raise StoreError(f"store {str(self.path)!r}: database is locked")
         try:
-            cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"store {str(self.path)!r}: {exc}") from None
-        try:
-            yield cur
-        except BaseException:
-            conn.rollback()
-            raise
-        else:
-            conn.commit()
+            cur = conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"store {str(self.path)!r}: {exc}") from None
+            try:
+                yield cur
+            except BaseException:
+                conn.rollback()
+                raise
+            else:
+                conn.commit()
+            finally:
+                cur.close()
         finally:
-            cur.close()
+            if write:
+                self._write_lock.release()
 
     def _tables(self, cur: Any) -> set[str]:
         cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")

@@ -198,6 +198,18 @@ class Store(abc.ABC):
         *expect_state*, only while the document is in that state and not leased (else
         :class:`LeaseLost`)."""
 
+    def write(
+        self,
+        doc_id: str,
+        owner: str | None,
+        changes: Mapping[str, Any],
+        attempt: Attempt | None = None,
+        now: float | None = None,
+    ) -> None:
+        """:meth:`update` for a caller that does not need the record back (a store may then
+        skip reading it again)."""
+        self.update(doc_id, owner, changes, attempt=attempt, now=now)
+
     @abc.abstractmethod
     def wake_held(self, provider: str, now: float) -> int:
         """Make *provider*'s held documents due now (another document changed state)."""
@@ -627,14 +639,40 @@ class SQLStore(Store):
         now: float | None = None,
         expect_state: str | None = None,
     ) -> Record:
+        rec = self._update(doc_id, owner, changes, attempt, now, expect_state, fetch=True)
+        assert rec is not None
+        return rec
+
+    def write(
+        self,
+        doc_id: str,
+        owner: str | None,
+        changes: Mapping[str, Any],
+        attempt: Attempt | None = None,
+        now: float | None = None,
+    ) -> None:
+        self._update(doc_id, owner, changes, attempt, now, None, fetch=False)
+
+    def _update(
+        self,
+        doc_id: str,
+        owner: str | None,
+        changes: Mapping[str, Any],
+        attempt: Attempt | None,
+        now: float | None,
+        expect_state: str | None,
+        fetch: bool,
+    ) -> Record | None:
         bad = set(changes) - UPDATABLE
         if bad:
             raise ValueError(f"cannot update {sorted(bad)}")
         values = dict(changes)
         values["updated_at"] = now if now is not None else time.time()
+        dumped: tuple[Any, str | None] | None = None
         for k in ("outcome",):
             if k in values and not (values[k] is None or isinstance(values[k], str)):
-                values[k] = _dump_outcome(values[k])
+                dumped = (values[k], _dump_outcome(values[k]))
+                values[k] = dumped[1]
         if "provider_state" in values and not isinstance(values["provider_state"], str):
             values["provider_state"] = json.dumps(redact_any(dict(values["provider_state"])))
         if values.get("reason"):
@@ -657,12 +695,12 @@ class SQLStore(Store):
                     raise NotFoundError(f"no document {doc_id!r}")
                 raise LeaseLost(f"lease on {doc_id!r} lost")
             if attempt is not None:
-                self._put_attempt(cur, attempt)
-            rec = self._get(cur, doc_id)
-        assert rec is not None
-        return rec
+                # The attempt's outcome is usually the document's: dump it once.
+                same = dumped is not None and dumped[0] is attempt.outcome
+                self._put_attempt(cur, attempt, dumped[1] if same and dumped else None)
+            return self._get(cur, doc_id) if fetch else None
 
-    def _put_attempt(self, cur: Any, a: Attempt) -> None:
+    def _put_attempt(self, cur: Any, a: Attempt, outcome_json: str | None = None) -> None:
         cur.execute(
             self._sql("DELETE FROM attempts WHERE doc_id = ? AND number = ?"), (a.doc_id, a.number)
         )
@@ -680,12 +718,24 @@ class SQLStore(Store):
                 a.started_at,
                 redact(a.request) if a.request else None,
                 a.status,
-                _dump_outcome(a.outcome),
+                outcome_json if outcome_json is not None else _dump_outcome(a.outcome),
                 a.duration,
             ),
         )
 
     def wake_held(self, provider: str, now: float) -> int:
+        # Called after every delivery: look first (no write lock) and write only when the
+        # provider has a held document to wake.
+        with self._tx(write=False) as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT 1 FROM documents WHERE state = ? AND provider = ?"
+                    " AND (lease_until IS NULL OR lease_until < ?) LIMIT 1"
+                ),
+                (DocState.HELD.value, provider, now),
+            )
+            if cur.fetchone() is None:
+                return 0
         with self._tx() as cur:
             cur.execute(
                 self._sql(
