@@ -93,6 +93,7 @@ _DOC_COLUMNS = (
     "updated_at",
     "first_attempt_at",
 )
+_QUEUED = DocState.QUEUED.value
 #: Columns the engine may change with :meth:`Store.update`.
 UPDATABLE = frozenset(_DOC_COLUMNS) - {"id", "provider", "created_at"}
 
@@ -454,15 +455,16 @@ class SQLStore(Store):
         return None if row is None else self._row_to_record(row)
 
     def _insert_values(self, document: Document, now: float) -> tuple[Any, ...]:
+        metadata = document.metadata
         return (
             document.id,
             document.provider,
             document.kind,
             document.content_type,
-            json.dumps(dict(document.metadata)),
+            json.dumps(dict(metadata)) if metadata else "{}",
             document.payload,
             document.revision,
-            DocState.QUEUED.value,
+            _QUEUED,
             now,
             now,
             now,
