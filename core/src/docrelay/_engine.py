@@ -893,8 +893,6 @@ class Engine:
                 kind=OutcomeKind.RETRY, message=exc.error.message, rule="docrelay:auxiliary-request"
             )
             return out, attrs.evolve(base, outcome=out, duration=self.clock() - started), True
-        if rt.rate is not None:
-            self.limiter.wait(f"{rt.info.name}:{rt.credential}", rt.rate, self.clock)
         started = self.clock()
         base = attrs.evolve(base, started_at=started, request=request.summary())
         # Invariant 2: the key and the intent are committed before the request leaves.
@@ -912,6 +910,10 @@ class Engine:
             attempt=base,
         )
         _crashpoint("after_intent")
+        if rt.rate is not None:
+            # The slot is taken right before the request leaves (after the intent's commit),
+            # so the spacing the provider sees is not blurred by the store's latency.
+            self.limiter.wait(f"{rt.info.name}:{rt.credential}", rt.rate, self.clock)
         response, error = self.http(rt, request)
         _crashpoint("after_response")
         outcome = redact_outcome(hooks.classify_response(response, error, ctx))
