@@ -278,16 +278,7 @@ def _text(db: Path) -> None:
     [
         (_corrupt, "store"),
         (_text, "store"),
-        pytest.param(
-            _foreign,
-            "not a docrelay store",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="core bug: SQLiteStore._conn runs PRAGMA journal_mode=WAL before "
-                "_init_schema finds the file foreign, so the refused file is switched to WAL "
-                "for good (header bytes 18-19 become 2)",
-            ),
-        ),
+        (_foreign, "not a docrelay store"),
         (_newer, "newer"),
     ],
     ids=["corrupt", "not-sqlite", "foreign", "newer-schema"],

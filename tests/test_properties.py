@@ -295,17 +295,9 @@ def test_webhook_parser_takes_any_body(
         _check(result.outcome, None, None)
 
 
-_REDACT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="core bug: _redact.redact_outcome redacts message, error_url and field errors only; "
-    "request_id, trace_id, provider_status and provider_ref reach the store unredacted "
-    "(these classifiers copy them from the provider's answer)",
-)
-
-
 @pytest.mark.parametrize(
     "name",
-    [n if n == "procuros" else pytest.param(n, marks=_REDACT_BUG) for n in PROVIDERS],
+    PROVIDERS,
 )
 def test_secret_echoed_by_the_provider_never_reaches_the_stored_outcome(
     contexts: dict[str, Any], name: str

@@ -14,7 +14,7 @@ from ._models import Document, HttpResponse, Outcome, OutcomeKind, TransportErro
 from ._models import retry_after_seconds as _retry_after
 from .hookspecs import hookimpl
 
-__all__ = ["KEY_NAMESPACE", "classify_generic", "default_key"]
+__all__ = ["DOCRELAY_TRANSPORT_FAULTS", "KEY_NAMESPACE", "classify_generic", "default_key"]
 
 #: Namespace of the default idempotency keys (uuid5).
 KEY_NAMESPACE = uuid.UUID("6f1c3f52-52f4-4d55-9a52-3c0a2c3e9d11")
@@ -24,6 +24,10 @@ def default_key(document: Document) -> str:
     """A UUID derived from provider, document id and revision: the same for every retry and
     restart of one revision, new for a corrected revision."""
     return str(uuid.uuid5(KEY_NAMESPACE, f"{document.provider}:{document.id}:{document.revision}"))
+
+
+#: Transport errors that are docrelay's to classify (configuration, not the provider).
+DOCRELAY_TRANSPORT_FAULTS = frozenset({"tls", "invalid_url"})
 
 
 def _message(response: HttpResponse) -> str | None:
@@ -44,8 +48,10 @@ def classify_generic(response: HttpResponse | None, error: TransportError | None
     if response is None:
         if error is None:
             return Outcome(kind=OutcomeKind.UNKNOWN, message="no response", rule="generic:none")
-        if error.kind == "tls":
-            return Outcome(kind=OutcomeKind.CONFIG_ERROR, message=error.message, rule="generic:tls")
+        if error.kind in DOCRELAY_TRANSPORT_FAULTS:
+            return Outcome(
+                kind=OutcomeKind.CONFIG_ERROR, message=error.message, rule=f"generic:{error.kind}"
+            )
         if error.sent:
             return Outcome(
                 kind=OutcomeKind.UNKNOWN, message=error.message, rule=f"generic:{error.kind}"

@@ -119,8 +119,10 @@ class Context:
     ) -> HttpResponse:
         """Make an auxiliary HTTP call (a token, a poll, a lookup) the engine's way.
 
-        Same session, timeouts and TLS settings as deliveries; URLs outside the configured
-        host are refused; raises :class:`TransportFailure` when no response comes back.
+        Same session, timeouts and TLS settings as deliveries; raises
+        :class:`TransportFailure` when no response comes back, and
+        :class:`~docrelay.OutcomeError` (``config_error``) for a host outside the provider's
+        configured ones or a certificate that does not verify.
         """
         return self._services.http(
             self,

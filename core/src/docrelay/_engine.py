@@ -33,6 +33,7 @@ import stamina
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from ._builtins import DOCRELAY_TRANSPORT_FAULTS, classify_generic
 from ._context import Context, DocumentView, Token, TransportFailure
 from ._host import PluginHost, ProviderHooks
 from ._models import (
@@ -346,6 +347,10 @@ class _Services:
 
     def http(self, ctx: Context, request: HttpRequest) -> HttpResponse:
         response, error = self.engine.http(self.runtime, request)
+        if error is not None and error.kind in DOCRELAY_TRANSPORT_FAULTS:
+            # Not the provider's to judge, and not transient: a configuration error, also
+            # when a plugin's token fetch or lookup would otherwise call it retryable.
+            raise OutcomeError(classify_generic(None, error))
         if error is not None:
             raise TransportFailure(error)
         assert response is not None
@@ -916,7 +921,12 @@ class Engine:
             self.limiter.wait(f"{rt.info.name}:{rt.credential}", rt.rate, self.clock)
         response, error = self.http(rt, request)
         _crashpoint("after_response")
-        outcome = redact_outcome(hooks.classify_response(response, error, ctx))
+        if error is not None and error.kind in DOCRELAY_TRANSPORT_FAULTS:
+            # A certificate that does not verify or a URL docrelay refused is a matter of
+            # configuration, whatever the provider: docrelay answers it, not the classifier.
+            outcome = redact_outcome(classify_generic(None, error))
+        else:
+            outcome = redact_outcome(hooks.classify_response(response, error, ctx))
         attempt = attrs.evolve(
             base,
             status=response.status if response is not None else None,

@@ -83,6 +83,11 @@ def redact_outcome(outcome: Any) -> Any:
         outcome,
         message=redact(outcome.message) if outcome.message else outcome.message,
         error_url=redact(outcome.error_url) if outcome.error_url else outcome.error_url,
+        request_id=redact(outcome.request_id) if outcome.request_id else outcome.request_id,
+        trace_id=redact(outcome.trace_id) if outcome.trace_id else outcome.trace_id,
+        provider_ref=redact(outcome.provider_ref) if outcome.provider_ref else None,
+        provider_status=redact(outcome.provider_status) if outcome.provider_status else None,
+        rule=redact(outcome.rule) if outcome.rule else None,
         field_errors=tuple(
             FieldError(
                 field=redact(fe.field) if fe.field else fe.field,

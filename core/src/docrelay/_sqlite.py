@@ -47,6 +47,7 @@ class SQLiteStore(SQLStore):
             raise StoreError(f"store path {str(self.path)!r} is a directory")
         try:
             self._init_schema()
+            self._conn().execute("PRAGMA journal_mode=WAL")
         except sqlite3.DatabaseError as exc:
             self.close()
             raise StoreError(f"{self.path}: not a usable docrelay store ({exc})") from None
@@ -64,7 +65,8 @@ class SQLiteStore(SQLStore):
                     isolation_level=None,
                     check_same_thread=False,
                 )
-                conn.execute("PRAGMA journal_mode=WAL")
+                # WAL is switched on once the file is known to be a docrelay store
+                # (see __init__): a foreign file is refused untouched.
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
                 conn.execute("PRAGMA foreign_keys=ON")
             except sqlite3.Error as exc:

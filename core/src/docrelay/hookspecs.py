@@ -157,7 +157,9 @@ def classify_response(
     Called after every send, poll and reconcile request. Exactly one of *response* and *error*
     is set. Must never raise: any body (HTML, truncated JSON, binary) must be handled. The
     provider's classifier runs first; the built-in generic HTTP classifier answers what no
-    provider claims.
+    provider claims. Transport errors of kind ``tls`` (a certificate that does not verify)
+    and ``invalid_url`` (a host docrelay refuses) never reach this hook: they are
+    ``config_error`` for every provider.
 
     :return: the outcome; the first non-``None`` result wins.
 
