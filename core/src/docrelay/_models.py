@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -127,8 +128,9 @@ class Document:
     content_type: str = "application/octet-stream"
     metadata: Mapping[str, str] = attrs.field(factory=dict, converter=_str_mapping)
 
-    @property
+    @functools.cached_property
     def revision(self) -> str:
+        """A digest of kind, content type, metadata and payload (computed once)."""
         h = hashlib.sha256()
         h.update(self.kind.encode() + b"\0" + self.content_type.encode() + b"\0")
         h.update(json.dumps(dict(sorted(self.metadata.items()))).encode() + b"\0")

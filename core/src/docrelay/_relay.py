@@ -261,30 +261,32 @@ class Relay:
         """Call *listener(record, old, new)* after every committed state change."""
         self.engine.listeners.append(listener)
 
-    def run_until_idle(self, workers: int = 1, provider: str | None = None) -> int:
-        """Deliver until no document is due now; returns how many claims were processed."""
+    def run_until_idle(
+        self,
+        workers: int = 1,
+        provider: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Deliver until no document is due now (or *stop* is set: the batches in hand are
+        finished first); returns how many claims were processed."""
         total = 0
-        while True:
-            n = self._run_workers(workers, provider)
-            total += n
+        while stop is None or not stop.is_set():
+            total += self._run_workers(workers, provider, stop)
             due = self.store.next_due(provider)
-            if n == 0 and (due is None or due > self.clock()):
-                return total
             if due is None or due > self.clock():
-                return total
+                break
+        return total
 
-    def _run_workers(self, workers: int, provider: str | None) -> int:
-        if workers <= 1:
-            n = 0
-            while (k := self.engine.run_once(provider)) > 0:
-                n += k
-            return n
-        counts = [0] * workers
+    def _run_workers(self, workers: int, provider: str | None, stop: threading.Event | None) -> int:
+        counts = [0] * max(1, workers)
 
         def work(i: int) -> None:
-            while (k := self.engine.run_once(provider)) > 0:
+            while (stop is None or not stop.is_set()) and (k := self.engine.run_once(provider)) > 0:
                 counts[i] += k
 
+        if workers <= 1:
+            work(0)
+            return counts[0]
         threads = [
             threading.Thread(target=work, args=(i,), name=f"docrelay-worker-{i}", daemon=True)
             for i in range(workers)
@@ -330,10 +332,11 @@ class Relay:
         stop: threading.Event | None = None,
         idle_sleep: float = 1.0,
     ) -> None:
-        """Deliver until *stop* is set, sleeping while nothing is due."""
+        """Deliver until *stop* is set, sleeping while nothing is due. A set *stop* is seen
+        between batches, so a busy worker stops within one batch (SIGTERM for the CLI)."""
         stop = stop or threading.Event()
         while not stop.is_set():
-            self.run_until_idle(workers, provider)
+            self.run_until_idle(workers, provider, stop)
             due = self.store.next_due(provider)
             wait = idle_sleep if due is None else min(idle_sleep, max(0.0, due - self.clock()))
             stop.wait(wait)
