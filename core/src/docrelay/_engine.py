@@ -37,6 +37,7 @@ from ._builtins import DOCRELAY_TRANSPORT_FAULTS, classify_generic
 from ._context import Context, DocumentView, Token, TransportFailure
 from ._host import PluginHost, ProviderHooks
 from ._models import (
+    FINAL_STATES,
     MAX_BODY_BYTES,
     Attempt,
     DocState,
@@ -621,7 +622,7 @@ class Engine:
             )
         if state == DocState.ACCEPTED:
             return self._poll(record, owner, ctx, hooks, rt)
-        if state in FINAL_LIKE:
+        if state in FINAL_STATES:
             # Never sent again: clear a stray lease and stop.
             return self.store.update(
                 record.id,
@@ -1326,8 +1327,3 @@ class Engine:
         else:
             self.store.wake_held(rec.provider, self.clock())
         return out
-
-
-FINAL_LIKE = frozenset(
-    {DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION, DocState.REJECTED, DocState.FAILED}
-)

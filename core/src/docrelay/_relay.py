@@ -14,7 +14,7 @@ import attrs
 from ._config import Config
 from ._engine import Engine, EngineSettings, ProviderRuntime
 from ._host import PluginHost, PluginStatus
-from ._models import Attempt, DocState, Document, FieldError, Outcome
+from ._models import FINAL_STATES, Attempt, DocState, Document, FieldError, Outcome
 from ._redact import install_log_redaction, redact
 from ._store import Record, Store, open_store, submission_refusal
 from ._wsgi import make_wsgi_app
@@ -71,13 +71,7 @@ class DocumentStatus:
 
     @property
     def is_final(self) -> bool:
-        return self.state in (
-            DocState.DELIVERED,
-            DocState.DUPLICATE,
-            DocState.NO_ACTION,
-            DocState.REJECTED,
-            DocState.FAILED,
-        )
+        return self.state in FINAL_STATES
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -313,7 +307,7 @@ class Relay:
                 r.state == DocState.ACCEPTED
                 and self.engine.runtime(r.provider).info.async_validation == "webhook"
                 for r in self.store.select(
-                    states=[s.value for s in DocState if s not in _FINAL], provider=provider
+                    states=[s.value for s in DocState if s not in FINAL_STATES], provider=provider
                 )
                 if r.next_attempt_at is not None
             )
@@ -397,7 +391,7 @@ class Relay:
                 self._mark_latest(provider, rec.id, True, "applied")
                 return IngestResult("applied", rec.id, out.state.value)
             rec = self.store.get(rec.id) or rec
-        if rec.state in _FINAL:
+        if rec.state in FINAL_STATES:
             self._mark_latest(provider, rec.id, False, f"already {rec.state.value}")
             return IngestResult("already_final", rec.id, rec.state.value)
         return IngestResult("pending", rec.id, rec.state.value)
@@ -427,8 +421,3 @@ class Relay:
 
     def __repr__(self) -> str:
         return f"<Relay store={redact(getattr(self.store, 'url', '?'))!r}>"
-
-
-_FINAL = frozenset(
-    {DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION, DocState.REJECTED, DocState.FAILED}
-)

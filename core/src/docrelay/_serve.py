@@ -11,18 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from ._models import DocState
+from ._models import FINAL_STATES
 from ._relay import DocumentStatus, Relay
 
 __all__ = ["WebhookServer", "settle"]
-
-_SETTLED = {
-    DocState.DELIVERED,
-    DocState.DUPLICATE,
-    DocState.NO_ACTION,
-    DocState.REJECTED,
-    DocState.FAILED,
-}
 
 
 def settle(
@@ -36,7 +28,7 @@ def settle(
             timeout=min(1.0, max(0.05, deadline - time.monotonic())), workers=workers
         )
         statuses = relay.statuses(ids=list(doc_ids))
-        pending = [s for s in statuses if s.state not in _SETTLED]
+        pending = [s for s in statuses if s.state not in FINAL_STATES]
         paused = relay.paused()
         parked = [s for s in pending if s.next_attempt_at is None or s.provider in paused]
         if not pending or len(parked) == len(pending) or time.monotonic() > deadline:
