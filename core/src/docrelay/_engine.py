@@ -1018,45 +1018,31 @@ class Engine:
             return rec
         if kind == OutcomeKind.CONFIG_ERROR:
             until = now + s.pause_seconds if s.pause_seconds is not None else None
-            why = f"config error: {outcome.describe()}"
-            self.store.pause_provider(record.provider, why, until, now)
-            rec = self._set(
-                record,
-                owner,
-                ctx,
-                DocState.FAILED,
-                outcome,
-                {
-                    **base,
-                    "next_attempt_at": None,
-                    "failures": record.failures + 1,
-                    "reason": f"{why}; provider paused: fix the configuration, then "
-                    f"`docrelay requeue {record.id}`",
-                },
-                attempt,
+            self.store.pause_provider(
+                record.provider, f"config error: {outcome.describe()}", until, now
             )
-            self._on_failure(rec, ctx, hooks, outcome)
-            return rec
-        # retry, throttled, unknown: defer durably, or fail when the budget is spent.
-        if record.attempts >= s.max_attempts:
-            self._set_attempt_only(record, owner, attempt)
             return self._fail(
                 record,
                 owner,
                 ctx,
                 hooks,
                 outcome,
-                f"attempt budget spent ({record.attempts} attempts)",
+                "config error",
+                attempt,
+                base,
+                next_step="provider paused: fix the configuration, then "
+                f"`docrelay requeue {record.id}`",
             )
+        # retry, throttled, unknown: defer durably, or fail when the budget is spent.
+        if record.attempts >= s.max_attempts:
+            why = f"attempt budget spent ({record.attempts} attempts)"
+            return self._fail(record, owner, ctx, hooks, outcome, why, attempt, base)
         if record.first_attempt_at and now - record.first_attempt_at > s.max_age:
-            self._set_attempt_only(record, owner, attempt)
-            return self._fail(record, owner, ctx, hooks, outcome, "time budget spent")
+            return self._fail(
+                record, owner, ctx, hooks, outcome, "time budget spent", attempt, base
+            )
         target = DocState.UNKNOWN if kind == OutcomeKind.UNKNOWN else DocState.RETRY_WAIT
         return self._defer(record, owner, ctx, outcome, attempt, target, base)
-
-    def _set_attempt_only(self, record: Record, owner: str, attempt: Attempt | None) -> None:
-        if attempt is not None:
-            self.store.write(record.id, owner, {}, attempt=attempt)
 
     def _defer(
         self,
@@ -1098,8 +1084,14 @@ class Engine:
         hooks: ProviderHooks,
         outcome: Outcome | None,
         why: str,
+        attempt: Attempt | None = None,
+        base: Mapping[str, Any] | None = None,
+        next_step: str | None = None,
     ) -> Record:
+        """End the round in ``failed`` (one transaction, with the last attempt), then tell
+        the ``on_failure`` hooks."""
         last = f" (last: {outcome.describe()})" if outcome else ""
+        step = next_step or f"`docrelay requeue {record.id}` sends it again"
         rec = self._set(
             record,
             owner,
@@ -1107,13 +1099,15 @@ class Engine:
             DocState.FAILED,
             outcome,
             {
+                **(base or {}),
                 "next_attempt_at": None,
                 "lease_owner": None,
                 "lease_until": None,
                 "failures": record.failures + 1,
                 "attempts": record.attempts,
-                "reason": f"{why}{last}; `docrelay requeue {record.id}` sends it again",
+                "reason": f"{why}{last}; {step}",
             },
+            attempt,
         )
         self._on_failure(rec, ctx, hooks, outcome or Outcome(kind=OutcomeKind.RETRY, message=why))
         return rec
@@ -1243,7 +1237,6 @@ class Engine:
             OutcomeKind.UNKNOWN,
         ):
             if polls >= s.max_polls:
-                self._set_attempt_only(record, owner, attempt)
                 return self._fail(
                     record,
                     owner,
@@ -1251,6 +1244,8 @@ class Engine:
                     hooks,
                     outcome,
                     f"validation not finished after {polls} polls",
+                    attempt,
+                    {"polls": polls, "provider_state": ctx.state},
                 )
             wait = min(s.poll_max, s.poll_initial * 1.5 ** min(polls, 40))
             wait = max(wait, outcome.wait or 0.0)
