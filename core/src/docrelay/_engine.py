@@ -13,8 +13,6 @@ expires, and it is then resent with the same key, reconciled, or already final.
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import logging
 import os
 import random
@@ -25,219 +23,33 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
-import requests
 import stamina
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from ._builtins import DOCRELAY_TRANSPORT_FAULTS, classify_generic
 from ._context import Context, DocumentView, Token, TransportFailure
 from ._host import PluginHost, ProviderHooks
+from ._limits import RateLimiter, TokenCache
 from ._models import (
     FINAL_STATES,
-    MAX_BODY_BYTES,
     Attempt,
     DocState,
     HttpRequest,
     HttpResponse,
     Outcome,
     OutcomeKind,
-    ProviderInfo,
-    RateLimit,
     TransportError,
 )
 from ._redact import redact, redact_outcome, register_secret
+from ._settings import EngineSettings, ProviderRuntime
 from ._store import LeaseLost, Record, Store
+from ._transport import Transport
 from .exceptions import ConfigError, DocumentError, OutcomeError
 
 __all__ = ["Engine", "EngineSettings", "ProviderRuntime"]
 
 log = logging.getLogger("docrelay.engine")
-
-
-@attrs.frozen
-class EngineSettings:
-    """Budgets, waits and timeouts (the ``[engine]`` table of ``docrelay.toml``)."""
-
-    #: Budgeted send attempts per document revision (429s do not count), then ``failed``.
-    max_attempts: int = 8
-    #: Seconds from a revision's first attempt after which it is ``failed``.
-    max_age: float = 3 * 86400.0
-    #: In-process attempts per round (stamina), before deferring durably.
-    inprocess_attempts: int = 3
-    #: Seconds one round may spend retrying in process.
-    inprocess_timeout: float = 30.0
-    retry_wait_initial: float = 0.5
-    retry_wait_max: float = 5.0
-    retry_wait_jitter: float = 0.5
-    #: A Retry-After up to this many seconds is waited in process; longer ones are stored.
-    retry_after_cap: float = 10.0
-    #: Durable backoff between rounds: initial * 2**(attempts-1), capped, jittered ±20%.
-    deferral_initial: float = 30.0
-    deferral_max: float = 3600.0
-    poll_initial: float = 2.0
-    poll_max: float = 300.0
-    max_polls: int = 500
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    lease_seconds: float = 120.0
-    #: How long a provider stays paused after a config error (``None``: until a requeue).
-    pause_seconds: float | None = 900.0
-    batch_size: int = 8
-    held_recheck: float = 60.0
-    #: Seconds to wait for a webhook after ``accepted`` before asking a person to look.
-    notification_timeout: float = 86400.0
-    #: Fraction of the provider's rate limit kept free for clock and network jitter.
-    rate_margin: float = 0.02
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> EngineSettings:
-        names = {a.name: a for a in attrs.fields(cls)}
-        unknown = set(data) - set(names)
-        if unknown:
-            raise ConfigError(f"unknown [engine] setting(s): {', '.join(sorted(unknown))}")
-        values: dict[str, Any] = {}
-        for k, v in data.items():
-            default = names[k].default
-            if v is None and k == "pause_seconds":
-                values[k] = None
-            elif isinstance(default, bool) or not isinstance(v, int | float) or isinstance(v, bool):
-                raise ConfigError(f"[engine] {k} must be a number, not {v!r}")
-            else:
-                values[k] = type(default)(v) if isinstance(default, int | float) else v
-        return cls(**values)
-
-
-CORE_PROVIDER_SETTINGS = {
-    "env": "environment name (one of the provider's environments)",
-    "base_url": "base URL (overrides env)",
-    "rate_limit": "client-side limit as 'REQUESTS/SECONDS' (overrides the provider's)",
-    "connect_timeout": "seconds to connect",
-    "read_timeout": "seconds to wait for an answer",
-    "verify": "TLS certificate verification: true, false or a CA bundle path",
-    "allow_insecure_http": "allow plain http to hosts other than loopback",
-    "webhook_secret": "shared secret expected in the webhook URL path",
-    "max_payload_bytes": "refuse larger documents before sending",
-    "enabled": "false to keep the provider's documents queued",
-}
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-@attrs.define
-class ProviderRuntime:
-    """A provider as configured: info, resolved settings, base URL, limits."""
-
-    info: ProviderInfo
-    settings: Mapping[str, Any]
-    base_url: str
-    environment: str | None
-    rate: RateLimit | None
-    connect_timeout: float
-    read_timeout: float
-    verify: bool | str
-    allowed_hosts: frozenset[str]
-    max_payload_bytes: int | None
-    webhook_secret: str | None = None
-
-    @classmethod
-    def build(
-        cls, info: ProviderInfo, raw: Mapping[str, Any], engine: EngineSettings
-    ) -> ProviderRuntime:
-        name = info.name
-        known = set(CORE_PROVIDER_SETTINGS) | {s.name for s in info.settings}
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(
-                f"unknown setting(s) for provider {name}: {', '.join(sorted(unknown))} "
-                f"(known: {', '.join(sorted(known))})"
-            )
-        settings: dict[str, Any] = {s.name: s.default for s in info.settings}
-        settings.update(raw)
-        for s in info.settings:
-            if s.required and settings.get(s.name) in (None, ""):
-                raise ConfigError(f"provider {name} needs setting {s.name!r}: {s.help}".rstrip())
-            if s.secret and isinstance(settings.get(s.name), str):
-                register_secret(settings[s.name])
-        env = settings.get("env")
-        base_url = settings.get("base_url")
-        if not base_url:
-            env = env or info.default_environment
-            if env not in info.environments:
-                raise ConfigError(
-                    f"provider {name} has no environment {env!r} "
-                    f"(known: {', '.join(info.environments) or 'none'}); set base_url"
-                )
-            base_url = info.environments[env]
-        parts = urlsplit(str(base_url))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"provider {name}: invalid base_url {redact(str(base_url))!r}")
-        insecure_ok = bool(settings.get("allow_insecure_http", False))
-        hosts = {parts.hostname, *info.extra_hosts}
-        for key, value in settings.items():
-            if key == "base_url" or not isinstance(value, str):
-                continue
-            if value.startswith(("http://", "https://")):
-                p = urlsplit(value)
-                if p.hostname:
-                    hosts.add(p.hostname)
-                    if p.scheme == "http" and not _is_loopback(p.hostname) and not insecure_ok:
-                        raise ConfigError(
-                            f"provider {name}: {key} uses plain http to {p.hostname}; use https "
-                            "or set allow_insecure_http = true"
-                        )
-        if parts.scheme == "http" and not _is_loopback(parts.hostname) and not insecure_ok:
-            raise ConfigError(
-                f"provider {name}: plain http to {parts.hostname} is refused; use https or set "
-                "allow_insecure_http = true"
-            )
-        rate = info.rate_limit
-        if settings.get("rate_limit"):
-            try:
-                n, per = str(settings["rate_limit"]).split("/")
-                rate = RateLimit(int(n), float(per))
-            except ValueError:
-                raise ConfigError(
-                    f"provider {name}: rate_limit must look like '100/60', "
-                    f"not {settings['rate_limit']!r}"
-                ) from None
-        verify = settings.get("verify", True)
-        max_payload = settings.get("max_payload_bytes") or info.max_payload_bytes
-        secret = settings.get("webhook_secret")
-        if secret:
-            register_secret(str(secret))
-        return cls(
-            info=info,
-            settings=settings,
-            base_url=str(base_url),
-            environment=env,
-            rate=rate,
-            connect_timeout=float(settings.get("connect_timeout") or engine.connect_timeout),
-            read_timeout=float(settings.get("read_timeout") or engine.read_timeout),
-            verify=verify if isinstance(verify, bool | str) else True,
-            allowed_hosts=frozenset(hosts),
-            max_payload_bytes=int(max_payload) if max_payload else None,
-            webhook_secret=str(secret) if secret else None,
-        )
-
-    @property
-    def credential(self) -> str:
-        """A non-secret id of the credential in use (rate limits and tokens are per credential)."""
-        setting = self.info.credential_setting
-        raw = str(self.settings.get(setting, "")) if setting else ""
-        return hashlib.sha256(f"{self.info.name}\0{raw}".encode()).hexdigest()[:16]
 
 
 class _Again(Exception):
@@ -257,85 +69,6 @@ def _crashpoint(name: str) -> None:
     """Test instrumentation: ``DOCRELAY_CRASH_AT=name`` kills the process right here."""
     if os.environ.get("DOCRELAY_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-class _TokenCache:
-    """Tokens per credential, refreshed shortly before expiry, one fetch at a time."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._tokens: dict[str, Token] = {}
-        self._fetched: dict[str, float] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def _fresh(self, token: Token | None, now: float) -> bool:
-        """Valid for a while yet: 30 s before expiry, or a tenth of a short lifetime."""
-        if token is None:
-            return False
-        life = token.expires_at - self._fetched.get(token.value, token.expires_at - 300.0)
-        return token.expires_at - now > min(30.0, max(0.5, life / 10.0))
-
-    def get(self, credential: str, fetch: Callable[[], Token], now: Callable[[], float]) -> Token:
-        token = self._tokens.get(credential)
-        if self._fresh(token, now()):
-            assert token is not None
-            return token
-        with self._guard:
-            lock = self._locks.setdefault(credential, threading.Lock())
-        with lock:
-            token = self._tokens.get(credential)
-            if self._fresh(token, now()):
-                assert token is not None
-                return token
-            shared_lock = self._store.token_lock(credential)
-            if shared_lock is None:
-                token = fetch()
-            else:
-                with shared_lock:
-                    shared = self._store.shared_token(credential, now())
-                    if shared is not None and self._fresh(Token(shared[0], shared[1]), now()):
-                        token = Token(shared[0], shared[1])
-                    else:
-                        token = fetch()
-                        self._store.save_token(credential, token.value, token.expires_at)
-            register_secret(token.value)
-            old = self._tokens.get(credential)
-            if old is not None and old.value != token.value:
-                self._fetched.pop(old.value, None)
-            self._tokens[credential] = token
-            self._fetched[token.value] = now()
-            return token
-
-    def invalidate(self, credential: str, value: str) -> None:
-        with self._guard:
-            current = self._tokens.get(credential)
-            if current is not None and current.value == value:
-                del self._tokens[credential]
-        self._store.drop_token(credential, value)
-
-
-class _RateLimiter:
-    """Evenly spaced send slots per provider credential; shared via the store when it can."""
-
-    def __init__(self, store: Store, margin: float) -> None:
-        self._store = store
-        self._margin = margin
-        self._next: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def wait(self, bucket: str, rate: RateLimit, clock: Callable[[], float]) -> float:
-        interval = rate.interval * (1.0 + self._margin)
-        now = clock()
-        slot = self._store.rate_slot(bucket, interval, now)
-        if slot is None:
-            with self._lock:
-                slot = max(now, self._next.get(bucket, now))
-                self._next[bucket] = slot + interval
-        delay = slot - now
-        if delay > 0:
-            time.sleep(delay)
-        return max(0.0, delay)
 
 
 class _Services:
@@ -385,31 +118,6 @@ class _Services:
         register_secret(value)
 
 
-def _transport_error(exc: requests.RequestException) -> TransportError:
-    text = redact(f"{type(exc).__name__}: {exc}")[:500]
-    if isinstance(exc, requests.exceptions.SSLError):
-        return TransportError(kind="tls", message=text, sent=False)
-    if isinstance(exc, requests.ConnectTimeout):
-        return TransportError(kind="connect_timeout", message=text, sent=False)
-    if isinstance(exc, requests.ReadTimeout):
-        return TransportError(kind="read_timeout", message=text, sent=True)
-    if isinstance(exc, requests.ConnectionError):
-        chain = repr(exc.args) + repr(exc.__cause__) + repr(exc.__context__)
-        not_sent = (
-            "NewConnectionError",
-            "Connection refused",
-            "NameResolutionError",
-            "Failed to establish",
-            "Max retries exceeded with url",
-        )
-        if any(s in chain for s in not_sent) and "RemoteDisconnected" not in chain:
-            return TransportError(kind="connect", message=text, sent=False)
-        return TransportError(kind="disconnected", message=text, sent=True)
-    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
-        return TransportError(kind="invalid_url", message=text, sent=False)
-    return TransportError(kind="other", message=text, sent=True)
-
-
 class Engine:
     """Delivers documents from a :class:`Store` through the plugins of a :class:`PluginHost`."""
 
@@ -426,9 +134,9 @@ class Engine:
         self.providers = dict(providers)
         self.settings = settings
         self.clock = clock
-        self.tokens = _TokenCache(store)
-        self.limiter = _RateLimiter(store, settings.rate_margin)
-        self._local = threading.local()
+        self.tokens = TokenCache(store)
+        self.limiter = RateLimiter(store, settings.rate_margin)
+        self.transport = Transport()
         self.owner_prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.listeners: list[Callable[[Record, str, str], None]] = []
 
@@ -444,21 +152,10 @@ class Engine:
             rt = self.providers[provider] = ProviderRuntime.build(info, {}, self.settings)
         return rt
 
-    def session(self) -> requests.Session:
-        s: requests.Session | None = getattr(self._local, "session", None)
-        if s is None:
-            s = requests.Session()
-            # One retry engine: urllib3 must not retry on its own (retries would multiply).
-            adapter = HTTPAdapter(
-                max_retries=Retry(total=0, connect=0, read=False, redirect=0, status=0),
-                pool_connections=16,
-                pool_maxsize=16,
-            )
-            s.mount("http://", adapter)
-            s.mount("https://", adapter)
-            s.trust_env = False
-            self._local.session = s
-        return s
+    def http(
+        self, rt: ProviderRuntime, request: HttpRequest
+    ) -> tuple[HttpResponse | None, TransportError | None]:
+        return self.transport.send(rt, request)
 
     def context(self, rt: ProviderRuntime, record: Record | None = None) -> Context:
         ctx = Context(
@@ -477,70 +174,6 @@ class Engine:
             ctx.failures = record.failures
             ctx.state = dict(record.provider_state)
         return ctx
-
-    def http(
-        self, rt: ProviderRuntime, request: HttpRequest
-    ) -> tuple[HttpResponse | None, TransportError | None]:
-        url = (
-            request.url
-            if "://" in request.url
-            else rt.base_url.rstrip("/") + "/" + (request.url.lstrip("/"))
-        )
-        parts = urlsplit(url)
-        if parts.hostname not in rt.allowed_hosts:
-            return None, TransportError(
-                kind="invalid_url",
-                message=f"refused to follow {parts.scheme}://{parts.hostname}: not a configured "
-                "host of this provider",
-                sent=False,
-            )
-        if (
-            parts.scheme == "http"
-            and not _is_loopback(parts.hostname)
-            and not bool(rt.settings.get("allow_insecure_http", False))
-        ):
-            return None, TransportError(
-                kind="invalid_url", message=f"plain http to {parts.hostname} refused", sent=False
-            )
-        started = time.monotonic()
-        try:
-            r = self.session().request(
-                request.method,
-                url,
-                data=request.body or None,
-                headers=dict(request.headers),
-                params=dict(request.params) or None,
-                timeout=(rt.connect_timeout, rt.read_timeout),
-                allow_redirects=False,
-                verify=rt.verify,
-                stream=True,
-            )
-        except requests.RequestException as exc:
-            return None, _transport_error(exc)
-        try:
-            chunks, size, truncated = [], 0, False
-            for chunk in r.iter_content(16384):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    truncated = True
-                    break
-            body = b"".join(chunks)[:MAX_BODY_BYTES]
-        except requests.RequestException as exc:
-            return None, _transport_error(exc)
-        finally:
-            r.close()
-        return (
-            HttpResponse(
-                status=r.status_code,
-                headers=dict(r.headers),
-                body=body,
-                url=url,
-                elapsed=time.monotonic() - started,
-                truncated=truncated,
-            ),
-            None,
-        )
 
     # -- the round ------------------------------------------------------------------------------
 
