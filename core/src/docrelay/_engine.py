@@ -427,7 +427,25 @@ class Engine:
                         self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
                         try:
                             fresh = hooks.refresh_resource(doc, ctx)
-                        except (OutcomeError, TransportFailure) as exc:
+                        except OutcomeError as exc:
+                            # The re-read decided the round (for example: the resource was
+                            # changed at the provider, so resending would overwrite that).
+                            decided = redact_outcome(exc.outcome)
+                            if decided.kind != OutcomeKind.STALE:
+                                reread = Attempt(
+                                    doc_id=doc.id,
+                                    number=number,
+                                    revision=doc.revision,
+                                    key=key,
+                                    action="refresh",
+                                    started_at=self.clock(),
+                                    status=decided.status,
+                                    outcome=decided,
+                                )
+                                last = (decided, reread)
+                                break
+                            fresh = False
+                        except TransportFailure as exc:
                             log.warning("re-reading %s after 412 failed: %s", doc.id, exc)
                             fresh = False
                         if fresh:

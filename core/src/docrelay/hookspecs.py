@@ -180,6 +180,9 @@ def refresh_resource(document: Document, ctx: Context) -> bool | None:
 
     :return: ``True`` when the state was refreshed and one more attempt makes sense, ``False``
         when it cannot be; the first non-``None`` result wins.
+    :raises OutcomeError: when the re-read decides the round: its outcome (for example
+        ``rejected`` because the resource was changed at the provider since docrelay's last
+        known version) ends the round as any classified answer would.
 
     .. versionadded:: 0.1
     """
