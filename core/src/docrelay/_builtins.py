@@ -27,7 +27,7 @@ def default_key(document: Document) -> str:
 
 
 #: Transport errors that are docrelay's to classify (configuration, not the provider).
-DOCRELAY_TRANSPORT_FAULTS = frozenset({"tls", "invalid_url"})
+DOCRELAY_TRANSPORT_FAULTS = frozenset({"tls", "invalid_url", "invalid_header"})
 
 
 def _message(response: HttpResponse) -> str | None:

@@ -30,6 +30,7 @@ import stamina
 from ._builtins import DOCRELAY_TRANSPORT_FAULTS, classify_generic
 from ._context import Context, DocumentView, Token, TransportFailure
 from ._host import PluginHost, ProviderHooks
+from ._leases import LeaseKeeper
 from ._limits import RateLimiter, TokenCache
 from ._models import (
     FINAL_STATES,
@@ -50,6 +51,12 @@ from .exceptions import ConfigError, DocumentError, OutcomeError
 __all__ = ["Engine", "EngineSettings", "ProviderRuntime"]
 
 log = logging.getLogger("docrelay.engine")
+
+#: States an answer puts a document in that record a business effect at the provider.
+_EVIDENCE = frozenset(
+    {DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION, DocState.ACCEPTED,
+     DocState.REJECTED}
+)  # fmt: skip
 
 
 class _Again(Exception):
@@ -136,7 +143,8 @@ class Engine:
         self.clock = clock
         self.tokens = TokenCache(store)
         self.limiter = RateLimiter(store, settings.rate_margin)
-        self.transport = Transport()
+        self.transport = Transport(settings.request_deadline)
+        self.leases = LeaseKeeper(store, settings.lease_seconds, clock)
         self.owner_prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.listeners: list[Callable[[Record, str, str], None]] = []
 
@@ -190,32 +198,72 @@ class Engine:
             provider,
         )
         paused: set[str] = set()
-        leased_until = claimed_at + lease
-        for i, record in enumerate(records):
-            if record.provider in paused:
-                # A config error earlier in this batch paused the provider: hand it back.
-                self._release(record, owner, None, delay=0.0)
-                continue
+        # The whole batch's leases stay alive while its documents wait their turn and while
+        # each is worked on (answers that drip, rate-limit slots, in-process retries).
+        self.leases.hold(owner, [r.id for r in records])
+        for record in records:
             try:
+                if record.provider in paused:
+                    # A config error earlier in this batch paused the provider: hand it back.
+                    self._release(record, owner, None, delay=0.0)
+                    continue
                 done = self.process(record, owner)
                 if done.outcome is not None and done.outcome.kind == OutcomeKind.CONFIG_ERROR:
                     paused.add(record.provider)
             except LeaseLost:
                 log.warning("lease on %s lost; another worker has it", record.id)
-            except Exception:
+            except Exception as exc:
                 log.exception("unexpected error delivering %s", record.id)
-                self._release(record, owner, "internal error; retried after the lease")
-            # Later documents of the batch wait their turn: keep their leases alive once a
-            # quarter of the lease has gone by (one write per document per quarter lease, not
-            # one per document processed before it).
-            if i + 1 < len(records) and self.clock() + lease * 0.75 >= leased_until:
-                until = leased_until = self.clock() + lease
-                for other in records[i + 1 :]:
-                    try:
-                        self.store.extend_lease(other.id, owner, until)
-                    except LeaseLost:
-                        continue
+                self._internal_error(record, owner, exc)
+            finally:
+                self.leases.release(record.id)
         return len(records)
+
+    def _internal_error(self, record: Record, owner: str, exc: Exception) -> None:
+        """A bug escaped the round: record it as an attempt that counts against the budget,
+        so the document ends in a final state with the reason instead of going round for
+        ever. A document whose intent was stored may have been sent: ``unknown`` (looked up
+        or resent with the same key), never a blind resend."""
+        try:
+            current = self.store.get(record.id)
+            if current is None or current.lease_owner != owner:
+                return
+            rt = self.runtime(record.provider)
+            hooks = self.host.hooks(record.provider)
+            ctx = self.context(rt, current)
+            what = redact(f"{type(exc).__name__}: {exc}")[:300]
+            outcome = Outcome(
+                kind=OutcomeKind.RETRY, message=f"internal error: {what}", rule="docrelay:internal"
+            )
+            attempts = current.attempts + 1
+            attempt = Attempt(
+                doc_id=record.id,
+                number=self.store.next_attempt_number(record.id),
+                revision=record.document.revision,
+                key=current.key,
+                action="internal",
+                started_at=self.clock(),
+                outcome=outcome,
+            )
+            current = attrs.evolve(
+                current,
+                attempts=attempts,
+                first_attempt_at=current.first_attempt_at or attempt.started_at,
+            )
+            base = {"attempts": attempts, "first_attempt_at": current.first_attempt_at}
+            if attempts >= self.settings.max_attempts:
+                why = f"internal error in {attempts} attempts ({what})"
+                self._fail(current, owner, ctx, hooks, outcome, why, attempt, base)
+                return
+            target = (
+                DocState.UNKNOWN
+                if current.state in (DocState.SENDING, DocState.UNKNOWN)
+                else DocState.RETRY_WAIT
+            )
+            self._defer(current, owner, ctx, hooks, outcome, attempt, target, base)
+        except Exception:
+            log.exception("could not record the internal error of %s", record.id)
+            self._release(record, owner, "internal error; retried after the lease")
 
     def _release(
         self, record: Record, owner: str, reason: str | None, delay: float | None = None
@@ -329,7 +377,7 @@ class Engine:
             if outcome.kind == OutcomeKind.CONFIG_ERROR:
                 return self._finish(record, owner, ctx, hooks, rt, outcome, attempt)
             # The lookup itself failed: look again later, never resend blindly.
-            return self._defer(record, owner, ctx, outcome, attempt, DocState.UNKNOWN)
+            return self._defer(record, owner, ctx, hooks, outcome, attempt, DocState.UNKNOWN)
         if outcome is None:
             if rt.info.deduplicates:
                 return None
@@ -458,9 +506,6 @@ class Engine:
                             attempts < s.max_attempts
                         ):
                             self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
-                            self.store.extend_lease(
-                                record.id, owner, self.clock() + s.lease_seconds
-                            )
                             raise _Again(outcome, wait)
         except _Again:
             pass  # stamina gave up: the last outcome decides below
@@ -621,7 +666,7 @@ class Engine:
                 OutcomeKind.DELIVERED: "delivered",
                 OutcomeKind.DUPLICATE: "the provider already had it (counts as delivered)",
                 OutcomeKind.NO_ACTION: "accepted by the provider, not forwarded",
-            }[kind]
+            }[kind] + with_warnings(outcome)
             rec = self._set(
                 record,
                 owner,
@@ -693,13 +738,14 @@ class Engine:
                 record, owner, ctx, hooks, outcome, "time budget spent", attempt, base
             )
         target = DocState.UNKNOWN if kind == OutcomeKind.UNKNOWN else DocState.RETRY_WAIT
-        return self._defer(record, owner, ctx, outcome, attempt, target, base)
+        return self._defer(record, owner, ctx, hooks, outcome, attempt, target, base)
 
     def _defer(
         self,
         record: Record,
         owner: str,
         ctx: Context,
+        hooks: ProviderHooks,
         outcome: Outcome,
         attempt: Attempt | None,
         target: DocState,
@@ -711,8 +757,16 @@ class Engine:
         backoff *= random.uniform(0.8, 1.2)
         if outcome.kind == OutcomeKind.THROTTLED and outcome.wait is None:
             backoff = min(backoff, s.deferral_initial)
-        wait = max(backoff, outcome.wait or 0.0)
-        when = self.clock() + wait
+        wait = min(s.max_wait, max(backoff, outcome.wait or 0.0))
+        now = self.clock()
+        when = now + wait
+        first = record.first_attempt_at or now
+        if when - first > s.max_age:
+            why = (
+                f"the next attempt ({wait:.0f} s from now) would fall after the maximum age of "
+                f"{s.max_age:.0f} s"
+            )
+            return self._fail(record, owner, ctx, hooks, outcome, why, attempt, base)
         reason = (
             f"{outcome.kind.value}: {outcome.describe()}; next attempt in {wait:.0f} s "
             f"({record.attempts}/{s.max_attempts} attempts used)"
@@ -779,18 +833,57 @@ class Engine:
         if outcome is not None:
             values["outcome"] = outcome
         _crashpoint("before_commit")
-        rec = self.store.update(
-            record.id,
-            owner,
-            values,
-            attempt=attempt,
-            now=self.clock(),
-            expect_state=expect_state,
-        )
+        try:
+            rec = self.store.update(
+                record.id,
+                owner,
+                values,
+                attempt=attempt,
+                now=self.clock(),
+                expect_state=expect_state,
+            )
+        except LeaseLost:
+            if owner is not None and attempt is not None:
+                self._rescue(record, new, values, attempt)
+            raise
         old = record.state.value
         if old != new.value or (attempt is not None and attempt.action == "notification"):
             self._changed(rec, old, new.value, outcome)
         return rec
+
+    def _rescue(
+        self, record: Record, new: DocState, values: Mapping[str, Any], attempt: Attempt
+    ) -> None:
+        """The lease ran out before this round's result was stored (the process stalled past
+        it). The provider's answer may be the only record of a business effect, so it is kept:
+        the attempt goes into the history, and a delivery, rejection or acceptance moves the
+        document when no other worker holds it now. Another worker sending meanwhile resends
+        with the same key, and the provider recognises it."""
+        log.warning(
+            "lease on %s ran out before its %s result was stored; keeping the answer",
+            record.id,
+            new.value,
+        )
+        try:
+            number = self.store.next_attempt_number(record.id)
+            self.store.write(record.id, None, {}, attempt=attrs.evolve(attempt, number=number))
+            if new not in _EVIDENCE:
+                return
+            current = self.store.get(record.id)
+            if (
+                current is None
+                or current.state in FINAL_STATES
+                or current.document.revision != record.document.revision
+            ):
+                return
+            changes = {k: v for k, v in values.items() if k not in ("lease_owner", "lease_until")}
+            self.store.update(
+                record.id, None, changes, now=self.clock(), expect_state=current.state.value
+            )
+        except LeaseLost:
+            pass  # another worker holds it right now: its resend meets the provider's record
+        except Exception:
+            log.exception("could not keep the late answer for %s", record.id)
 
     def _changed(self, rec: Record, old: str, new: str, outcome: Outcome | None) -> None:
         if old == new:
@@ -899,7 +992,7 @@ class Engine:
                     {"polls": polls, "provider_state": ctx.state},
                 )
             wait = min(s.poll_max, s.poll_initial * 1.5 ** min(polls, 40))
-            wait = max(wait, outcome.wait or 0.0)
+            wait = min(s.max_wait, max(wait, outcome.wait or 0.0))
             return self.store.update(
                 record.id,
                 owner,
@@ -961,7 +1054,7 @@ class Engine:
             changes["failures"] = rec.failures + 1
             changes["reason"] = "rejected by the provider: correct the document and submit it again"
         else:
-            changes["reason"] = "confirmed by the provider's notification"
+            changes["reason"] = "confirmed by the provider's notification" + with_warnings(outcome)
         try:
             out = self._set(
                 rec, None, ctx, new, outcome, changes, attempt, expect_state=DocState.ACCEPTED.value
@@ -973,3 +1066,15 @@ class Engine:
         else:
             self.store.wake_held(rec.provider, self.clock())
         return out
+
+
+def with_warnings(outcome: Outcome) -> str:
+    """``" with 2 warning(s): <first>"`` for an outcome that carries warnings, else ``""``."""
+    warnings = [
+        e for e in outcome.field_errors if (e.severity or "").lower() in ("warning", "w", "warn")
+    ]
+    if not warnings:
+        return ""
+    first = warnings[0]
+    where = f"{first.field}: " if first.field else ""
+    return f" with {len(warnings)} warning(s): {where}{first.message}"[:300]

@@ -42,6 +42,12 @@ class EngineSettings:
     max_polls: int = 500
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    #: Seconds one request may take in all (connect, headers and body together): a dripping
+    #: answer resets the read timeout on every byte, this deadline it does not. Past it the
+    #: outcome is ``unknown`` (the request may have taken effect).
+    request_deadline: float = 60.0
+    #: The longest wait docrelay accepts from a provider (Retry-After) or its own backoff.
+    max_wait: float = 86400.0
     lease_seconds: float = 120.0
     #: How long a provider stays paused after a config error (``None``: until a requeue).
     pause_seconds: float | None = 900.0

@@ -1,13 +1,27 @@
-"""HTTP transport: one session per thread, bounded bodies, transport errors named."""
+"""HTTP transport: one session per thread, bounded bodies, a total deadline per request,
+transport errors named.
+
+A read timeout bounds each wait for the next bytes, so an answer that drips one byte a
+second never times out. Every request therefore also has a total deadline (connect, headers
+and body together): one watchdog thread closes the connection of a request that outlives
+it, and the request's outcome is then ``unknown`` (it may have taken effect).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import socket
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from ._models import MAX_BODY_BYTES, HttpRequest, HttpResponse, TransportError
@@ -42,10 +56,128 @@ def transport_error(exc: requests.RequestException) -> TransportError:
     return TransportError(kind="other", message=text, sent=True)
 
 
-class Transport:
-    """Sends one :class:`HttpRequest` for a provider and reads its answer."""
+#: A header name is an RFC 9110 token.
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
-    def __init__(self) -> None:
+
+def header_problem(headers: Mapping[str, object]) -> str | None:
+    """Why these headers cannot be sent (CR/LF, NUL, non-latin-1), naming the header but
+    never its value; ``None`` when they can."""
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            return f"header name {name!r} is not a valid HTTP token"
+        if not isinstance(value, str):
+            return f"header {name} has a {type(value).__name__} value, not text"
+        if "\r" in value or "\n" in value or "\0" in value:
+            return f"header {name} has a value with a line break or NUL: it cannot be sent"
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return f"header {name} has a value with characters outside latin-1: it cannot be sent"
+    return None
+
+
+class _Watch:
+    """One request in flight: its deadline and, once it has one, its connection."""
+
+    __slots__ = ("conn", "deadline", "fired")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.conn: HTTPConnection | None = None
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+        sock = getattr(self.conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+_current = threading.local()
+
+
+class _WatchedMixin:
+    """Tell the watch of this thread's request which connection carries it."""
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        watch: _Watch | None = getattr(_current, "watch", None)
+        if watch is not None:
+            watch.conn = self  # type: ignore[assignment]
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_WatchedMixin, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_WatchedMixin, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _Watchdog:
+    """One daemon thread that closes the connections of requests past their deadline."""
+
+    def __init__(self, resolution: float = 0.05) -> None:
+        self._resolution = resolution
+        self._watches: set[_Watch] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: _Watch) -> None:
+        with self._lock:
+            self._watches.add(watch)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="docrelay-request-deadline", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, watch: _Watch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                if not self._watches:
+                    self._thread = None
+                    return
+                now = time.monotonic()
+                late = [w for w in self._watches if w.deadline <= now]
+                for w in late:
+                    self._watches.discard(w)
+                soonest = min((w.deadline for w in self._watches), default=now + 1.0)
+            for w in late:
+                w.fire()
+            time.sleep(max(0.001, min(self._resolution, soonest - time.monotonic())))
+
+
+_WATCHDOG = _Watchdog()
+
+
+class Transport:
+    """Sends one :class:`HttpRequest` for a provider and reads its answer, within
+    *deadline* seconds in all."""
+
+    def __init__(self, deadline: float = 60.0) -> None:
+        self.deadline = deadline
         self._local = threading.local()
 
     def session(self) -> requests.Session:
@@ -53,7 +185,7 @@ class Transport:
         if s is None:
             s = requests.Session()
             # One retry engine: urllib3 must not retry on its own (retries would multiply).
-            adapter = HTTPAdapter(
+            adapter = _Adapter(
                 max_retries=Retry(total=0, connect=0, read=False, redirect=0, status=0),
                 pool_connections=16,
                 pool_maxsize=16,
@@ -88,7 +220,13 @@ class Transport:
             return None, TransportError(
                 kind="invalid_url", message=f"plain http to {parts.hostname} refused", sent=False
             )
+        problem = header_problem(dict(request.headers))
+        if problem is not None:
+            return None, TransportError(kind="invalid_header", message=problem, sent=False)
         started = time.monotonic()
+        watch = _Watch(started + self.deadline)
+        _current.watch = watch
+        _WATCHDOG.add(watch)
         try:
             r = self.session().request(
                 request.method,
@@ -101,21 +239,25 @@ class Transport:
                 verify=rt.verify,
                 stream=True,
             )
+            try:
+                chunks, size, truncated = [], 0, False
+                for chunk in r.iter_content(16384):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        truncated = True
+                        break
+                body = b"".join(chunks)[:MAX_BODY_BYTES]
+            finally:
+                r.close()
         except requests.RequestException as exc:
-            return None, transport_error(exc)
-        try:
-            chunks, size, truncated = [], 0, False
-            for chunk in r.iter_content(16384):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    truncated = True
-                    break
-            body = b"".join(chunks)[:MAX_BODY_BYTES]
-        except requests.RequestException as exc:
-            return None, transport_error(exc)
+            return None, self._past_deadline(watch, started) or transport_error(exc)
         finally:
-            r.close()
+            _WATCHDOG.remove(watch)
+            _current.watch = None
+        late = self._past_deadline(watch, started)
+        if late is not None:
+            return None, late
         return (
             HttpResponse(
                 status=r.status_code,
@@ -126,4 +268,15 @@ class Transport:
                 truncated=truncated,
             ),
             None,
+        )
+
+    def _past_deadline(self, watch: _Watch, started: float) -> TransportError | None:
+        if not watch.fired:
+            return None
+        return TransportError(
+            kind="read_timeout",
+            message=f"no complete answer within the request deadline ({self.deadline:g} s, "
+            f"gave up after {time.monotonic() - started:.1f} s); the request may have taken "
+            "effect",
+            sent=True,
         )

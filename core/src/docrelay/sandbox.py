@@ -17,6 +17,8 @@ Fault specs, as taken by ``docrelay sandbox NAME --fault SPEC``::
     throttle@0.02:1    2% answer 429 with Retry-After: 1 (``:none`` for no header)
     drop@0.05          5% are processed, then the connection is closed without an answer
     slow@0.1:2.5       10% are processed, then answered 2.5 s late
+    drip*1:1           the next request is processed, then its answer's body is written one
+                       byte a second (each byte resets a client's read timeout)
     token-ttl:5        tokens issued from now on expire after 5 s
 """
 
@@ -51,10 +53,10 @@ __all__ = [
 ]
 
 _FAULT_RE = re.compile(
-    r"^(?P<name>error|throttle|drop|slow|token-ttl)"
+    r"^(?P<name>error|throttle|drop|slow|drip|token-ttl)"
     r"(?:@(?P<rate>[0-9.]+)|\*(?P<count>[0-9]+))?(?::(?P<arg>[A-Za-z0-9.]+))?$"
 )
-FAULT_NAMES = ("error", "throttle", "drop", "slow", "token-ttl")
+FAULT_NAMES = ("error", "throttle", "drop", "slow", "drip", "token-ttl")
 #: Request headers whose values the request log masks (credentials, even sandbox ones).
 _CREDENTIAL_HEADERS = frozenset(
     {"authorization", "providerkey", "x-subscription-key", "subscription-key", "x-api-key"}
@@ -100,7 +102,7 @@ def parse_fault(spec: str) -> Fault:
         float(arg)
     elif rate is None and count is None:
         rate = 1.0
-    if name == "slow" and arg is not None:
+    if name in ("slow", "drip") and arg is not None:
         float(arg)
     if name == "error" and arg is not None and not (arg.isdigit() and 500 <= int(arg) <= 599):
         raise ValueError(f"invalid fault spec {spec!r}: error takes a 5xx status")
@@ -138,6 +140,8 @@ class SandboxResponse:
     status: int
     body: bytes = b""
     headers: Mapping[str, str] = attrs.field(factory=dict)
+    #: Seconds between the bytes of the body (the ``drip`` fault); ``None``: one write.
+    drip: float | None = None
 
     @classmethod
     def json(
@@ -249,8 +253,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(result.body)))
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        if result.drip is None:
             self.wfile.write(result.body)
+            return
+        for i in range(len(result.body)):
+            self.wfile.write(result.body[i : i + 1])
+            self.wfile.flush()
+            time.sleep(result.drip)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _dispatch
 
@@ -474,6 +485,10 @@ class Sandbox:
                 time.sleep(float(f.arg or 2.0))
                 self._log(request, resp, fault="slow")
                 return resp
+            f = self._roll("drip")
+            if f is not None:
+                self._log(request, resp, fault="drip")
+                return attrs.evolve(resp, drip=float(f.arg or 1.0))
         self._log(request, resp)
         return resp
 
