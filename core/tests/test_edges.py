@@ -155,3 +155,35 @@ def test_an_internal_error_in_a_round_ends_in_a_final_state_with_the_reason(
     assert "boom in the provider plugin" in (st.reason or "")
     assert len(relay.history("inv-1")) >= 2
     assert acme.posts(sbx) == []
+
+
+def test_an_answer_that_comes_after_the_lease_ran_out_is_kept(
+    make_relay: MakeRelay, make_sandbox: Callable[..., AcmeSandbox], acme: Any
+) -> None:
+    """A worker that stalls past its lease (here: its lease keeper gives up at once) gets
+    its 200 after a second worker took the document over. The first worker's answer is the
+    record of the business effect: it is kept in the history, never thrown away."""
+    sbx = make_sandbox(faults=["drip*1:0.1"])
+    engine = {"lease_seconds": 1.0}
+    first = make_relay(sbx, engine=engine)
+    first.engine.leases._max_hold = 0.0  # a stalled worker: its lease is not kept alive
+    second = make_relay(sbx, engine=engine)
+    first.submit(acme.doc("inv-1"))
+
+    stop = threading.Event()
+    worker = threading.Thread(target=first.run_until_idle)
+    worker.start()
+    deadline = time.monotonic() + 0.5
+    while not acme.posts(sbx) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rival = threading.Thread(target=_drain, args=(second, stop))
+    rival.start()
+    worker.join(timeout=30)
+    stop.set()
+    rival.join(timeout=30)
+
+    sends = [a for a in second.history("inv-1") if a.action == "send"]
+    assert 200 in [a.status for a in sends], [(a.status, a.outcome) for a in sends]
+    assert second.status("inv-1").state.value in ("delivered", "duplicate")
+    assert len(acme.effects(sbx)) == 1
+    assert {a.key for a in sends} == {sends[0].key}
