@@ -18,6 +18,7 @@ store, not from docrelay's opinion of itself.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -85,9 +86,15 @@ SECRETS = {
 # ---------------------------------------------------------------------------------------------
 
 
-def start_sandboxes(seed: int | None = None, faults: bool = True) -> dict[str, Any]:
+def start_sandboxes(
+    seed: int | None = None,
+    faults: bool = True,
+    extra: Sequence[str] = (),
+    siesmart_limit: tuple[int, float] | None = None,
+) -> dict[str, Any]:
     """The five sandboxes on free loopback ports, with the known secrets and, when *faults*,
-    the issue's faults switched on."""
+    the issue's faults switched on (and the *extra* ones). *siesmart_limit* (requests,
+    seconds) makes the SieSmart sandbox enforce a rate limit, as SieSmart does."""
     from docrelay_aqi.sandbox import AqiSandbox
     from docrelay_ebh.sandbox import EbhSandbox
     from docrelay_econnect.sandbox import EConnectSandbox
@@ -98,7 +105,7 @@ def start_sandboxes(seed: int | None = None, faults: bool = True) -> dict[str, A
     def fl(tokens: bool) -> list[str]:
         if not faults:
             return []
-        return [*COMMON_FAULTS, *(TOKEN_FAULTS if tokens else ())]
+        return [*COMMON_FAULTS, *(TOKEN_FAULTS if tokens else ()), *extra]
 
     def sd(i: int) -> int | None:
         return None if seed is None else seed * 10 + i
@@ -125,8 +132,8 @@ def start_sandboxes(seed: int | None = None, faults: bool = True) -> dict[str, A
             seed=sd(3),
             client_id="fault-siesmart-client",
             client_secret=SECRETS["siesmart_client_secret"],
-            rate_limit=1_000_000,
-            rate_window=1,
+            rate_limit=siesmart_limit[0] if siesmart_limit else 1_000_000,
+            rate_window=siesmart_limit[1] if siesmart_limit else 1,
         ),
         "ebh": EbhSandbox(
             faults=fl(False),
@@ -146,7 +153,9 @@ def start_sandboxes(seed: int | None = None, faults: bool = True) -> dict[str, A
     return sbs
 
 
-def provider_settings(sbs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def provider_settings(
+    sbs: Mapping[str, Any], siesmart_limit: tuple[int, float] | None = None
+) -> dict[str, dict[str, Any]]:
     return {
         "econnect": {
             "base_url": sbs["econnect"].url,
@@ -160,7 +169,9 @@ def provider_settings(sbs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             "base_url": sbs["siesmart"].url,
             "client_id": "fault-siesmart-client",
             "client_secret": SECRETS["siesmart_client_secret"],
-            "rate_limit": "1000/1",
+            "rate_limit": f"{siesmart_limit[0]}/{siesmart_limit[1]:g}"
+            if siesmart_limit
+            else "1000/1",
         },
         "ebh": {
             "base_url": sbs["ebh"].url,
@@ -188,6 +199,14 @@ def issued_tokens(sbs: Mapping[str, Any]) -> list[str]:
 
 def faults_injected(sbs: Mapping[str, Any]) -> dict[str, dict[str, int]]:
     return {name: dict(sb.faults_injected) for name, sb in sbs.items()}
+
+
+def limit_429s(sbs: Mapping[str, Any]) -> dict[str, int]:
+    """429 answers a sandbox gave because its rate limit was reached (not injected ones)."""
+    return {
+        name: sum(1 for r in list(sb.requests) if r["status"] == 429 and not r.get("fault"))
+        for name, sb in sbs.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,6 +378,7 @@ def judge(
     # attempts within the budget (throttled, reauth and stale answers are not budgeted)
     budgeted_max = 0
     interrupted = 0
+    concurrent = 0
     for doc_id, atts in attempts.items():
         sends = [a for a in atts if a["action"] == "send"]
         counted = [
@@ -372,6 +392,16 @@ def judge(
             )
         if doc_id in rows and rows[doc_id]["attempts"] > max_attempts:
             problems.append(f"{doc_id}: attempts column {rows[doc_id]['attempts']} over budget")
+        # Two live workers never send one document at the same time: no two sends overlap.
+        spans = sorted(
+            (a["started_at"], a["started_at"] + a["duration"])
+            for a in sends
+            if a["duration"] is not None and a["outcome"] is not None
+        )
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            if start < end - 0.001:
+                concurrent += 1
+                problems.append(f"{doc_id}: two sends at the same time ({start:.3f} < {end:.3f})")
 
     def sends_of(doc_id: str) -> int:
         return sum(1 for a in attempts.get(doc_id, ()) if a["action"] == "send")
@@ -484,6 +514,7 @@ def judge(
         "stray_effects": len(stray),
         "ebh_extra_validations": ebh_extra,
         "interrupted_sends": interrupted,
+        "concurrent_sends": concurrent,
         "max_budgeted_sends": budgeted_max,
         "kills": kills,
         "faults_injected": faults_injected(sbs),

@@ -46,28 +46,52 @@ class _Run:
     """One fault run: sandboxes, a webhook relay, the worker process and its restarts."""
 
     def __init__(
-        self, kit: ModuleType, tmp_path: Path, seed: int, faults: bool = True, workers: int = 4
+        self,
+        kit: ModuleType,
+        tmp_path: Path,
+        seed: int,
+        faults: bool = True,
+        workers: int = 4,
+        processes: int = 1,
+        extra_faults: tuple[str, ...] = (),
+        engine: dict[str, Any] | None = None,
+        siesmart_limit: tuple[int, float] | None = None,
     ) -> None:
         self.kit = kit
         self.tmp = tmp_path
         self.rnd = random.Random(seed)
         self.db = tmp_path / "fault.db"
         self.store = f"sqlite:///{self.db}"
-        self.sbs = kit.start_sandboxes(seed, faults=faults)
-        self.settings = kit.provider_settings(self.sbs)
-        self.engine = dict(kit.ENGINE)
+        self.sbs = kit.start_sandboxes(
+            seed, faults=faults, extra=extra_faults, siesmart_limit=siesmart_limit
+        )
+        self.settings = kit.provider_settings(self.sbs, siesmart_limit)
+        self.engine = {**kit.ENGINE, **(engine or {})}
         self.relay = Relay(self.store, providers=self.settings, engine=self.engine)
         self.server = WebhookServer(self.relay.wsgi_app).__enter__()
         self.sbs["aqi"].register_callback(f"{self.server.url}/aqi", ["accounting/EDIErrorSent"])
         self.workers = workers
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.processes = processes
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.started = 0
         self.kills = 0
         self.unexpected_exits: list[str] = []
         self.logs: list[Path] = []
 
-    # -- the sending process --------------------------------------------------------------------
+    # -- the sending processes ------------------------------------------------------------------
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.procs[0] if self.procs else None
+
     def start(self, crash_at: str | None = None) -> None:
+        """Start the sending processes that are not running (all of them at first)."""
+        while len(self.procs) < self.processes:
+            self.procs.append(self._spawn(crash_at))
+        for i, p in enumerate(self.procs):
+            if p.poll() is not None:
+                self.procs[i] = self._spawn(crash_at)
+
+    def _spawn(self, crash_at: str | None) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCRELAY_")}
         env.update(
             DOCRELAY_FAULT_STORE=self.store,
@@ -81,39 +105,43 @@ class _Run:
         log = self.tmp / f"worker-{self.started}.log"
         self.logs.append(log)
         with log.open("wb") as fh:
-            self.proc = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, str(HERE / "fault_worker.py")],
                 env=env, stdout=fh, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
     def kill(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL one sending process (a random one when there are several)."""
+        assert self.procs
+        proc = self.rnd.choice(self.procs)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
             self.kills += 1
-        self.proc.wait(timeout=30)
+        proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
             try:
-                self.proc.wait(timeout=20)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        elif self.proc.returncode not in (0, -signal.SIGKILL):
-            self.unexpected_exits.append(f"worker exited {self.proc.returncode}")
+                proc.kill()
+                proc.wait(timeout=10)
+                continue
+            if proc.returncode not in (0, -signal.SIGKILL, -signal.SIGTERM):
+                self.unexpected_exits.append(f"worker exited {proc.returncode}")
 
     def ensure_alive(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            self.unexpected_exits.append(
-                f"worker {self.started} exited {self.proc.returncode}: "
-                + self.logs[-1].read_text(errors="replace")[-1500:]
-            )
-            self.start()
+        assert self.procs
+        for i, proc in enumerate(self.procs):
+            if proc.poll() is not None:
+                self.unexpected_exits.append(
+                    f"a worker exited {proc.returncode}: "
+                    + self.logs[-1].read_text(errors="replace")[-1500:]
+                )
+                self.procs[i] = self._spawn(None)
 
     # -- progress -------------------------------------------------------------------------------
     def counts(self) -> tuple[int, int]:
@@ -168,10 +196,12 @@ def run_fault_batch(
     kills: int,
     seed: int,
     drain_timeout: float,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Submit *documents*, kill the sender *kills* times, drain, and judge."""
+    """Submit *documents*, kill a sender *kills* times, drain, and judge (*options* go to
+    :class:`_Run`: ``processes``, ``extra_faults``, ``engine``, ``siesmart_limit``)."""
     t0 = time.monotonic()
-    run = _Run(kit, tmp_path, seed)
+    run = _Run(kit, tmp_path, seed, **options)
     try:
         docs = kit.build_documents(documents)
         half = len(docs) // 2 if kills else len(docs)
@@ -197,6 +227,8 @@ def run_fault_batch(
             unexpected_exits=run.unexpected_exits,
             worker_errors=run.worker_errors()[:20],
             store_bytes=sum(p.stat().st_size for p in tmp_path.glob("fault.db*")),
+            limit_429s=kit.limit_429s(run.sbs),
+            processes=run.processes,
         )
         return verdict
     finally:
@@ -279,3 +311,38 @@ def test_crash_point_with_the_five_providers(
     assert drained, verdict["states"]
     assert verdict["problems"] == [], verdict["problems"]
     assert time.monotonic() - t0 < 120
+
+
+#: Two sending processes, answers that drip (each byte resets the 1 s read timeout) and a
+#: lease shorter than the drip: only a lease kept alive while the answer comes in, and a
+#: total deadline, keep the second process from sending the same document again.
+DRIP_FAULTS = ("drip@0.03:0.05",)
+DRIP_ENGINE = {"lease_seconds": 1.5, "request_deadline": 4.0}
+
+
+def test_fault_batch_two_processes_on_one_store_with_dripping_answers(
+    fault_kit: ModuleType, tmp_path: Path
+) -> None:
+    """CI size: two sending processes on one SQLite store, every fault on plus dripping
+    answers, SieSmart's rate limit enforced by its sandbox, two SIGKILLs: nothing lost,
+    nothing sent twice, no 429 from a declared limit."""
+    documents = int(os.environ.get("DOCRELAY_FAULT_CI_DOCS", "300"))
+    seed = int(os.environ.get("DOCRELAY_FAULT_SEED", str(random.randrange(1_000_000))))
+    verdict = run_fault_batch(
+        fault_kit,
+        tmp_path,
+        documents,
+        2,
+        seed,
+        drain_timeout=150.0,
+        processes=2,
+        workers=2,
+        extra_faults=DRIP_FAULTS,
+        engine=DRIP_ENGINE,
+        siesmart_limit=(20, 2.0),
+    )
+    _report(verdict)
+    _assert_honest(verdict, 2)
+    assert verdict["limit_429s"].get("siesmart", 0) == 0, verdict["limit_429s"]
+    inj = verdict["faults_injected"]
+    assert sum(f.get("drip", 0) for f in inj.values()) > 0, "no answer dripped"
