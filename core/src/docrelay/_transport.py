@@ -80,19 +80,31 @@ def header_problem(headers: Mapping[str, object]) -> str | None:
 class _Watch:
     """One request in flight: its deadline and, once it has one, its connection."""
 
-    __slots__ = ("conn", "deadline", "fired")
+    __slots__ = ("conn", "deadline", "done", "fired", "lock")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.conn: HTTPConnection | None = None
         self.fired = False
+        self.done = False
+        self.lock = threading.Lock()
 
     def fire(self) -> None:
-        self.fired = True
-        sock = getattr(self.conn, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        """Past the deadline: close the request's connection (unless it has finished)."""
+        with self.lock:
+            if self.done:
+                return
+            self.fired = True
+            sock = getattr(self.conn, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> bool:
+        """The request is over; whether the deadline closed its connection first."""
+        with self.lock:
+            self.done = True
+            return self.fired
 
 
 _current = threading.local()
@@ -227,6 +239,7 @@ class Transport:
         watch = _Watch(started + self.deadline)
         _current.watch = watch
         _WATCHDOG.add(watch)
+        fired = False
         try:
             r = self.session().request(
                 request.method,
@@ -249,15 +262,23 @@ class Transport:
                         break
                 body = b"".join(chunks)[:MAX_BODY_BYTES]
             finally:
+                # Before the connection goes back to the pool: the watchdog must not close
+                # it afterwards, under the next request.
+                fired = watch.finish()
                 r.close()
         except requests.RequestException as exc:
-            return None, self._past_deadline(watch, started) or transport_error(exc)
+            fired = watch.finish() or fired
+            if fired:
+                return None, self._past_deadline(started)
+            return None, transport_error(exc)
         finally:
             _WATCHDOG.remove(watch)
             _current.watch = None
-        late = self._past_deadline(watch, started)
-        if late is not None:
-            return None, late
+            if fired or watch.finish():
+                self._drop_connections()
+        if fired:
+            # The body may have ended only because the watchdog closed the connection.
+            return None, self._past_deadline(started)
         return (
             HttpResponse(
                 status=r.status_code,
@@ -270,9 +291,15 @@ class Transport:
             None,
         )
 
-    def _past_deadline(self, watch: _Watch, started: float) -> TransportError | None:
-        if not watch.fired:
-            return None
+    def _drop_connections(self) -> None:
+        """A connection the watchdog closed must not be reused: start this thread's pool
+        afresh."""
+        s: requests.Session | None = getattr(self._local, "session", None)
+        self._local.session = None
+        if s is not None:
+            s.close()
+
+    def _past_deadline(self, started: float) -> TransportError:
         return TransportError(
             kind="read_timeout",
             message=f"no complete answer within the request deadline ({self.deadline:g} s, "
