@@ -551,3 +551,21 @@ def test_data_source_setting_overrides_the_environment(tmp_path: Path, sandbox: 
         harness.settle("order-1", DocState.DELIVERED)
     finally:
         harness.close()
+
+
+def test_malformed_data_sources_setting_is_a_config_error_before_sending(
+    tmp_path: Path, sandbox: AqiSandbox
+) -> None:
+    harness = Harness(tmp_path, sandbox, data_sources="uat:PreProd")
+    try:
+        harness.relay.submit(order_doc())
+        harness.relay.run_until_idle()
+        st = harness.relay.status("order-1")
+        assert st.state == DocState.FAILED
+        assert st.outcome.kind == OutcomeKind.CONFIG_ERROR
+        assert st.outcome.message == (
+            "aqi setting data_sources: 'uat:PreProd' is not ENVIRONMENT=DATASOURCE"
+        )
+        assert [r for r in sandbox.requests if r["path"].startswith("/accounting/")] == []
+    finally:
+        harness.close()

@@ -384,6 +384,12 @@ def prepare_headers(request: HttpRequest, ctx: Context) -> dict[str, str]:
                 rule="aqi:no-subscription-key",
             )
         )
+    try:
+        _data_sources(ctx)  # a malformed mapping would refuse every notification later
+    except ValueError as exc:
+        raise OutcomeError(
+            Outcome(kind=OutcomeKind.CONFIG_ERROR, message=str(exc), rule="aqi:bad-data-sources")
+        ) from None
     headers = {"X-Subscription-Key": ctx.secret(str(key))}
     if ctx.key:
         headers["X-Request-ID"] = ctx.key
