@@ -433,3 +433,139 @@ def test_demo_batch(tmp_path: Path, sandbox: AqiSandbox) -> None:
         assert len(batch.expect) == 4
     finally:
         harness.close()
+
+
+# -- W (truncated, processed) and E (not processed) items, seed 004 ---------------------------
+
+LONG_STREET = "Beispielstrasse am alten Hafen, Hinterhaus links"  # 48 > 35: truncated (W)
+LONG_PRODUCT = "BEF12346512A/1-GRAU-XL-2024-EDITION-01"  # 38 > 35: not processed (E)
+
+
+def _with_items(doc_id: str, product: str | None = None, street: str | None = None) -> Document:
+    data = json.loads(sample("order"))
+    if street is not None:
+        data["billToAddress"]["street"] = street
+    if product is not None:
+        data["items"][0]["productId"] = product
+    return sample_document(doc_id, "order", "order", **data)
+
+
+def _severities(st: Any) -> list[tuple[str | None, str | None]]:
+    return [(fe.field, fe.severity) for fe in st.field_errors]
+
+
+def test_only_w_items_is_delivered_with_warnings(h: Harness) -> None:
+    """A value too long for a non-critical field is truncated and the request processed:
+    delivered, the W item kept as a warning."""
+    h.relay.submit(_with_items("order-w", street=LONG_STREET))
+    h.settle("order-w", DocState.DELIVERED, DocState.REJECTED)
+    st = h.relay.status("order-w")
+    assert st.state == DocState.DELIVERED, st.reason
+    assert _severities(st) == [("BILLTOSTREET", "warning")]
+    assert st.field_errors[0].value == LONG_STREET
+    assert len(h.effects(st.key)) == 1
+
+
+def test_only_w_items_under_error_in_file_is_still_delivered(
+    tmp_path: Path, sandbox: AqiSandbox
+) -> None:
+    """Where AQI reports W-only results as ERROR_IN_FILE (sandbox warnings_result), the
+    items decide: all W means processed, so delivered with warnings."""
+    sandbox.config["warnings_result"] = "ERROR_IN_FILE"
+    harness = Harness(tmp_path, sandbox)
+    try:
+        harness.relay.submit(_with_items("order-w", street=LONG_STREET))
+        harness.settle("order-w", DocState.DELIVERED, DocState.REJECTED)
+        st = harness.relay.status("order-w")
+        assert st.state == DocState.DELIVERED, st.reason
+        assert st.outcome.provider_status == "ERROR_IN_FILE"
+        assert _severities(st) == [("BILLTOSTREET", "warning")]
+        assert sandbox.notifications[0]["payload"]["parameters"]["details"]["result"] == (
+            "ERROR_IN_FILE"
+        )
+    finally:
+        harness.close()
+
+
+def test_an_e_item_rejects_and_keeps_the_w_items_as_warnings(h: Harness) -> None:
+    h.relay.submit(_with_items("order-e", product=LONG_PRODUCT, street=LONG_STREET))
+    h.settle("order-e", DocState.DELIVERED, DocState.REJECTED)
+    st = h.relay.status("order-e")
+    assert st.state == DocState.REJECTED, st.reason
+    assert sorted(_severities(st)) == [
+        ("BILLTOSTREET", "warning"),
+        ("LINEITEMPRODUCTID", "error"),
+    ]
+    assert "1 error(s), 1 warning(s)" in st.outcome.message
+    assert h.effects(st.key) == []
+
+
+# -- DataSource: PreProd (UAT/test) or Prod ---------------------------------------------------
+
+
+def test_notification_of_another_environment_is_refused_never_applied(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sandbox (a test environment: PreProd) is told to send DataSource Prod: the webhook
+    answers 400, the document stays accepted, the refusal is logged; once the right
+    environment's notification comes (redelivery), it is applied."""
+    r = requests.post(f"{h.sandbox.url}/_sandbox/data-source", json={"value": "Prod"}, timeout=5)
+    assert r.status_code == 200
+    h.relay.submit(order_doc())
+    h.until(lambda: bool(h.sandbox.notifications))
+    assert h.sandbox.notifications[0]["status"] == 400
+    assert h.sandbox.notifications[0]["payload"]["parameters"]["DataSource"] == "Prod"
+    h.relay.run_until_idle()
+    st = h.relay.status("order-1")
+    assert st.state == DocState.ACCEPTED
+    assert [a.action for a in h.relay.history("order-1")] == ["send"]
+    assert "DataSource 'Prod'" in caplog.text
+    assert "expects 'PreProd'" in caplog.text
+    h.sandbox.config["data_source"] = "PreProd"
+    h.relay.submit(order_doc("order-2", orderReference="ODE2024100009"))
+    h.settle("order-2", DocState.DELIVERED)
+    assert h.state("order-1") == DocState.ACCEPTED
+
+
+def test_production_expects_prod(tmp_path: Path, sandbox: AqiSandbox) -> None:
+    """env = "production" expects DataSource Prod: PreProd is refused, Prod applied."""
+    harness = Harness(tmp_path, sandbox, env="production")
+    try:
+        harness.relay.submit(order_doc("order-a"))
+        harness.until(lambda: len(sandbox.notifications) == 1)
+        assert sandbox.notifications[0]["status"] == 400
+        assert harness.state("order-a") == DocState.ACCEPTED
+        sandbox.config["data_source"] = "Prod"
+        harness.relay.submit(order_doc("order-b", orderReference="ODE2024100009"))
+        harness.settle("order-b", DocState.DELIVERED)
+        assert harness.state("order-a") == DocState.ACCEPTED
+    finally:
+        harness.close()
+
+
+def test_data_source_setting_overrides_the_environment(tmp_path: Path, sandbox: AqiSandbox) -> None:
+    sandbox.config["data_source"] = "Prod"
+    harness = Harness(tmp_path, sandbox, data_source="Prod")
+    try:
+        harness.relay.submit(order_doc())
+        harness.settle("order-1", DocState.DELIVERED)
+    finally:
+        harness.close()
+
+
+def test_malformed_data_sources_setting_is_a_config_error_before_sending(
+    tmp_path: Path, sandbox: AqiSandbox
+) -> None:
+    harness = Harness(tmp_path, sandbox, data_sources="uat:PreProd")
+    try:
+        harness.relay.submit(order_doc())
+        harness.relay.run_until_idle()
+        st = harness.relay.status("order-1")
+        assert st.state == DocState.FAILED
+        assert st.outcome.kind == OutcomeKind.CONFIG_ERROR
+        assert st.outcome.message == (
+            "aqi setting data_sources: 'uat:PreProd' is not ENVIRONMENT=DATASOURCE"
+        )
+        assert [r for r in sandbox.requests if r["path"].startswith("/accounting/")] == []
+    finally:
+        harness.close()

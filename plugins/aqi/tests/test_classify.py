@@ -7,7 +7,7 @@ import json
 import pytest
 from docrelay import FieldError, HttpResponse, OutcomeKind, TransportError
 from docrelay_aqi._classify import classify, parse_description
-from docrelay_aqi._notify import parse_notification_body
+from docrelay_aqi._notify import DataSourceMismatch, parse_notification_body
 
 JSON = {"Content-Type": "application/json"}
 
@@ -301,12 +301,17 @@ def test_seed_error_notification_is_rejected_with_every_field_error() -> None:
     assert n.outcome.kind == OutcomeKind.REJECTED
     assert n.outcome.provider_status == "ERROR_IN_FILE"
     assert n.outcome.field_errors == (
-        FieldError(field="LINEITEMSTATUS", message="Field LINEITEMSTATUS must not be empty."),
+        FieldError(
+            field="LINEITEMSTATUS",
+            message="Field LINEITEMSTATUS must not be empty.",
+            severity="error",
+        ),
         FieldError(
             field="BILLTOLANGUAGECODE",
             message="The content of field BILLTOLANGUAGECODE may only consist of lower case "
             "letters.",
             value="PL",
+            severity="error",
         ),
     )
     assert "GET_ORDER ORDPL8100235158" in (n.outcome.message or "")
@@ -341,7 +346,7 @@ def test_ok_with_truncation_warning_keeps_it() -> None:
     n = parse_notification_body(json.dumps(body).encode())
     assert n is not None
     assert n.outcome.kind == OutcomeKind.DELIVERED
-    assert [(f.field, f.severity) for f in n.outcome.field_errors] == [("CARRIER", "W")]
+    assert [(f.field, f.severity) for f in n.outcome.field_errors] == [("CARRIER", "warning")]
 
 
 def test_duplicate_transaction_is_duplicate_not_rejected() -> None:
@@ -405,3 +410,141 @@ def test_malformed_notifications_raise_value_error(raw: bytes) -> None:
 def test_parser_is_pure() -> None:
     raw = json.dumps(SEED_ERROR_NOTIFICATION).encode()
     assert parse_notification_body(raw) == parse_notification_body(raw)
+
+
+# -- W / E items (seed 004 field length checks) -------------------------------------------------
+
+
+def _edi(result: str, items: list[dict[str, object]], **params: object) -> bytes:
+    return json.dumps(
+        {
+            "type": "accounting/EDIErrorSent",
+            "parameters": {
+                "requestType": "GET_ORDER",
+                "transactionId": "t1",
+                "details": {"orderNo": "O1", "result": result, "errorDetails": items},
+                **params,
+            },
+        }
+    ).encode()
+
+
+W_ITEM = {"fieldName": "BILLTOSTREET", "providedValue": "x" * 40, "status": "W",
+          "ErrorDescription": "truncated"}  # fmt: skip
+E_ITEM = {"fieldName": "LINEITEMPRODUCTID", "providedValue": "y" * 40, "status": "E",
+          "ErrorDescription": "too long"}  # fmt: skip
+PLAIN = {"fieldName": "LINEITEMSTATUS", "ErrorDescription": "must not be empty"}
+SUCCESS = {"ErrorDescription": "The request was successfully validated."}
+
+
+@pytest.mark.parametrize(
+    ("result", "items", "kind", "severities"),
+    [
+        ("OK", [SUCCESS], OutcomeKind.DELIVERED, []),
+        ("OK", [W_ITEM, SUCCESS], OutcomeKind.DELIVERED, ["warning"]),
+        ("ERROR_IN_FILE", [W_ITEM], OutcomeKind.DELIVERED, ["warning"]),
+        ("ERROR_IN_FILE", [W_ITEM, dict(W_ITEM, status="w")], OutcomeKind.DELIVERED,
+         ["warning", "warning"]),
+        ("ERROR_IN_FILE", [E_ITEM], OutcomeKind.REJECTED, ["error"]),
+        ("ERROR_IN_FILE", [W_ITEM, E_ITEM], OutcomeKind.REJECTED, ["warning", "error"]),
+        ("ERROR_IN_FILE", [PLAIN], OutcomeKind.REJECTED, ["error"]),
+        ("ERROR_IN_FILE", [W_ITEM, PLAIN], OutcomeKind.REJECTED, ["warning", "error"]),
+        ("OK", [E_ITEM, SUCCESS], OutcomeKind.REJECTED, ["error"]),
+        ("ERROR_IN_FILE", [dict(E_ITEM, status="X")], OutcomeKind.REJECTED, ["error"]),
+    ],
+)  # fmt: skip
+def test_w_and_e_items_decide_the_outcome(
+    result: str, items: list[dict[str, object]], kind: OutcomeKind, severities: list[str]
+) -> None:
+    """All W (or none) -> delivered with warnings; any E (or an untagged error under
+    ERROR_IN_FILE) -> rejected, the W items kept as warnings."""
+    n = parse_notification_body(_edi(result, items))
+    assert n is not None
+    assert n.outcome.kind == kind
+    assert [f.severity for f in n.outcome.field_errors] == severities
+    assert n.outcome.provider_status == result
+
+
+def test_rejected_message_counts_errors_and_warnings() -> None:
+    n = parse_notification_body(_edi("ERROR_IN_FILE", [W_ITEM, E_ITEM]))
+    assert n is not None
+    assert n.outcome.message == (
+        "GET_ORDER O1: ERROR_IN_FILE (1 error(s), 1 warning(s)); correct the data and resend "
+        "with the same transactionId"
+    )
+
+
+def test_w_only_error_in_file_message_and_rule() -> None:
+    n = parse_notification_body(_edi("ERROR_IN_FILE", [W_ITEM]))
+    assert n is not None
+    assert n.outcome.rule == "aqi:edi-warnings-only"
+    assert (
+        n.outcome.message == "GET_ORDER O1: ERROR_IN_FILE with warnings only (status W): processed"
+    )
+    assert n.outcome.field_errors[0].value == "x" * 40
+
+
+def test_status_field_and_statuses_are_settings() -> None:
+    item = {"fieldName": "F", "ErrorDescription": "d", "Severity": "WARN"}
+    n = parse_notification_body(
+        _edi("ERROR_IN_FILE", [item]), status_field="severity", warning_statuses=["WARN"]
+    )
+    assert n is not None
+    assert n.outcome.kind == OutcomeKind.DELIVERED
+    n = parse_notification_body(_edi("ERROR_IN_FILE", [item]), status_field="status")
+    assert n is not None
+    assert n.outcome.kind == OutcomeKind.REJECTED
+
+
+def test_duplicate_transaction_tagged_e_is_still_duplicate() -> None:
+    item = {"fieldName": "TRANSACTIONID", "status": "E",
+            "ErrorDescription": "Transaction t1 has already been processed."}  # fmt: skip
+    n = parse_notification_body(_edi("ERROR_IN_FILE", [W_ITEM, item]))
+    assert n is not None
+    assert n.outcome.kind == OutcomeKind.DUPLICATE
+
+
+# -- DataSource -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected", "ok"),
+    [
+        ("PreProd", "PreProd", True),
+        ("preprod", "PreProd", True),
+        ("Prod", "PreProd", False),
+        ("PreProd", "Prod", False),
+        (None, "Prod", True),
+        ("Prod", None, False),
+        (None, None, True),
+    ],
+)
+def test_data_source_must_match(given: str | None, expected: str | None, ok: bool) -> None:
+    extra = {} if given is None else {"DataSource": given}
+    raw = _edi("OK", [SUCCESS], **extra)
+    if ok:
+        assert parse_notification_body(raw, expected_data_source=expected) is not None
+    else:
+        with pytest.raises(DataSourceMismatch) as err:
+            parse_notification_body(raw, expected_data_source=expected)
+        assert "refused, not applied" in str(err.value)
+        assert "\n" not in str(err.value)
+
+
+def test_data_source_at_top_level_is_checked_too() -> None:
+    raw = json.loads(_edi("OK", [SUCCESS]))
+    raw["DataSource"] = "Prod"
+    with pytest.raises(DataSourceMismatch):
+        parse_notification_body(json.dumps(raw).encode(), expected_data_source="PreProd")
+
+
+def test_missing_data_source_refused_when_required() -> None:
+    with pytest.raises(DataSourceMismatch) as err:
+        parse_notification_body(
+            _edi("OK", [SUCCESS]), expected_data_source="Prod", require_data_source=True
+        )
+    assert "has no DataSource" in str(err.value)
+
+
+def test_data_source_mismatch_is_a_value_error() -> None:
+    assert issubclass(DataSourceMismatch, ValueError)

@@ -21,6 +21,7 @@ from docrelay import (
 from docrelay_aqi import (
     build_request,
     classify_response,
+    expected_data_source,
     hold,
     idempotency_key,
     parse_notification,
@@ -293,3 +294,46 @@ def test_settings_reach_the_classifier_and_parser() -> None:
         OutcomeKind.REJECTED,
         OutcomeKind.DUPLICATE,
     )
+
+
+# -- which DataSource this docrelay accepts ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environment", "base_url", "settings", "expected"),
+    [
+        (None, "http://127.0.0.1:8705", {}, "PreProd"),  # loopback: the sandbox
+        ("uat", "https://api-uat.accounting.riverty.io", {}, "PreProd"),
+        ("production", "https://api.accounting.riverty.io", {}, "Prod"),
+        (None, "https://api.accounting.riverty.io/", {}, "Prod"),  # base_url = production's
+        (None, "https://api-uat.accounting.riverty.io", {}, "PreProd"),
+        (None, "https://aqi-proxy.example.com", {}, None),  # cannot tell
+        (None, "https://aqi-proxy.example.com", {"data_source": "Prod"}, "Prod"),
+        ("production", "https://x.example.com", {"data_sources": {"production": "Live"}}, "Live"),
+        ("uat", "https://x.example.com", {"data_sources": "uat=Test, production=Prod"}, "Test"),
+        ("other", "https://x.example.com", {}, None),
+    ],
+)
+def test_expected_data_source_follows_the_environment(
+    environment: str | None, base_url: str, settings: dict[str, Any], expected: str | None
+) -> None:
+    c = Context(
+        provider=provider_info(),
+        settings={"subscription_key": "k-123", **settings},
+        base_url=base_url,
+        environment=environment,
+        services=Services(),
+    )
+    assert expected_data_source(c) == expected
+
+
+def test_bad_data_sources_setting_is_a_one_line_value_error() -> None:
+    c = Context(
+        provider=provider_info(),
+        settings={"subscription_key": "k-123", "data_sources": "uat:PreProd"},
+        base_url="https://api-uat.accounting.riverty.io",
+        environment="uat",
+        services=Services(),
+    )
+    with pytest.raises(ValueError, match="is not ENVIRONMENT=DATASOURCE"):
+        expected_data_source(c)

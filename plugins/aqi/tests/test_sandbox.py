@@ -118,6 +118,7 @@ def _sandbox() -> Iterator[AqiSandbox]:
 @pytest.fixture
 def sandbox(_sandbox: AqiSandbox, receiver: Receiver) -> AqiSandbox:
     """The module's sandbox, reset, with the receiver subscribed."""
+    _sandbox.config.update(AqiSandbox.options)
     _sandbox.reset()
     _sandbox.set_faults([])
     subscribe(_sandbox, receiver)
@@ -530,3 +531,91 @@ def test_reset_forgets_everything(sandbox: AqiSandbox, receiver: Receiver) -> No
         {},
         [],
     )
+
+
+# -- W / E items and DataSource ---------------------------------------------------------------
+
+
+def test_every_notification_carries_the_sandbox_data_source(
+    sandbox: AqiSandbox, receiver: Receiver
+) -> None:
+    txid = tx()
+    assert post(sandbox, BASE, order(), txid).status_code == 200
+    result_of(receiver, txid)
+    (note,) = receiver.for_tx(txid)
+    assert note["parameters"]["DataSource"] == "PreProd"
+
+
+def test_data_source_route_changes_it_and_empty_leaves_it_out(
+    sandbox: AqiSandbox, receiver: Receiver
+) -> None:
+    r = requests.post(sandbox.url + "/_sandbox/data-source", json={"value": "Prod"}, timeout=5)
+    assert r.json() == {"data_source": "Prod"}
+    first = tx()
+    post(sandbox, BASE, order(), first)
+    result_of(receiver, first)
+    assert receiver.for_tx(first)[0]["parameters"]["DataSource"] == "Prod"
+    requests.post(sandbox.url + "/_sandbox/data-source", json={"value": ""}, timeout=5)
+    second = tx()
+    post(sandbox, BASE, order(orderReference="ODE2024100077"), second)
+    result_of(receiver, second)
+    assert "DataSource" not in receiver.for_tx(second)[0]["parameters"]
+    bad = requests.post(sandbox.url + "/_sandbox/data-source", json={"value": 1}, timeout=5)
+    assert bad.status_code == 400
+
+
+def test_too_long_non_critical_field_is_a_w_item_and_processed(
+    sandbox: AqiSandbox, receiver: Receiver
+) -> None:
+    data = order()
+    data["billToAddress"]["street"] = "S" * 36
+    txid = tx()
+    post(sandbox, BASE, data, txid)
+    details = result_of(receiver, txid)
+    assert details["result"] == "OK"
+    (item,) = details["errorDetails"]
+    assert (item["fieldName"], item["status"], item["providedValue"]) == (
+        "BILLTOSTREET",
+        "W",
+        "S" * 36,
+    )
+    assert "truncated" in item["ErrorDescription"]
+    (effect,) = effects(sandbox, txid)
+    assert effect["warnings"] == ["BILLTOSTREET"]
+
+
+def test_warnings_result_option(receiver: Receiver) -> None:
+    sb = start(receiver, warnings_result="ERROR_IN_FILE")
+    try:
+        data = order()
+        data["items"][0]["description"] = "D" * 41
+        txid = tx()
+        post(sb, BASE, data, txid)
+        details = result_of(receiver, txid)
+        assert details["result"] == "ERROR_IN_FILE"
+        assert [i["status"] for i in details["errorDetails"]] == ["W"]
+        assert len(effects(sb, txid)) == 1  # processed all the same
+    finally:
+        sb.stop()
+
+
+def test_too_long_critical_field_is_an_e_item_and_not_processed(
+    sandbox: AqiSandbox, receiver: Receiver
+) -> None:
+    data = order()
+    data["items"][1]["productId"] = "P" * 36
+    data["shipToAddress"]["street"] = "S" * 40
+    txid = tx()
+    post(sandbox, BASE, data, txid)
+    details = result_of(receiver, txid)
+    assert details["result"] == "ERROR_IN_FILE"
+    assert [(i["fieldName"], i["status"]) for i in details["errorDetails"]] == [
+        ("LINEITEMPRODUCTID", "E"),
+        ("SHIPTOSTREET", "W"),
+    ]
+    assert effects(sandbox, txid) == []
+
+
+def test_bad_warnings_result_option_is_refused() -> None:
+    with pytest.raises(ValueError, match="warnings_result"):
+        AqiSandbox(warnings_result="MAYBE")

@@ -355,11 +355,12 @@ def test_no_known_etag_gets_the_proposal_first(
 
 
 def test_stale_then_refresh_then_delivered(sandbox: SieSmartSandbox, services: Services) -> None:
-    """412 -> stale; refresh_resource re-reads the proposal; the next attempt succeeds."""
+    """on_conflict = "overwrite": 412 -> stale; refresh_resource re-reads the proposal; the
+    next attempt succeeds over the other edit."""
     _create, _cctx, pid = _created(sandbox, services)
     sandbox.touch(pid)  # someone else edits the proposal
     upd = doc("proposal_update", {"label": "y"}, doc_id="upd-3", proposal="prop-1")
-    uctx = make_ctx(sandbox, services, upd)
+    uctx = make_ctx(sandbox, services, upd, on_conflict="overwrite")
     resp, out = send(uctx, upd)
     assert out.kind == OutcomeKind.STALE
     assert out.status == 412
@@ -369,6 +370,55 @@ def test_stale_then_refresh_then_delivered(sandbox: SieSmartSandbox, services: S
     _resp, out = send(uctx, upd)
     assert out.kind == OutcomeKind.DELIVERED
     assert [e["kind"] for e in sandbox.effects] == ["proposal_created", "proposal_updated"]
+
+
+def test_stale_after_foreign_edit_refresh_decides_rejected(
+    sandbox: SieSmartSandbox, services: Services
+) -> None:
+    """Default on_conflict: the re-read shows a version docrelay never saw, so
+    refresh_resource ends the round (OutcomeError rejected) and keeps the known ETag."""
+    _create, cctx, pid = _created(sandbox, services)
+    known = cctx.state["etag"]
+    theirs = sandbox.touch(pid)
+    upd = doc("proposal_update", {"label": "y"}, doc_id="upd-4", proposal="prop-1")
+    uctx = make_ctx(sandbox, services, upd)
+    _resp, out = send(uctx, upd)
+    assert out.kind == OutcomeKind.STALE
+    assert uctx.state["based_on"] == known
+    with pytest.raises(OutcomeError) as err:
+        plugin.refresh_resource(document=upd, ctx=uctx)
+    assert err.value.outcome.kind == OutcomeKind.REJECTED
+    assert err.value.outcome.message == (
+        f"proposal {pid} changed at SieSmart since {known}: review and resubmit"
+    )
+    assert err.value.outcome.trace_id  # the GET's X-B2B-TRACE-ID
+    assert uctx.state["conflict_etag"] == theirs
+    assert uctx.state.get("etag") != theirs
+    assert [e["kind"] for e in sandbox.effects] == ["proposal_created"]
+
+
+def test_failed_reread_then_foreign_edit_is_refused_before_sending(
+    sandbox: SieSmartSandbox, services: Services
+) -> None:
+    """The GET after the 412 failed (503); the next attempt reads first and refuses to send
+    over the foreign edit (no second PUT leaves)."""
+    _create, cctx, pid = _created(sandbox, services)
+    known = cctx.state["etag"]
+    sandbox.touch(pid)
+    upd = doc("proposal_update", {"label": "y"}, doc_id="upd-5", proposal="prop-1")
+    uctx = make_ctx(sandbox, services, upd)
+    _resp, out = send(uctx, upd)
+    assert out.kind == OutcomeKind.STALE
+    sandbox.set_faults(["error*1:503"])
+    assert plugin.refresh_resource(document=upd, ctx=uctx) is True
+    assert uctx.state["needs_refresh"] is True
+    puts_before = [r for r in sandbox.requests if r["method"] == "PUT"]
+    with pytest.raises(OutcomeError) as err:
+        send(uctx, upd)
+    assert err.value.outcome.kind == OutcomeKind.REJECTED
+    assert f"since {known}: review and resubmit" in err.value.outcome.message
+    assert [r for r in sandbox.requests if r["method"] == "PUT"] == puts_before
+    assert "needs_refresh" not in uctx.state
 
 
 def test_refresh_of_unknown_proposal_is_false(sandbox: SieSmartSandbox, services: Services) -> None:

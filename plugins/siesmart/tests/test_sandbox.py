@@ -376,3 +376,31 @@ def test_options_as_text(value: Any, status: int) -> None:
         assert token(sbx).json()["expires_in"] == 60
         r = requests.post(sbx.url + "/proposals", json=PROPOSAL, headers=auth, timeout=5)
         assert r.status_code == status
+
+
+def test_drop_if_match_control(sandbox: SieSmartSandbox, auth: dict[str, str]) -> None:
+    """The next modifying call arrives without its If-Match: 412 "missing", the proposal
+    unchanged (same ETag); the one after goes through with the same ETag."""
+    r = create(sandbox, auth)
+    pid, etag = r.json()["id"], r.headers["ETag"]
+    c = requests.post(f"{sandbox.url}/_sandbox/drop-if-match", json={"count": 1}, timeout=5)
+    assert c.json() == {"drop_if_match": 1}
+    put = requests.put(
+        f"{sandbox.url}/proposals/{pid}",
+        json={"label": "x"},
+        headers={**auth, "If-Match": etag},
+        timeout=5,
+    )
+    assert put.status_code == 412
+    assert put.json()["message"] == "For PUT requests, the 'If-Match' header is missing"
+    got = requests.get(f"{sandbox.url}/proposals/{pid}", headers=auth, timeout=5)
+    assert got.headers["ETag"] == etag
+    put = requests.put(
+        f"{sandbox.url}/proposals/{pid}",
+        json={"label": "x"},
+        headers={**auth, "If-Match": etag},
+        timeout=5,
+    )
+    assert put.status_code == 200
+    bad = requests.post(f"{sandbox.url}/_sandbox/drop-if-match", json={"count": "x"}, timeout=5)
+    assert bad.status_code == 400

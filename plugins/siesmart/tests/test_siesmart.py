@@ -10,6 +10,7 @@ from typing import Any
 import docrelay
 import docrelay_siesmart as plugin
 import pytest
+import requests
 from docrelay import DocState, Document, OutcomeKind
 from docrelay.sandbox import TokenIssuer
 from docrelay_siesmart.sandbox import SieSmartSandbox
@@ -150,7 +151,18 @@ def test_throttled_then_delivered(relay: Any, sandbox: SieSmartSandbox) -> None:
     assert len(effects(sandbox, "proposal_created")) == 1
 
 
-def test_stale_etag_refreshed_then_delivered(relay: Any, sandbox: SieSmartSandbox) -> None:
+@pytest.fixture
+def overwriting(tmp_path: Path, sandbox: SieSmartSandbox) -> Iterator[Any]:
+    r = make_relay(tmp_path, sandbox, on_conflict="overwrite")
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def test_stale_etag_refreshed_then_delivered(overwriting: Any, sandbox: SieSmartSandbox) -> None:
+    """on_conflict = "overwrite": a concurrent edit is re-read and overwritten."""
+    relay = overwriting
     relay.submit(doc("p", "proposal", PROPOSAL))
     relay.run_until_settled(timeout=10)
     sandbox.schedule_concurrent_edits(1)
@@ -163,7 +175,11 @@ def test_stale_etag_refreshed_then_delivered(relay: Any, sandbox: SieSmartSandbo
     assert len(effects(sandbox, "proposal_updated")) == 1
 
 
-def test_stale_twice_is_rejected_with_provider_words(relay: Any, sandbox: SieSmartSandbox) -> None:
+def test_stale_twice_is_rejected_with_provider_words(
+    overwriting: Any, sandbox: SieSmartSandbox
+) -> None:
+    """One re-read per round: a second 412 in a row ends the round rejected."""
+    relay = overwriting
     relay.submit(doc("p", "proposal", PROPOSAL))
     relay.run_until_settled(timeout=10)
     sandbox.schedule_concurrent_edits(2)
@@ -358,3 +374,244 @@ def test_demo_batch_delivers_with_the_promised_detours(
         assert [e["kind"] for e in sandbox.effects].count("decision_submitted") == 1
     finally:
         relay.close()
+
+
+# -- conflicts after a 412 (seed 002: If-Match prevents mid-air collisions) ------------------
+
+
+def _touch_over_http(sb: SieSmartSandbox, pid: str) -> str:
+    """A third party edits the proposal at SieSmart (new ETag)."""
+    r = requests.post(f"{sb.url}/_sandbox/touch/{pid}", timeout=5)
+    assert r.status_code == 200
+    return str(r.headers["ETag"])
+
+
+def test_foreign_edit_after_docrelays_version_is_rejected_not_overwritten(
+    relay: Any, sandbox: SieSmartSandbox
+) -> None:
+    """Someone changed the proposal at SieSmart after the version docrelay last saw: the
+    412 is not retried with the fresh ETag (that would overwrite the edit); the update ends
+    rejected, naming the version docrelay knew, and the proposal keeps the other edit."""
+    relay.submit(doc("p", "proposal", PROPOSAL))
+    relay.run_until_settled(timeout=10)
+    pid = relay.status("p").provider_ref
+    known = relay.status("p").provider_state["etag"]
+    label = sandbox.proposals[pid]["label"]
+    theirs = _touch_over_http(sandbox, pid)
+    relay.submit(doc("u", "proposal_update", {"label": "ours"}, proposal="p"))
+    relay.run_until_settled(timeout=10)
+    st = relay.status("u")
+    assert st.state == DocState.REJECTED, st.reason
+    assert st.outcome.message == (
+        f"proposal {pid} changed at SieSmart since {known}: review and resubmit"
+    )
+    assert st.outcome.rule == "siesmart:changed-at-siesmart"
+    assert kinds(relay, "u") == ["stale", "rejected"]
+    assert [a.action for a in relay.history("u")] == ["send", "refresh"]
+    assert sandbox.proposals[pid]["label"] == label
+    assert sandbox.proposals[pid]["specialConditionText"] == "(edited)"
+    assert sandbox.etags[pid] == theirs
+    assert effects(sandbox, "proposal_updated") == []
+    puts = [r for r in sandbox.requests if r["method"] == "PUT"]
+    assert [r["status"] for r in puts] == [412]
+
+
+def test_edit_meeting_the_request_in_flight_is_rejected(
+    relay: Any, sandbox: SieSmartSandbox
+) -> None:
+    """A sales rep's edit lands just before docrelay's update: rejected, not overwritten."""
+    relay.submit(doc("p", "proposal", PROPOSAL))
+    relay.run_until_settled(timeout=10)
+    pid = relay.status("p").provider_ref
+    label = sandbox.proposals[pid]["label"]
+    r = requests.post(f"{sandbox.url}/_sandbox/concurrent-edits", json={"count": 1}, timeout=5)
+    assert r.status_code == 200
+    relay.submit(doc("u", "proposal_update", {"label": "ours"}, proposal="p"))
+    relay.run_until_settled(timeout=10)
+    st = relay.status("u")
+    assert st.state == DocState.REJECTED, st.reason
+    assert "changed at SieSmart since" in st.outcome.message
+    assert sandbox.proposals[pid]["label"] == label
+    assert effects(sandbox, "proposal_updated") == []
+
+
+def test_on_conflict_overwrite_resends_and_overwrites(
+    tmp_path: Path, sandbox: SieSmartSandbox
+) -> None:
+    """on_conflict = "overwrite": re-read, resend with the fresh ETag, the edit is gone."""
+    relay = make_relay(tmp_path, sandbox, on_conflict="overwrite")
+    try:
+        relay.submit(doc("p", "proposal", PROPOSAL))
+        relay.run_until_settled(timeout=10)
+        pid = relay.status("p").provider_ref
+        theirs = _touch_over_http(sandbox, pid)
+        relay.submit(doc("u", "proposal_update", {"label": "ours"}, proposal="p"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("u")
+        assert st.state == DocState.DELIVERED, st.reason
+        assert kinds(relay, "u") == ["stale", "delivered"]
+        assert sandbox.proposals[pid]["label"] == "ours"
+        puts = [r for r in sandbox.requests if r["method"] == "PUT"]
+        assert [r["status"] for r in puts] == [412, 200]
+        assert puts[1]["headers"]["If-Match"] == theirs
+        assert len(effects(sandbox, "proposal_updated")) == 1
+    finally:
+        relay.close()
+
+
+def test_on_conflict_bad_value_is_a_config_error(tmp_path: Path, sandbox: SieSmartSandbox) -> None:
+    relay = make_relay(tmp_path, sandbox, on_conflict="merge")
+    try:
+        relay.submit(doc("p", "proposal", PROPOSAL))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("p")
+        assert st.state == DocState.FAILED
+        assert st.outcome.kind == OutcomeKind.CONFIG_ERROR
+        assert st.outcome.message == (
+            "siesmart: on_conflict must be 'reject' or 'overwrite', not 'merge'"
+        )
+        assert effects(sandbox) == []
+    finally:
+        relay.close()
+
+
+def test_missing_if_match_without_foreign_change_is_retried(
+    relay: Any, sandbox: SieSmartSandbox
+) -> None:
+    """The If-Match got lost on the way (412 "header is missing") but nobody changed the
+    proposal: the version is still the one docrelay knew, so it resends with it."""
+    relay.submit(doc("p", "proposal", PROPOSAL))
+    relay.run_until_settled(timeout=10)
+    pid = relay.status("p").provider_ref
+    known = relay.status("p").provider_state["etag"]
+    r = requests.post(f"{sandbox.url}/_sandbox/drop-if-match", json={"count": 1}, timeout=5)
+    assert r.status_code == 200
+    relay.submit(doc("u", "proposal_update", {"label": "ours"}, proposal="p"))
+    relay.run_until_settled(timeout=10)
+    st = relay.status("u")
+    assert st.state == DocState.DELIVERED, st.reason
+    assert kinds(relay, "u") == ["stale", "delivered"]
+    assert "'If-Match' header is missing" in relay.history("u")[0].outcome.message
+    puts = [r for r in sandbox.requests if r["method"] == "PUT"]
+    assert [r["status"] for r in puts] == [412, 200]
+    assert puts[1]["headers"]["If-Match"] == known
+    assert sandbox.proposals[pid]["label"] == "ours"
+    assert len(effects(sandbox, "proposal_updated")) == 1
+
+
+def test_no_known_version_retries_with_the_fresh_etag(relay: Any, sandbox: SieSmartSandbox) -> None:
+    """The proposal was created outside docrelay (metadata proposal_id): docrelay never knew
+    a version, reads one, and a 412 on the way is retried with the fresh ETag."""
+    created = requests.post(
+        f"{sandbox.url}/proposals",
+        json=PROPOSAL,
+        headers={"Authorization": f"Bearer {_sandbox_token(sandbox)}"},
+        timeout=5,
+    )
+    pid = created.json()["id"]
+    sandbox.schedule_concurrent_edits(1)
+    relay.submit(doc("u", "proposal_update", {"label": "ours"}, proposal_id=pid))
+    relay.run_until_settled(timeout=10)
+    st = relay.status("u")
+    assert st.state == DocState.DELIVERED, st.reason
+    assert kinds(relay, "u") == ["stale", "delivered"]
+    assert sandbox.proposals[pid]["label"] == "ours"
+
+
+def test_resubmitted_revision_after_conflict_is_sent_against_the_reviewed_version(
+    relay: Any, sandbox: SieSmartSandbox
+) -> None:
+    """After "review and resubmit" the corrected revision goes out with the version docrelay
+    read at the conflict (the one the operator reviewed): delivered without another 412."""
+    relay.submit(doc("p", "proposal", PROPOSAL))
+    relay.run_until_settled(timeout=10)
+    pid = relay.status("p").provider_ref
+    theirs = _touch_over_http(sandbox, pid)
+    relay.submit(doc("u", "proposal_update", {"label": "ours"}, proposal="p"))
+    relay.run_until_settled(timeout=10)
+    assert relay.status("u").state == DocState.REJECTED
+    relay.submit(doc("u", "proposal_update", {"label": "ours, reviewed"}, proposal="p"))
+    relay.run_until_settled(timeout=10)
+    st = relay.status("u")
+    assert st.state == DocState.DELIVERED, st.reason
+    puts = [r for r in sandbox.requests if r["method"] == "PUT"]
+    assert [r["status"] for r in puts] == [412, 200]
+    assert puts[1]["headers"]["If-Match"] == theirs
+    assert sandbox.proposals[pid]["label"] == "ours, reviewed"
+    assert sandbox.proposals[pid]["specialConditionText"] == "(edited)"
+
+
+def test_other_documents_do_not_adopt_the_conflicting_version(
+    relay: Any, sandbox: SieSmartSandbox
+) -> None:
+    """A decision about the proposal after the conflict meets the same foreign edit: it is
+    rejected too instead of being submitted on a version nobody reviewed."""
+    relay.submit(doc("p", "proposal", PROPOSAL))
+    relay.run_until_settled(timeout=10)
+    pid = relay.status("p").provider_ref
+    _touch_over_http(sandbox, pid)
+    relay.submit(doc("u", "proposal_update", {"label": "ours"}, proposal="p"))
+    relay.run_until_settled(timeout=10)
+    relay.submit(doc("d", "decision", DECISION, proposal="p"))
+    relay.run_until_settled(timeout=10)
+    assert relay.status("u").state == DocState.REJECTED
+    st = relay.status("d")
+    assert st.state == DocState.REJECTED, st.reason
+    assert "changed at SieSmart since" in st.outcome.message
+    assert effects(sandbox, "decision_submitted") == []
+
+
+def _sandbox_token(sb: SieSmartSandbox) -> str:
+    r = requests.post(
+        f"{sb.url}/oauth/token",
+        json={
+            "audience": sb.config["audience"],
+            "grant_type": "client_credentials",
+            "client_id": sb.config["client_id"],
+            "client_secret": sb.config["client_secret"],
+        },
+        timeout=5,
+    )
+    return str(r.json()["access_token"])
+
+
+def test_lost_update_then_foreign_edit_is_rejected_at_reconcile(
+    relay: Any, sandbox: SieSmartSandbox
+) -> None:
+    """The update was lost before SieSmart handled it, then someone edited the proposal:
+    the look-up after the ambiguous outcome finds neither our change nor docrelay's version,
+    so the update is not resent over the other edit."""
+    relay.submit(doc("p", "proposal", PROPOSAL))
+    relay.run_until_settled(timeout=10)
+    pid = relay.status("p").provider_ref
+    known = relay.status("p").provider_state["etag"]
+    sandbox.lose_requests(1)
+    relay.submit(doc("u", "proposal_update", {"label": "ours"}, proposal="p"))
+    relay.run_until_idle()
+    assert relay.status("u").state == DocState.UNKNOWN
+    _touch_over_http(sandbox, pid)
+    relay.run_until_settled(timeout=10)
+    st = relay.status("u")
+    assert st.state == DocState.REJECTED, st.reason
+    assert st.outcome.message == (
+        f"proposal {pid} changed at SieSmart since {known}: review and resubmit"
+    )
+    assert relay.history("u")[-1].action == "reconcile"
+    assert sandbox.proposals[pid]["label"] != "ours"
+    assert effects(sandbox, "proposal_updated") == []
+
+
+def test_lost_update_without_foreign_edit_is_sent_again(
+    relay: Any, sandbox: SieSmartSandbox
+) -> None:
+    """Lost before SieSmart handled it, nobody else changed the proposal: sent again."""
+    relay.submit(doc("p", "proposal", PROPOSAL))
+    relay.run_until_settled(timeout=10)
+    pid = relay.status("p").provider_ref
+    sandbox.lose_requests(1)
+    relay.submit(doc("u", "proposal_update", {"label": "ours"}, proposal="p"))
+    relay.run_until_settled(timeout=10)
+    st = relay.status("u")
+    assert st.state == DocState.DELIVERED, st.reason
+    assert sandbox.proposals[pid]["label"] == "ours"
+    assert len(effects(sandbox, "proposal_updated")) == 1

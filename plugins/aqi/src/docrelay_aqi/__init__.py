@@ -22,12 +22,14 @@ the same across corrected revisions until AQI answers OK.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import docrelay
 from docrelay import (
@@ -49,7 +51,13 @@ from docrelay import (
 from docrelay.sandbox import Sandbox
 
 from ._classify import DEFAULT_BAD_KEY_MARKERS, classify
-from ._notify import DEFAULT_DUPLICATE_MARKERS, parse_notification_body
+from ._notify import (
+    DEFAULT_DUPLICATE_MARKERS,
+    DEFAULT_ERROR_STATUSES,
+    DEFAULT_WARNING_STATUSES,
+    DataSourceMismatch,
+    parse_notification_body,
+)
 from .sandbox import AqiSandbox
 
 __all__ = [
@@ -59,6 +67,7 @@ __all__ = [
     "build_request",
     "classify_response",
     "demo_batch",
+    "expected_data_source",
     "hold",
     "idempotency_key",
     "parse_notification",
@@ -70,6 +79,16 @@ __all__ = [
 ]
 
 NAME = "aqi"
+
+log = logging.getLogger("docrelay.aqi")
+
+#: Environment -> the ``DataSource`` its notifications carry (seed 004: PreProd = UAT, Prod =
+#: Production; the local sandbox stands for a test environment).
+DEFAULT_DATA_SOURCES: Mapping[str, str] = {
+    "sandbox": "PreProd",
+    "uat": "PreProd",
+    "production": "Prod",
+}
 
 #: Document kind -> the path segment after ``.../orders/{orderReference}`` (``None``: orders).
 KINDS: dict[str, str | None] = {
@@ -124,6 +143,39 @@ SETTINGS = (
         default=True,
         help="A return also waits until an invoice of its order is confirmed "
         "(AaaS processes returns of invoiced items only).",
+    ),
+    Setting(
+        "data_sources",
+        default=dict(DEFAULT_DATA_SOURCES),
+        help="Environment -> the DataSource its notifications carry (a table, or "
+        "'uat=PreProd,production=Prod'); a notification of another DataSource is refused.",
+    ),
+    Setting(
+        "data_source",
+        default=None,
+        help="The DataSource to accept, overriding data_sources (e.g. when base_url points "
+        "to a proxy and env is not set).",
+    ),
+    Setting(
+        "require_data_source",
+        default=False,
+        help="Refuse notifications without a DataSource too (the seed's examples have none).",
+    ),
+    Setting(
+        "detail_status_field",
+        default="status",
+        help="The errorDetails item field holding W (truncated, processed) or E (not "
+        "processed); assumed, the seed names the statuses but not the field.",
+    ),
+    Setting(
+        "warning_statuses",
+        default=list(DEFAULT_WARNING_STATUSES),
+        help="Item statuses meaning a warning (the request was processed).",
+    ),
+    Setting(
+        "error_statuses",
+        default=list(DEFAULT_ERROR_STATUSES),
+        help="Item statuses meaning an error (the request was not processed).",
     ),
 )
 
@@ -332,6 +384,12 @@ def prepare_headers(request: HttpRequest, ctx: Context) -> dict[str, str]:
                 rule="aqi:no-subscription-key",
             )
         )
+    try:
+        _data_sources(ctx)  # a malformed mapping would refuse every notification later
+    except ValueError as exc:
+        raise OutcomeError(
+            Outcome(kind=OutcomeKind.CONFIG_ERROR, message=str(exc), rule="aqi:bad-data-sources")
+        ) from None
     headers = {"X-Subscription-Key": ctx.secret(str(key))}
     if ctx.key:
         headers["X-Request-ID"] = ctx.key
@@ -354,16 +412,75 @@ def classify_response(
 # ---------------------------------------------------------------------------------------------
 
 
+def _data_sources(ctx: Context) -> dict[str, str]:
+    raw = ctx.setting("data_sources", dict(DEFAULT_DATA_SOURCES))
+    if isinstance(raw, Mapping):
+        return {str(k).strip().lower(): str(v).strip() for k, v in raw.items()}
+    out: dict[str, str] = {}
+    for part in _as_list(raw):
+        env, sep, source = part.partition("=")
+        if not sep or not env.strip() or not source.strip():
+            raise ValueError(
+                f"aqi setting data_sources: {part[:60]!r} is not ENVIRONMENT=DATASOURCE"
+            )
+        out[env.strip().lower()] = source.strip()
+    return out
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def expected_data_source(ctx: Context) -> str | None:
+    """The DataSource docrelay's environment sends: the setting ``data_source``, else
+    ``data_sources`` of the environment (``env``, or the environment whose URL is
+    ``base_url``, or ``sandbox`` for a loopback URL); ``None`` when it cannot be told."""
+    explicit = ctx.setting("data_source")
+    if explicit not in (None, ""):
+        return str(explicit).strip()
+    env = ctx.environment
+    if not env:
+        base = ctx.base_url.rstrip("/")
+        env = next(
+            (name for name, url in ctx.provider.environments.items() if url.rstrip("/") == base),
+            None,
+        )
+    if not env and _is_loopback(ctx.base_url):
+        env = "sandbox"
+    if not env:
+        return None
+    return _data_sources(ctx).get(env.strip().lower())
+
+
 @docrelay.hookimpl
 def parse_notification(
     body: bytes, headers: Mapping[str, str], ctx: Context
 ) -> Notification | None:
-    return parse_notification_body(
-        body,
-        duplicate_markers=_as_list(
-            ctx.setting("duplicate_markers", list(DEFAULT_DUPLICATE_MARKERS))
-        ),
-    )
+    """Parse an EDIErrorSent webhook; one of another environment (``DataSource``) is refused
+    with a ValueError (the webhook answers 400, nothing is recorded or applied) and logged."""
+    try:
+        return parse_notification_body(
+            body,
+            duplicate_markers=_as_list(
+                ctx.setting("duplicate_markers", list(DEFAULT_DUPLICATE_MARKERS))
+            ),
+            status_field=str(ctx.setting("detail_status_field", "status") or ""),
+            warning_statuses=_as_list(
+                ctx.setting("warning_statuses", list(DEFAULT_WARNING_STATUSES))
+            ),
+            error_statuses=_as_list(ctx.setting("error_statuses", list(DEFAULT_ERROR_STATUSES))),
+            expected_data_source=expected_data_source(ctx),
+            require_data_source=_as_bool(ctx.setting("require_data_source", False)),
+        )
+    except DataSourceMismatch as exc:
+        log.warning("aqi webhook refused: %s", exc)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,7 +55,21 @@ KIND_BY_SEGMENT = {
 REQUEST_TYPE_BY_KIND = {kind: request_type for request_type, kind in REQUEST_TYPES.items()}
 
 #: Layer-2 content rules the sandbox knows (option ``content_rules``).
-CONTENT_RULES = ("line_item_status", "language_code_lower")
+CONTENT_RULES = ("line_item_status", "language_code_lower", "field_length")
+
+#: Layer-2 field length checks (rule ``field_length``), the sandbox's own choice (the seed
+#: names the rule, not the fields): (AaaS field name, payload path, limit, status). "W": a
+#: non-critical field, truncated, the request processed; "E": a field downstream processes
+#: need, the request not processed.
+FIELD_LIMITS: tuple[tuple[str, str, int, str], ...] = (
+    ("BILLTOSTREET", "billToAddress.street", 35, "W"),
+    ("SHIPTOSTREET", "shipToAddress.street", 35, "W"),
+    ("LINEITEMDESCRIPTION", "items[].description", 40, "W"),
+    ("LINEITEMPRODUCTID", "items[].productId", 35, "E"),
+)
+
+#: The environment names AQI puts in ``DataSource`` (seed 004).
+DATA_SOURCES = ("PreProd", "Prod")
 
 _DESCRIPTION = (
     "Body of the request does not conform to the definition which is associated with the "
@@ -85,6 +99,44 @@ def _names(value: Any) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     return [str(v) for v in value or ()]
+
+
+def _values(body: Any, path: str) -> list[Any]:
+    """The values at *path* (``a.b``, ``items[].c``) in *body*."""
+    current: list[Any] = [body]
+    for part in path.split("."):
+        many = part.endswith("[]")
+        name = part[:-2] if many else part
+        found: list[Any] = []
+        for node in current:
+            value = node.get(name) if isinstance(node, dict) else None
+            if many and isinstance(value, list):
+                found.extend(value)
+            elif not many and value is not None:
+                found.append(value)
+        current = found
+    return current
+
+
+def _length_items(body: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for name, path, limit, status in FIELD_LIMITS:
+        for value in _values(body, path):
+            if not isinstance(value, str) or len(value) <= limit:
+                continue
+            if status == "W":
+                text = (
+                    f"The value of field {name} exceeds {limit} characters and was truncated "
+                    f"to '{value[:limit]}'."
+                )
+            else:
+                text = f"The value of field {name} exceeds {limit} characters."
+            out.append(
+                {"fieldName": name, "providedValue": value, "status": status,
+                 "ErrorDescription": text}
+            )  # fmt: skip
+            break
+    return out
 
 
 @attrs.define
@@ -136,7 +188,14 @@ class AqiSandbox(Sandbox):
       ``POST /_sandbox/redeliver`` sends them.
     - ``content_rules``: layer-2 rules, comma separated: ``line_item_status`` (an order item
       without ``positionType`` -> LINEITEMSTATUS must not be empty), ``language_code_lower``
-      (an address ``language`` not in lower case -> BILLTOLANGUAGECODE/SHIPTOLANGUAGECODE).
+      (an address ``language`` not in lower case -> BILLTOLANGUAGECODE/SHIPTOLANGUAGECODE),
+      ``field_length`` (:data:`FIELD_LIMITS`: items with ``"status": "W"`` (truncated, the
+      request is processed) or ``"E"`` (not processed)).
+    - ``warnings_result``: the ``result`` of a notification whose items are all W: ``OK``
+      (the default) or ``ERROR_IN_FILE`` (the seed does not say which AQI sends).
+    - ``data_source``: the ``DataSource`` put in every notification's ``parameters``
+      (``PreProd``, the sandbox being a test environment; ``Prod``; empty: left out).
+      ``POST /_sandbox/data-source {"value": ...}`` changes it at run time.
     - ``return_requires_invoice``: a return needs a confirmed invoice of its order (true).
     - ``business_codes``: the business codes that exist (``1000``); others answer 404.
     """
@@ -152,6 +211,8 @@ class AqiSandbox(Sandbox):
         "content_rules": ",".join(CONTENT_RULES),
         "return_requires_invoice": True,
         "business_codes": "1000",
+        "warnings_result": "OK",
+        "data_source": "PreProd",
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -167,6 +228,8 @@ class AqiSandbox(Sandbox):
         unknown = set(_names(self.config["content_rules"])) - set(CONTENT_RULES)
         if unknown:
             raise ValueError(f"unknown aqi content rule(s): {', '.join(sorted(unknown))}")
+        if str(self.config["warnings_result"]).upper() not in ("OK", "ERROR_IN_FILE"):
+            raise ValueError("aqi sandbox option warnings_result must be OK or ERROR_IN_FILE")
 
     # -- routes -------------------------------------------------------------------------------
 
@@ -199,6 +262,12 @@ class AqiSandbox(Sandbox):
                 "GET",
                 re.compile(r"^/_sandbox/notifications$"),
                 self._get_notifications,
+                faults=False,
+            ),
+            Route(
+                "POST",
+                re.compile(r"^/_sandbox/data-source$"),
+                self._post_data_source,
                 faults=False,
             ),
         ]
@@ -351,6 +420,8 @@ class AqiSandbox(Sandbox):
                             "of lower case letters.",
                         }
                     )
+        if "field_length" in rules:
+            out.extend(_length_items(body))
         return out
 
     def _order_errors(self, job: _Job) -> list[dict[str, Any]]:
@@ -423,10 +494,13 @@ class AqiSandbox(Sandbox):
                 if txn.internal_request_id != job.internal_request_id:
                     return  # superseded (cannot happen: resends while pending are ignored)
                 errors = self._content_errors(job.kind, job.body) + self._order_errors(job)
+            warnings = [e for e in errors if e.get("status") == "W"]
+            errors = [e for e in errors if e.get("status") != "W"]
+            if not job.duplicate:
                 if errors:
                     txn.state = "ERROR_IN_FILE"
                 else:
-                    txn.state = "OK"
+                    txn.state = "OK"  # processed, W values truncated
                     self._apply(job)
                     self.record_effect(
                         "request_processed",
@@ -436,20 +510,26 @@ class AqiSandbox(Sandbox):
                         business_code=job.order[0],
                         customer_number=job.order[1],
                         internal_request_id=job.internal_request_id,
+                        warnings=[w["fieldName"] for w in warnings],
                     )
-            payload = {
-                "parameters": {
-                    "requestType": REQUEST_TYPE_BY_KIND[job.kind],
-                    "transactionId": job.transaction_id,
-                    "details": {
-                        "orderNo": job.order[2],
-                        "result": "ERROR_IN_FILE" if errors else "OK",
-                        "errorDetails": errors
-                        or [{"ErrorDescription": "The request was successfully validated."}],
-                    },
-                },
-                "type": EDI_ERROR_SENT,
+            if errors:
+                result = "ERROR_IN_FILE"
+                details = errors + warnings
+            elif warnings:
+                result = str(self.config["warnings_result"]).upper()
+                details = warnings
+            else:
+                result = "OK"
+                details = [{"ErrorDescription": "The request was successfully validated."}]
+            parameters: dict[str, Any] = {
+                "requestType": REQUEST_TYPE_BY_KIND[job.kind],
+                "transactionId": job.transaction_id,
+                "details": {"orderNo": job.order[2], "result": result, "errorDetails": details},
             }
+            source = str(self.config["data_source"] or "")
+            if source:
+                parameters["DataSource"] = source
+            payload = {"parameters": parameters, "type": EDI_ERROR_SENT}
             targets = [
                 c["callbackUrl"]
                 for c in self.callbacks.values()
@@ -560,6 +640,17 @@ class AqiSandbox(Sandbox):
         with self._lock:
             remaining = len(self.undelivered)
         return SandboxResponse.json(200, {"redelivered": delivered, "remaining": remaining})
+
+    def _post_data_source(self, request: SandboxRequest) -> SandboxResponse:
+        try:
+            data = request.json()
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        value = data.get("value") if isinstance(data, dict) else None
+        if not isinstance(value, str):
+            return self.problem(400, "IncorrectMessage", "value must be a string", "Sandbox")
+        self.config["data_source"] = value
+        return SandboxResponse.json(200, {"data_source": value})
 
     def _get_notifications(self, request: SandboxRequest) -> SandboxResponse:
         with self._lock:

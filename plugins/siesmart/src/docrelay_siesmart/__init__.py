@@ -12,6 +12,13 @@ Document kinds:
 The proposal of the later two is named by metadata ``proposal`` (the docrelay id of the
 creating document; the document is held until that one is delivered) or ``proposal_id``.
 Every modifying call carries ``If-Match`` with the newest ETag known for the proposal.
+
+After a 412 the proposal is read again (:func:`refresh_resource`). When it changed at SieSmart
+since the version docrelay last knew (``based_on`` in the document's provider state), the
+document ends ``rejected`` ("changed at SieSmart since <ETag>: review and resubmit") instead
+of being resent over someone else's edit, unless the setting ``on_conflict`` is
+``"overwrite"``. A 412 without such a change (the If-Match got lost, or docrelay never knew a
+version) is retried with the fresh ETag.
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ DECISION_FIELDS = (
     "prelease",
 )
 _DELIVERED_STATES = ("delivered", "duplicate")
+ON_CONFLICT = ("reject", "overwrite")
 
 SETTINGS = (
     Setting("client_id", help="Auth0 client id (from Siemens Financial Services)", required=True),
@@ -113,6 +121,13 @@ SETTINGS = (
     ),
     Setting("label_prefix", "docrelay-", help="prefix of the key in the label"),
     Setting("trace_header", "X-B2B-TRACE-ID", help="response header with the request id"),
+    Setting(
+        "on_conflict",
+        "reject",
+        help="after a 412, when the proposal changed at SieSmart since the version docrelay "
+        "knew: 'reject' (the document ends rejected: review and resubmit) or 'overwrite' "
+        "(resend with the fresh ETag, replacing the other change)",
+    ),
 )
 
 
@@ -360,7 +375,8 @@ def _get_proposal(ctx: Context, pid: str) -> tuple[HttpResponse, Any]:
     return resp, resp.json()
 
 
-def _refresh_etag(ctx: Context, pid: str) -> str:
+def _read_etag(ctx: Context, pid: str) -> tuple[str, HttpResponse]:
+    """GET the proposal's current ETag (not stored)."""
     resp, _data = _get_proposal(ctx, pid)
     etag = resp.header("ETag")
     if not etag:
@@ -372,8 +388,79 @@ def _refresh_etag(ctx: Context, pid: str) -> str:
                 rule="siesmart:get-no-etag",
             )
         )
+    return etag, resp
+
+
+def _refresh_etag(ctx: Context, pid: str) -> str:
+    etag, _resp = _read_etag(ctx, pid)
     _store_etag(ctx, pid, etag)
     return etag
+
+
+def _on_conflict(ctx: Context) -> str:
+    value = str(_setting(ctx, "on_conflict") or "").strip().lower()
+    if value not in ON_CONFLICT:
+        raise OutcomeError(
+            Outcome(
+                kind=OutcomeKind.CONFIG_ERROR,
+                message=f"siesmart: on_conflict must be 'reject' or 'overwrite', "
+                f"not {str(_setting(ctx, 'on_conflict'))[:40]!r}",
+                rule="siesmart:bad-on-conflict",
+            )
+        )
+    return value
+
+
+def _seen_by_docrelay(ctx: Context, pid: str) -> set[str]:
+    """Every ETag of the proposal that docrelay's documents hold (their own writes/reads)."""
+    seen: set[str] = set()
+    if ctx.state.get("proposal_id") == pid and ctx.state.get("etag"):
+        seen.add(str(ctx.state["etag"]))
+    own = ctx.document.id if ctx.document is not None else None
+    for v in ctx.find_documents():
+        if v.id == own:
+            continue
+        state = v.provider_state or {}
+        if (v.provider_ref == pid or state.get("proposal_id") == pid) and state.get("etag"):
+            seen.add(str(state["etag"]))
+    return seen
+
+
+def _adopt_or_refuse(ctx: Context, pid: str, fresh: str, resp: HttpResponse | None) -> None:
+    """After a 412: keep *fresh* for the next attempt, or end the round when the proposal
+    changed at SieSmart since the version this document was based on.
+
+    No conflict when docrelay knew no version (``based_on`` unset), when the proposal is
+    still at that version (the If-Match was missing or lost), when the current version is
+    one docrelay's own documents wrote or read, or when ``on_conflict = "overwrite"``.
+    """
+    based_on = ctx.state.get("based_on")
+    if (
+        _on_conflict(ctx) == "overwrite"
+        or not based_on
+        or fresh == based_on
+        or fresh in _seen_by_docrelay(ctx, pid)
+    ):
+        _store_etag(ctx, pid, fresh)
+        return
+    # Not adopted as a known version: other documents about the proposal must not be sent
+    # on it either. A later round of this document (a resubmitted revision, a requeue) is
+    # sent against it: the operator was asked to review the proposal as it is now.
+    ctx.state.pop("needs_refresh", None)
+    ctx.state["conflict_etag"] = fresh
+    trace = None
+    if resp is not None:
+        trace = classify(resp, None, trace_header=str(_setting(ctx, "trace_header"))).trace_id
+    raise OutcomeError(
+        Outcome(
+            kind=OutcomeKind.REJECTED,
+            status=412,
+            message=f"proposal {pid} changed at SieSmart since {based_on}: review and resubmit",
+            provider_ref=pid,
+            trace_id=trace,
+            rule="siesmart:changed-at-siesmart",
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +497,7 @@ def build_request(document: Document, ctx: Context) -> HttpRequest:
         raise DocumentError(
             f"siesmart does not know document kind {document.kind!r} (known: {', '.join(KINDS)})"
         )
+    _on_conflict(ctx)
     data = _document_json(document)
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     proposals = str(_setting(ctx, "proposals_path")).rstrip("/")
@@ -436,8 +524,8 @@ def build_request(document: Document, ctx: Context) -> HttpRequest:
             )
         )
     if ctx.state.get("proposal_id") not in (None, pid):
-        ctx.state.pop("etag", None)
-        ctx.state.pop("etag_at", None)
+        for name in ("etag", "etag_at", "based_on", "conflict_etag", "needs_refresh"):
+            ctx.state.pop(name, None)
     ctx.state["proposal_id"] = pid
     if document.kind == "proposal_update":
         body = {k: v for k, v in data.items() if k not in ("id", "decision")}
@@ -463,11 +551,31 @@ def prepare_headers(request: HttpRequest, ctx: Context) -> Mapping[str, str]:
     if _is_modifying(request, ctx):
         pid = ctx.state.get("proposal_id")
         if pid:
-            etag = None if ctx.state.get("needs_refresh") else _newest_known_etag(ctx, str(pid))
-            etag = etag or _refresh_etag(ctx, str(pid))
-            ctx.state["sent_if_match"] = etag
-            headers["If-Match"] = etag
+            headers["If-Match"] = _if_match(ctx, str(pid))
     return headers
+
+
+def _if_match(ctx: Context, pid: str) -> str:
+    """The ETag for this attempt; ``based_on`` keeps the version docrelay knew before it."""
+    if ctx.state.get("needs_refresh"):
+        # The re-read after a 412 failed last time: read now, with the same conflict check.
+        fresh, resp = _read_etag(ctx, pid)
+        _adopt_or_refuse(ctx, pid, fresh, resp)
+        etag: str | None = fresh
+    elif ctx.state.get("conflict_etag"):
+        # A new round after a conflict (resubmitted or requeued): the reviewed version.
+        etag = str(ctx.state.pop("conflict_etag"))
+        _store_etag(ctx, pid, etag)
+    else:
+        etag = _newest_known_etag(ctx, pid)
+    if etag:
+        ctx.state["based_on"] = etag
+    else:
+        # docrelay never knew a version of this proposal: read one.
+        ctx.state.pop("based_on", None)
+        etag = _refresh_etag(ctx, pid)
+    ctx.state["sent_if_match"] = etag
+    return etag
 
 
 @docrelay.hookimpl
@@ -506,14 +614,16 @@ def _after_classify(
 
 @docrelay.hookimpl
 def refresh_resource(document: Document, ctx: Context) -> bool:
-    """After a 412: GET the proposal and keep its current ETag for the next attempt."""
+    """After a 412: GET the proposal; keep its current ETag for the next attempt, or end the
+    round ``rejected`` when it changed at SieSmart since docrelay's version (see
+    :func:`_adopt_or_refuse` and the setting ``on_conflict``)."""
     if document.kind not in MODIFYING_KINDS:
         return False
     pid = ctx.state.get("proposal_id") or _proposal_id(document, ctx)
     if not pid:
         return False
     try:
-        _refresh_etag(ctx, str(pid))
+        fresh, resp = _read_etag(ctx, str(pid))
     except OutcomeError as exc:
         if exc.outcome.kind in (OutcomeKind.REJECTED, OutcomeKind.CONFIG_ERROR):
             return False
@@ -521,6 +631,8 @@ def refresh_resource(document: Document, ctx: Context) -> bool:
         # first (prepare_headers), and a failure there is an ordinary retry.
         ctx.state["proposal_id"] = str(pid)
         ctx.state["needs_refresh"] = True
+        return True
+    _adopt_or_refuse(ctx, str(pid), fresh, resp)
     return True
 
 
@@ -618,8 +730,6 @@ def _reconcile_modification(document: Document, ctx: Context) -> Outcome | None:
     pid = str(pid)
     resp, data = _get_proposal(ctx, pid)
     etag = resp.header("ETag")
-    if etag:
-        _store_etag(ctx, pid, etag)
     ours = _document_json(document)
     trace = classify(resp, None, trace_header=str(_setting(ctx, "trace_header"))).trace_id
     if not isinstance(data, dict):
@@ -637,7 +747,15 @@ def _reconcile_modification(document: Document, ctx: Context) -> Outcome | None:
         body = {k: v for k, v in ours.items() if k not in ("id", "decision")}
         taken = _subset_equal(body, data)
         status = None
+    if not taken and etag:
+        # Not ours: resending is only safe while nobody else changed the proposal.
+        try:
+            _adopt_or_refuse(ctx, pid, etag, resp)
+        except OutcomeError as exc:
+            return exc.outcome
     if taken:
+        if etag:
+            _store_etag(ctx, pid, etag)
         return Outcome(
             kind=OutcomeKind.DELIVERED,
             status=resp.status,
@@ -688,8 +806,9 @@ def _sample(name: str) -> bytes:
 
 @docrelay.hookimpl
 def demo_batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch:
-    """Two proposals, an update that meets a concurrent edit (412 -> refresh -> delivered),
-    and a decision; the first API request is throttled (429 with Retry-After: 1)."""
+    """Two proposals, an update whose If-Match is lost on the way (412 -> re-read: nobody
+    changed the proposal -> resent -> delivered), and a decision; the first API request is
+    throttled (429 with Retry-After: 1)."""
     from .sandbox import SieSmartSandbox
 
     cfg: Mapping[str, Any] = getattr(sandbox, "config", {})
@@ -731,8 +850,8 @@ def demo_batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch:
         ),
     )
     if isinstance(sandbox, SieSmartSandbox):
-        # The first modifying call (the update) meets a concurrent edit by a sales rep.
-        sandbox.schedule_concurrent_edits(1)
+        # The first modifying call (the update) loses its If-Match on the way (a proxy).
+        sandbox.drop_if_match(1)
     # DemoBatch's attrs converters (tuple) confuse mypy: pass the fields as a mapping.
     fields: dict[str, Any] = {
         "settings": settings,
@@ -740,7 +859,8 @@ def demo_batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch:
         "faults": ("throttle*1:1",),
         "expect": (
             "siesmart-demo-proposal-1: throttled (429, Retry-After: 1) then delivered",
-            "siesmart-demo-update-1: stale ETag (412) refreshed then delivered",
+            "siesmart-demo-update-1: If-Match lost (412), proposal unchanged: re-read then "
+            "delivered",
             "siesmart-demo-proposal-2, siesmart-demo-decision-1: delivered",
         ),
     }

@@ -22,7 +22,10 @@ choice is marked *assumed*):
   ``retry_after`` is set).
 - ``POST /_sandbox/touch/{id}`` modifies a proposal as someone else would (new ETag);
   ``POST /_sandbox/concurrent-edits`` ``{"count": n}`` makes the next *n* modifying calls meet
-  a concurrent modification just before they are handled (a real stale ETag).
+  a concurrent modification just before they are handled (a real stale ETag);
+  ``POST /_sandbox/drop-if-match`` ``{"count": n}`` makes the next *n* modifying calls arrive
+  without their ``If-Match`` header (as if a proxy dropped it: 412 "header is missing", with
+  nobody else changing the proposal).
 
 Effects: ``proposal_created`` (key = proposal id, ``label``), ``proposal_updated``,
 ``decision_submitted`` (key = proposal id), exactly once per business change.
@@ -96,7 +99,8 @@ class SieSmartSandbox(Sandbox):
     (``None``: no Retry-After on the rate limiter's 429; a number of seconds to send one),
     ``read_only`` (``False``; ``True``: every modifying call answers 403), ``token_error``
     (0; a status such as 503 or 401 answers every token request with it),
-    ``concurrent_edits`` (0; see ``/_sandbox/concurrent-edits``), ``decision_status``
+    ``concurrent_edits`` (0; see ``/_sandbox/concurrent-edits``), ``drop_if_match`` (0; see
+    ``/_sandbox/drop-if-match``), ``decision_status``
     (``"PENDING"``: the decisionStatus after a submit, *assumed*).
     """
 
@@ -112,6 +116,7 @@ class SieSmartSandbox(Sandbox):
         "read_only": False,
         "token_error": 0,
         "concurrent_edits": 0,
+        "drop_if_match": 0,
         "lose_requests": 0,
         "decision_status": "PENDING",
     }
@@ -129,6 +134,7 @@ class SieSmartSandbox(Sandbox):
             int(self.config["rate_limit"]), float(self.config["rate_window"])
         )
         self._concurrent = int(self.config["concurrent_edits"])
+        self._drop_if_match = int(self.config["drop_if_match"])
         self._lose = int(self.config["lose_requests"])
 
     # -- routes ---------------------------------------------------------------------------------
@@ -149,6 +155,12 @@ class SieSmartSandbox(Sandbox):
                 self._post_concurrent,
                 faults=False,
             ),
+            Route(
+                "POST",
+                re.compile(r"^/_sandbox/drop-if-match$"),
+                self._post_drop_if_match,
+                faults=False,
+            ),
         ]
 
     # -- base-class extension points ------------------------------------------------------------
@@ -160,6 +172,7 @@ class SieSmartSandbox(Sandbox):
             self.etags.clear()
             self._seq = 0
             self._concurrent = int(self.config["concurrent_edits"])
+            self._drop_if_match = int(self.config["drop_if_match"])
             self._lose = int(self.config["lose_requests"])
         self.tokens = TokenIssuer(float(self.config["token_ttl"]))
         self.window = SlidingWindow(
@@ -270,6 +283,9 @@ class SieSmartSandbox(Sandbox):
                 self._concurrent -= 1
                 self._modified(pid)
             if_match = request.header("If-Match")
+            if self._drop_if_match > 0:
+                self._drop_if_match -= 1
+                if_match = None  # lost on the way (a proxy), nobody changed the proposal
             if not if_match:
                 return None, _error(
                     412,
@@ -587,6 +603,11 @@ class SieSmartSandbox(Sandbox):
         with self._state_lock:
             self._concurrent = int(count)
 
+    def drop_if_match(self, count: int) -> None:
+        """The next *count* modifying calls arrive without their If-Match header."""
+        with self._state_lock:
+            self._drop_if_match = int(count)
+
     def _touch(self, request: SandboxRequest) -> SandboxResponse:
         try:
             etag = self.touch(request.params["pid"])
@@ -602,3 +623,12 @@ class SieSmartSandbox(Sandbox):
             return _error(400, "BAD_REQUEST", "count must be a number", self.trace)
         self.schedule_concurrent_edits(count)
         return SandboxResponse.json(200, {"concurrent_edits": count})
+
+    def _post_drop_if_match(self, request: SandboxRequest) -> SandboxResponse:
+        data = self._json_object(request) or {}
+        try:
+            count = int(data.get("count", 1))
+        except (TypeError, ValueError):
+            return _error(400, "BAD_REQUEST", "count must be a number", self.trace)
+        self.drop_if_match(count)
+        return SandboxResponse.json(200, {"drop_if_match": count})
