@@ -367,3 +367,33 @@ def test_etag_reads_count_against_the_limit(tmp_path: Path) -> None:
         assert methods["GET"] >= n, methods  # every update read its ETag first
         assert Counter(r["status"] for r in api).get(429, 0) == 0
         assert states == {"delivered": n}
+
+
+@pytest.mark.parametrize(
+    ("store_extra", "provider_extra", "words"),
+    [
+        ("", 'rate_limit_scope = "ip"\n', "rate_limit_scope must be 'host' or 'credential'"),
+        ('lock_timeout = "soon"\n', "", "lock_timeout must be a number of seconds"),
+        ("dead_owner_check = -1\n", "", "dead_owner_check must be a number of seconds"),
+    ],
+)
+def test_bad_limit_settings_are_one_line_and_exit_2(
+    tmp_path: Path, store_extra: str, provider_extra: str, words: str
+) -> None:
+    db = tmp_path / "bad.db"
+    config = tmp_path / "docrelay.toml"
+    config.write_text(
+        f'[store]\nurl = "sqlite:///{db}"\n{store_extra}'
+        '[providers.siesmart]\nclient_id = "c"\nclient_secret = "${TP_SECRET}"\n'
+        f"{provider_extra}"
+    )
+    env = {**os.environ, "TP_SECRET": SECRET}
+    proc = subprocess.run([DOCRELAY, "--config", str(config), "run", "--until-idle"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert words in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    if store_extra:
+        assert not db.exists(), "nothing half-written"
