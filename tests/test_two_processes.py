@@ -121,8 +121,8 @@ def test_two_runs_share_the_siesmart_limit_and_one_token(
             f'[providers.siesmart]\nbase_url = "{sandbox.url}"\nclient_id = "{CLIENT}"\n'
             'client_secret = "${TP_SECRET}"\n'
             f'rate_limit = "{LIMIT}/{WINDOW:g}"\n'
-            # 10 % of the limit kept free for arrival jitter on a loaded machine.
-            "[engine]\nrate_margin = 0.1\nbatch_size = 4\nread_timeout = 10\n"
+            # A fifth of the limit kept free for arrival jitter on a loaded, shared machine.
+            "[engine]\nrate_margin = 0.2\nbatch_size = 4\nread_timeout = 10\n"
         )
         url, options = _store_options(store_toml)
         store = open_store(url, **options)
@@ -352,7 +352,7 @@ def test_etag_reads_count_against_the_limit(tmp_path: Path) -> None:
             f"sqlite:///{tmp_path / 'u.db'}",
             providers={"siesmart": {"base_url": sandbox.url, "client_id": CLIENT,
                                     "client_secret": SECRET, "rate_limit": f"{limit}/{window:g}"}},
-            engine={"rate_margin": 0.1, "max_attempts": 1, "inprocess_attempts": 1},
+            engine={"rate_margin": 0.25, "max_attempts": 1, "inprocess_attempts": 1},
         ) as relay:  # fmt: skip
             relay.submit_many([
                 Document(id=f"up-{i}", provider="siesmart", kind="proposal_update",
