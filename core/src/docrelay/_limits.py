@@ -195,6 +195,13 @@ class RateLimiter:
         interval = rate.interval * (1.0 + self._margin)
         now = clock()
         slot = self._store.rate_slot(bucket, interval, now)
+        later = clock()
+        if slot is not None and later - now > max(interval, 0.25):
+            # The store kept us waiting (another process held its lock): a slot reserved
+            # from the time before the wait could already be past, and several such
+            # requests would leave at once. Take one from now (the first is left unused).
+            now = later
+            slot = self._store.rate_slot(bucket, interval, now)
         if slot is None:
             with self._lock:
                 slot = max(now, self._next.get(bucket, now))
