@@ -576,19 +576,10 @@ def test_wrong_postgres_password_is_a_store_error() -> None:
 # -- shared limits -----------------------------------------------------------------------------
 
 
-def test_sqlite_does_not_share_limits(tmp_path: Path) -> None:
-    s = open_store(f"sqlite:///{tmp_path / 'x.db'}")
-    try:
-        assert s.rate_slot("b", 1.0, T0) is None
-        assert s.token_lock("c") is None
-        assert s.shared_token("c", T0) is None
-    finally:
-        s.close()
-
-
-@pytest.mark.postgres
-def test_rate_slots_are_distinct_and_spaced_across_stores(pg: PostgresBackend) -> None:
-    stores = [pg.open() for _ in range(3)]
+def test_rate_slots_are_distinct_and_spaced_across_stores(backend: Backend) -> None:
+    """Slots are shared by every store on one database: SQLite too (several processes on
+    one file), not only PostgreSQL."""
+    stores = [backend.open() for _ in range(3)]
     slots: list[float] = []
     lock = threading.Lock()
     interval = 0.05
@@ -620,9 +611,8 @@ def test_rate_slots_are_distinct_and_spaced_across_stores(pg: PostgresBackend) -
         s.close()
 
 
-@pytest.mark.postgres
-def test_tokens_are_shared(pg: PostgresBackend) -> None:
-    a, b = pg.open(), pg.open()
+def test_tokens_are_shared(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
     try:
         now = time.time()
         assert a.shared_token("acme:cred", now) is None
@@ -639,9 +629,8 @@ def test_tokens_are_shared(pg: PostgresBackend) -> None:
         b.close()
 
 
-@pytest.mark.postgres
-def test_token_lock_serialises_across_stores(pg: PostgresBackend) -> None:
-    stores = [pg.open() for _ in range(4)]
+def test_token_lock_serialises_across_stores(backend: Backend) -> None:
+    stores = [backend.open() for _ in range(4)]
     inside = 0
     peak = 0
     order: list[int] = []
@@ -674,6 +663,137 @@ def test_token_lock_serialises_across_stores(pg: PostgresBackend) -> None:
     with lock_a, lock_b:
         pass
     for s in stores:
+        s.close()
+
+
+def test_token_lock_holds_no_transaction_open(backend: Backend) -> None:
+    """While one worker fetches a token (lock held), the others keep writing: on SQLite
+    the write lock is not held for the fetch."""
+    a, b = backend.open(), backend.open(**({"lock_timeout": 1.0}))
+    try:
+        lock = a.token_lock("acme:cred")
+        assert lock is not None
+        with lock:
+            b.submit(doc(1), time.time())
+            assert b.rate_slot("x", 1.0, time.time()) is not None
+        assert b.get("doc-1") is not None
+    finally:
+        a.close()
+        b.close()
+
+
+# -- dead owners -------------------------------------------------------------------------------
+
+DEAD_CHILD = "import os; print(os.getpid(), flush=True)"
+
+
+def _gone_pid() -> int:
+    """The pid of a process that ran and was reaped."""
+    out = subprocess.run([sys.executable, "-c", DEAD_CHILD], capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    return int(out.stdout)
+
+
+def _owner(pid: int, start: str | None = None) -> str:
+    from docrelay._store import process_identity
+
+    host, _pid, tag = process_identity().split(":")
+    assert tag != "p?", "this test needs /proc"
+    if start is not None:
+        tag = tag.rpartition(".")[0] + "." + start
+    return f"{host}:{pid}:{tag}:abc123:1"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_leases_of_dead_owners_are_taken_over_at_once(backend: Backend) -> None:
+    """Leases of a gone process (or a reused PID) on this machine are claimable at once;
+    those of a live process, of another host and of an unknown owner form are kept."""
+    from docrelay._store import owner_is_dead, process_identity
+
+    s = backend.open()
+    try:
+        now = time.time()
+        s.submit_many([doc(i) for i in range(6)], now)
+        me = f"{process_identity()}:abc123:1"
+        host, pid, tag = process_identity().split(":")
+        gone = _owner(_gone_pid())
+        reused = _owner(os.getpid(), start="1")  # this pid, another start time
+        owners = {
+            "doc-0": me,
+            "doc-1": gone,
+            "doc-2": reused,
+            "doc-3": f"other-host.example:{pid}:{tag}:abc123:1",
+            "doc-4": "w-legacy:123:abc123",
+            "doc-5": f"{host}:{pid}:p?:abc123:1",
+        }
+        for doc_id, owner in owners.items():
+            claimed = s.claim(owner, now, 3600.0, 1)
+            assert [r.id for r in claimed] == [doc_id]
+        assert [owner_is_dead(o) for o in owners.values()] == [
+            False, True, True, False, False, False
+        ]  # fmt: skip
+        assert s.recover_dead_owners(now + 1, force=True) == 2
+        got = s.claim("w-new", now + 2, 60.0, 10)
+        assert sorted(r.id for r in got) == ["doc-1", "doc-2"]
+        for r in s.select(ids=["doc-0", "doc-3", "doc-4", "doc-5"]):
+            assert r.lease_owner == owners[r.id]
+            assert r.lease_until == pytest.approx(now + 3600.0)
+    finally:
+        s.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_first_claim_of_a_process_takes_over_dead_leases(backend: Backend) -> None:
+    s = backend.open()
+    try:
+        now = time.time()
+        s.submit_many([doc(1)], now)
+        assert len(s.claim(_owner(_gone_pid()), now, 3600.0, 1)) == 1
+    finally:
+        s.close()
+    fresh = backend.open()
+    try:
+        assert [r.id for r in fresh.claim("w-new", now + 1, 60.0, 5)] == ["doc-1"]
+    finally:
+        fresh.close()
+    # dead_owner_check = 0: the lease of a dead owner runs its course.
+    fresh = backend.open()
+    try:
+        fresh.submit_many([doc(2)], now)
+        assert [r.id for r in fresh.claim(_owner(_gone_pid()), now, 3600.0, 5)] == ["doc-2"]
+    finally:
+        fresh.close()
+    off = backend.open(dead_owner_check=0)
+    try:
+        assert off.claim("w-patient", now + 2, 60.0, 5) == []
+    finally:
+        off.close()
+
+
+def test_sqlite_token_fetch_lease_of_a_dead_worker_is_taken_over(tmp_path: Path) -> None:
+    """A worker killed during its token fetch leaves a fetch lease; on this machine the next
+    worker sees its process is gone and fetches at once instead of waiting it out."""
+    s = open_store(f"sqlite:///{tmp_path / 'x.db'}", lock_timeout=2.0)
+    try:
+        with s._tx() as cur:  # type: ignore[attr-defined]
+            cur.execute(
+                "INSERT INTO token_fetches (credential, owner, until) VALUES (?, ?, ?)",
+                ("acme:cred", _owner(_gone_pid()), time.time() + 3600),
+            )
+        lock = s.token_lock("acme:cred")
+        assert lock is not None
+        with lock:
+            pass
+        with s._tx() as cur:  # type: ignore[attr-defined]
+            cur.execute(
+                "INSERT INTO token_fetches (credential, owner, until) VALUES (?, ?, ?)",
+                ("acme:cred", "other-host:1:p0.0.1:abc:1", time.time() + 3600),
+            )
+        lock = s.token_lock("acme:cred")
+        assert lock is not None
+        with pytest.raises(StoreError, match="did not finish"), lock:
+            pass
+    finally:
         s.close()
 
 

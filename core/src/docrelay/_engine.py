@@ -17,7 +17,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -31,7 +30,7 @@ from ._builtins import DOCRELAY_TRANSPORT_FAULTS, classify_generic
 from ._context import Context, DocumentView, Token, TransportFailure
 from ._host import PluginHost, ProviderHooks
 from ._leases import LeaseKeeper
-from ._limits import RateLimiter, TokenCache
+from ._limits import RateLimiter, TokenCache, rate_bucket, token_key
 from ._models import (
     FINAL_STATES,
     Attempt,
@@ -44,7 +43,7 @@ from ._models import (
 )
 from ._redact import redact, redact_outcome, register_secret
 from ._settings import EngineSettings, ProviderRuntime
-from ._store import LeaseLost, Record, Store
+from ._store import LeaseLost, Record, Store, process_identity
 from ._transport import Transport
 from .exceptions import ConfigError, DocumentError, OutcomeError
 
@@ -99,7 +98,8 @@ class _Services:
 
     def token(self, ctx: Context, credential: str, fetch: Callable[[Context], Token]) -> str:
         cred = f"{self.runtime.info.name}:{credential}"
-        token = self.engine.tokens.get(cred, lambda: fetch(ctx), self.engine.clock)
+        key = token_key(self.runtime)
+        token = self.engine.tokens.get(cred, lambda: fetch(ctx), self.engine.clock, key=key)
         self.used_tokens[cred] = token.value
         return token.value
 
@@ -145,7 +145,7 @@ class Engine:
         self.limiter = RateLimiter(store, settings.rate_margin)
         self.transport = Transport(settings.request_deadline)
         self.leases = LeaseKeeper(store, settings.lease_seconds, clock)
-        self.owner_prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.owner_prefix = f"{process_identity()}:{uuid.uuid4().hex[:6]}"
         self.listeners: list[Callable[[Record, str, str], None]] = []
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -163,6 +163,10 @@ class Engine:
     def http(
         self, rt: ProviderRuntime, request: HttpRequest
     ) -> tuple[HttpResponse | None, TransportError | None]:
+        """Every request to a provider goes out here, and takes its rate slot here."""
+        bucket = rate_bucket(rt, request.url)
+        if bucket is not None and rt.rate is not None:
+            self.limiter.wait(bucket, rt.rate, self.clock)
         return self.transport.send(rt, request)
 
     def context(self, rt: ProviderRuntime, record: Record | None = None) -> Context:
@@ -612,10 +616,8 @@ class Engine:
             attempt=base,
         )
         _crashpoint("after_intent")
-        if rt.rate is not None:
-            # The slot is taken right before the request leaves (after the intent's commit),
-            # so the spacing the provider sees is not blurred by the store's latency.
-            self.limiter.wait(f"{rt.info.name}:{rt.credential}", rt.rate, self.clock)
+        # self.http takes the rate slot right before the request leaves (after the intent's
+        # commit), so the spacing the provider sees is not blurred by the store's latency.
         response, error = self.http(rt, request)
         _crashpoint("after_response")
         if error is not None and error.kind in DOCRELAY_TRANSPORT_FAULTS:

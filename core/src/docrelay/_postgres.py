@@ -8,9 +8,11 @@ PostgreSQL is the coordinator; docrelay adds nothing home-made:
 - a heartbeat thread keeps the leases of this process's claimed documents alive while they
   are being worked on, so a long send never outlives its lease (leases of a dead process
   stop being extended and expire);
-- rate limits (``rate_buckets``), tokens (``docrelay_tokens``) and provider pauses
-  (``provider_pauses``) live in the database, so the whole fleet shares them; one token
-  refresh at a time across the fleet through a PostgreSQL advisory lock;
+- rate limits (``rate_buckets``), tokens (``docrelay_tokens``, encrypted by the engine) and
+  provider pauses (``provider_pauses``) live in the database, so the whole fleet shares them;
+  one token refresh at a time across the fleet through a PostgreSQL advisory lock;
+- a worker whose process is provably gone (same machine) has its leases taken over at
+  once instead of when they run out;
 - the schema is versioned like SQLite's (``docrelay_meta``); the first initialisation is
   serialised by an advisory lock, and a newer schema is refused.
 
@@ -34,7 +36,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from ._models import Document
-from ._redact import redact, register_secret
+from ._redact import redact
 from ._store import LeaseLost, Record, SQLStore
 from .exceptions import StoreError
 
@@ -90,6 +92,9 @@ class PostgresStore(SQLStore):
     :param max_hold: the heartbeat stops extending a lease this many seconds after the
         claim (a stuck worker must not keep a document forever).
     :param lock_timeout: seconds to wait for the fleet-wide token lock.
+    :param dead_owner_check: seconds between looks for leases of workers of *this* machine
+        whose process is gone (taken over at once, see :func:`~docrelay._store.owner_is_dead`);
+        leases of other machines always run out. ``0``: never look.
     """
 
     ph = "%s"
@@ -108,6 +113,7 @@ class PostgresStore(SQLStore):
         max_hold: float = 3600.0,
         lock_timeout: float = 300.0,
         application_name: str = "docrelay",
+        dead_owner_check: float = 10.0,
     ) -> None:
         self.url = url
         self._safe_url, self._password = _strip_password(url)
@@ -124,6 +130,8 @@ class PostgresStore(SQLStore):
         self._heartbeat_every = None if heartbeat is None else float(heartbeat or 0.0)
         self._max_hold = float(max_hold)
         self._lock_timeout = float(lock_timeout)
+        self.lock_timeout = self._lock_timeout
+        self.dead_owner_check = float(dead_owner_check)
         self._idle: list[psycopg.Connection[Any]] = []
         self._busy: set[psycopg.Connection[Any]] = set()
         self._pool_lock = threading.Lock()
@@ -266,16 +274,6 @@ class PostgresStore(SQLStore):
         raise AssertionError("unreachable")
 
     # -- schema ---------------------------------------------------------------------------------
-    def _schema(self) -> list[str]:
-        r = self.real_type
-        return [
-            *super()._schema(),
-            f"CREATE TABLE IF NOT EXISTS rate_buckets (bucket TEXT PRIMARY KEY,"
-            f" next_slot {r} NOT NULL)",
-            f"CREATE TABLE IF NOT EXISTS docrelay_tokens (credential TEXT PRIMARY KEY,"
-            f" value TEXT NOT NULL, expires_at {r} NOT NULL, saved_at {r} NOT NULL)",
-        ]
-
     def _tables(self, cur: Any) -> set[str]:
         # Called first in _init_schema's transaction: the advisory lock serialises the first
         # initialisation by several workers starting at once (held until that commit).
@@ -440,36 +438,6 @@ class PostgresStore(SQLStore):
             return float(row[0]) - interval
 
         return self._retrying(reserve)
-
-    def shared_token(self, credential: str, now: float) -> tuple[str, float] | None:
-        with self._tx(write=False) as cur:
-            cur.execute(
-                "SELECT value, expires_at FROM docrelay_tokens"
-                " WHERE credential = %s AND expires_at > %s",
-                (credential, now),
-            )
-            row = cur.fetchone()
-        if row is None:
-            return None
-        register_secret(row[0])
-        return str(row[0]), float(row[1])
-
-    def save_token(self, credential: str, value: str, expires_at: float) -> None:
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO docrelay_tokens (credential, value, expires_at, saved_at)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (credential) DO UPDATE SET"
-                " value = EXCLUDED.value, expires_at = EXCLUDED.expires_at,"
-                " saved_at = EXCLUDED.saved_at",
-                (credential, value, expires_at, time.time()),
-            )
-
-    def drop_token(self, credential: str, value: str) -> None:
-        with self._tx() as cur:
-            cur.execute(
-                "DELETE FROM docrelay_tokens WHERE credential = %s AND value = %s",
-                (credential, value),
-            )
 
     def token_lock(self, credential: str) -> AbstractContextManager[None]:
         return self._advisory_lock("docrelay:token", credential)

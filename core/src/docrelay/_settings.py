@@ -80,6 +80,7 @@ CORE_PROVIDER_SETTINGS = {
     "env": "environment name (one of the provider's environments)",
     "base_url": "base URL (overrides env)",
     "rate_limit": "client-side limit as 'REQUESTS/SECONDS' (overrides the provider's)",
+    "rate_limit_scope": "count the rate limit per 'host' or per 'credential'",
     "connect_timeout": "seconds to connect",
     "read_timeout": "seconds to wait for an answer",
     "verify": "TLS certificate verification: true, false or a CA bundle path",
@@ -178,6 +179,9 @@ class ProviderRuntime:
                     f"provider {name}: rate_limit must look like '100/60', "
                     f"not {settings['rate_limit']!r}"
                 ) from None
+        if settings.get("rate_limit_scope") not in (None, "host", "credential"):
+            raise ConfigError(f"provider {name}: rate_limit_scope must be 'host' or "
+                              f"'credential', not {settings['rate_limit_scope']!r}")  # fmt: skip
         verify = settings.get("verify", True)
         max_payload = settings.get("max_payload_bytes") or info.max_payload_bytes
         secret = settings.get("webhook_secret")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -14,18 +16,38 @@ from .exceptions import StoreError
 
 __all__ = ["SQLiteStore"]
 
+log = logging.getLogger("docrelay.store")
+
 
 class SQLiteStore(SQLStore):
     """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
 
     One connection per thread; writes take the database lock up front (``BEGIN IMMEDIATE``)
-    so claims by several threads or processes on one file never interleave.
+    so claims by several threads or processes on one file never interleave. Rate slots,
+    tokens and token fetches are shared by every process on the file, as on PostgreSQL.
 
     :param synchronous: SQLite's ``synchronous`` pragma; ``NORMAL`` (the default) survives any
         crash of the process, ``FULL`` also a power loss.
+    :param timeout: seconds one try waits in SQLite's busy handler for another process's
+        write lock; after that docrelay logs one line ("waiting") and keeps trying.
+    :param lock_timeout: seconds a write waits in all for the write lock (and a worker for
+        another worker's token fetch) before it fails with a :class:`StoreError`.
+    :param dead_owner_check: seconds between looks for leases of workers of this machine whose
+        process is gone (taken over at once); ``0``: wait for their leases to run out.
+    :param token_fetch_lease: seconds a token fetch may take before another worker may start
+        one of its own.
     """
 
-    def __init__(self, url: str, *, synchronous: str = "NORMAL", timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        synchronous: str = "NORMAL",
+        timeout: float = 5.0,
+        lock_timeout: float = 300.0,
+        dead_owner_check: float = 10.0,
+        token_fetch_lease: float = 120.0,
+    ) -> None:
         self.url = url
         path = url.removeprefix("sqlite://")
         if path.startswith("/"):
@@ -35,12 +57,25 @@ class SQLiteStore(SQLStore):
         self.path = Path(path)
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise StoreError(f"invalid sqlite synchronous mode {synchronous!r}")
+        for name, value in (
+            ("timeout", timeout),
+            ("lock_timeout", lock_timeout),
+            ("dead_owner_check", dead_owner_check),
+            ("token_fetch_lease", token_fetch_lease),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise StoreError(f"[store] {name} must be a number of seconds, not {value!r}")
         self._synchronous = synchronous.upper()
-        self._timeout = timeout
+        self._timeout = float(timeout)
+        self.lock_timeout = max(float(lock_timeout), self._timeout)
+        self.dead_owner_check = float(dead_owner_check)
+        self.token_fetch_lease = float(token_fetch_lease)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        # One "waiting for the lock" episode at a time (logged once, not per thread or try).
+        self._waiting_since: float | None = None
         if self.path.parent and not self.path.parent.exists():
             raise StoreError(f"store directory {str(self.path.parent)!r} does not exist")
         if self.path.exists() and self.path.is_dir():
@@ -82,14 +117,15 @@ class SQLiteStore(SQLStore):
         # Threads of this process queue for the write lock here, in order, instead of
         # polling SQLite's busy handler (which sleeps in growing steps); other processes
         # still meet at BEGIN IMMEDIATE.
-        if write and not self._write_lock.acquire(timeout=self._timeout):
-            raise StoreError(f"store {str(self.path)!r}: database is locked")
+        if write:
+            self._take_write_lock()
         try:
             cur = conn.cursor()
             try:
-                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"store {str(self.path)!r}: {exc}") from None
+                self._begin(cur, write)
+            except BaseException:
+                cur.close()
+                raise
             try:
                 yield cur
             except BaseException:
@@ -102,6 +138,40 @@ class SQLiteStore(SQLStore):
         finally:
             if write:
                 self._write_lock.release()
+
+    def _take_write_lock(self) -> None:
+        deadline = time.monotonic() + self.lock_timeout
+        while not self._write_lock.acquire(timeout=min(self._timeout or 0.1, 1.0)):
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"store {str(self.path)!r}: database is locked (waited "
+                    f"{self.lock_timeout:.0f} s for the write lock)"
+                )
+
+    def _begin(self, cur: sqlite3.Cursor, write: bool) -> None:
+        """BEGIN; while another process holds the write lock, wait (one log line per wait)."""
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() >= deadline:
+                    raise StoreError(f"store {str(self.path)!r}: {exc}") from None
+                if self._waiting_since is None:
+                    self._waiting_since = time.monotonic()
+                    log.warning(
+                        "store %s: another process holds the write lock; waiting (up to %.0f s)",
+                        self.path,
+                        self.lock_timeout,
+                    )
+                continue
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"store {str(self.path)!r}: {exc}") from None
+            if write and self._waiting_since is not None:
+                waited, self._waiting_since = time.monotonic() - self._waiting_since, None
+                log.info("store %s: write lock free again after %.1f s", self.path, waited)
+            return
 
     def _tables(self, cur: Any) -> set[str]:
         cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")

@@ -6,9 +6,15 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
+import os
+import socket
+import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
+from functools import cache
 from typing import Any
 
 import attrs
@@ -22,7 +28,9 @@ from ._models import (
 from ._redact import redact, redact_any, redact_outcome
 from .exceptions import DocumentError, NotFoundError, StoreError
 
-__all__ = ["LeaseLost", "Record", "Store", "open_store"]
+__all__ = ["LeaseLost", "Record", "Store", "open_store", "owner_is_dead", "process_identity"]
+
+log = logging.getLogger("docrelay.store")
 
 #: The schema version this docrelay writes. A store with a newer version is refused.
 SCHEMA_VERSION = 1
@@ -31,6 +39,85 @@ APP_ID = "docrelay"
 
 class LeaseLost(StoreError):
     """The worker no longer holds the document's lease (another worker took it over)."""
+
+
+# -- owners ------------------------------------------------------------------------------------
+# A lease owner reads ``HOST:PID:pBOOT.PIDNS.START:RANDOM:THREAD``. The third part lets another
+# worker on the same machine prove that the owner is gone: same kernel (boot id), same PID
+# namespace, and process PID either absent, a zombie, or started at another time (PID reused).
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+@cache
+def _machine() -> tuple[str, str] | None:
+    """(boot id, PID namespace) of this kernel and container, or ``None`` without /proc."""
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    if not boot:
+        return None
+    return boot.replace("-", "")[:16], "".join(c for c in ns if c.isdigit())
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of process *pid* (clock ticks since boot); ``""`` when it is gone or a
+    zombie; ``None`` when that cannot be told (no permission)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    if len(fields) < 20:
+        return None
+    if fields[0] in ("Z", "X"):
+        return ""  # dead, not yet reaped by its parent
+    return fields[19]
+
+
+@cache
+def _identity(pid: int) -> str:
+    machine = _machine()
+    start = _process_start(pid) if machine else None
+    tag = f"p{machine[0]}.{machine[1]}.{start}" if machine and start else "p?"
+    return f"{socket.gethostname()}:{pid}:{tag}"
+
+
+def process_identity() -> str:
+    """``HOST:PID:TAG`` of this process: the start of every lease owner it uses."""
+    return _identity(os.getpid())
+
+
+def owner_is_dead(owner: str) -> bool:
+    """Whether the process behind lease *owner* is provably gone: on this machine (same host
+    name, boot and PID namespace) and its PID absent, a zombie, or another process now.
+    Owners on other machines, of unknown form, or still alive are never called dead."""
+    parts = owner.split(":")
+    if len(parts) < 3 or not parts[2].startswith("p") or not parts[1].isdigit():
+        return False
+    host, pid, tag = parts[0], int(parts[1]), parts[2][1:]
+    machine = _machine()
+    if machine is None or host != socket.gethostname():
+        return False
+    boot, _, rest = tag.partition(".")
+    ns, _, start = rest.partition(".")
+    if (boot, ns) != machine or not start:
+        return False
+    now_start = _process_start(pid)
+    if now_start is None:
+        return False
+    return now_start != start
 
 
 @attrs.frozen
@@ -285,7 +372,10 @@ class Store(abc.ABC):
         return
 
     def token_lock(self, credential: str) -> AbstractContextManager[None] | None:
-        """A lock held while fetching a token, across workers (``None``: in-process only)."""
+        """A lock held while fetching a token, across workers (``None``: in-process only).
+
+        The token fetch runs while it is held: a store must not keep a transaction (on SQLite:
+        the write lock) open for it."""
         return None
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -360,6 +450,21 @@ class SQLStore(Store):
             f"""CREATE TABLE IF NOT EXISTS provider_pauses (
                 provider TEXT PRIMARY KEY, reason TEXT NOT NULL, since {r} NOT NULL,
                 until {r})""",
+            *self._limit_schema(),
+        ]
+
+    def _limit_schema(self) -> list[str]:
+        """The tables of the shared limits: rate slots, tokens (encrypted by the engine, see
+        :class:`~docrelay._limits.TokenCache`) and token-fetch leases. Additive: created on
+        opening a store of this schema version that lacks them."""
+        r = self.real_type
+        return [
+            f"CREATE TABLE IF NOT EXISTS rate_buckets (bucket TEXT PRIMARY KEY,"
+            f" next_slot {r} NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS docrelay_tokens (credential TEXT PRIMARY KEY,"
+            f" value TEXT NOT NULL, expires_at {r} NOT NULL, saved_at {r} NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS token_fetches (credential TEXT PRIMARY KEY,"
+            f" owner TEXT NOT NULL, until {r} NOT NULL)",
         ]
 
     def _migrations(self) -> dict[int, list[str]]:
@@ -405,6 +510,8 @@ class SQLStore(Store):
                     self._sql("UPDATE docrelay_meta SET value = ? WHERE key = 'schema_version'"),
                     (str(SCHEMA_VERSION),),
                 )
+            for stmt in self._limit_schema():
+                cur.execute(stmt)
 
     @abc.abstractmethod
     def _tables(self, cur: Any) -> set[str]:
@@ -596,10 +703,15 @@ class SQLStore(Store):
             return {s: int(n) for s, n in cur.fetchall()}
 
     # -- claiming -------------------------------------------------------------------------------
+    #: Seconds between looks for leases of dead owners on this machine (0: never look).
+    dead_owner_check: float = 10.0
+    _dead_checked: float | None = None
+
     def claim(
         self, owner: str, now: float, lease: float, limit: int, provider: str | None = None
     ) -> list[Record]:
         paused = list(self.paused(now))
+        self.recover_dead_owners(now)
         until = now + lease
         with self._tx() as cur:
             ids = self._claim_ids(cur, now, limit, provider, paused)
@@ -616,6 +728,49 @@ class SQLStore(Store):
             cur.execute(self._sql(self._select + f" WHERE id IN ({marks})"), ids)
             records = {r.id: r for r in map(self._row_to_record, cur.fetchall())}
         return [records[i] for i in ids if i in records]
+
+    def recover_dead_owners(self, now: float, force: bool = False) -> int:
+        """Make the documents leased by provably dead owners (:func:`owner_is_dead`: a
+        process of this machine that is gone) due at *now* instead of when their lease runs
+        out; returns how many. Looks at most every :attr:`dead_owner_check` seconds (the
+        first claim of a process always looks)."""
+        if not force:
+            if self.dead_owner_check <= 0:
+                return 0
+            mono = time.monotonic()
+            if self._dead_checked is not None and mono - self._dead_checked < self.dead_owner_check:
+                return 0
+            self._dead_checked = mono
+        with self._tx(write=False) as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT DISTINCT lease_owner FROM documents"
+                    " WHERE lease_owner IS NOT NULL AND lease_until > ?"
+                ),
+                (now,),
+            )
+            owners = [str(r[0]) for r in cur.fetchall()]
+        dead = [o for o in owners if owner_is_dead(o)]
+        total = 0
+        for o in dead:
+            with self._tx() as cur:
+                cur.execute(
+                    self._sql(
+                        "UPDATE documents SET lease_until = ?, next_attempt_at = ?"
+                        " WHERE lease_owner = ? AND lease_until > ?"
+                    ),
+                    (now, now, o, now),
+                )
+                n = int(cur.rowcount)
+            total += n
+            if n:
+                log.warning(
+                    "worker %s is gone (its process ended): %d leased document(s) taken over "
+                    "now instead of at the end of their lease",
+                    o.rsplit(":", 2)[0],
+                    n,
+                )
+        return total
 
     def next_due(self, provider: str | None = None) -> float | None:
         paused = list(self.paused(time.time()))
@@ -935,6 +1090,106 @@ class SQLStore(Store):
                 (now,),
             )
             return {p: (r, u) for p, r, u in cur.fetchall()}
+
+    # -- shared limits --------------------------------------------------------------------------
+    #: Seconds a token fetch may hold its lease; another worker takes over after that.
+    token_fetch_lease: float = 120.0
+    #: Seconds to wait for another worker's token fetch before giving up (StoreError).
+    lock_timeout: float = 300.0
+
+    def rate_slot(self, bucket: str, interval: float, now: float) -> float | None:
+        with self._tx() as cur:
+            cur.execute(self._sql("SELECT next_slot FROM rate_buckets WHERE bucket = ?"), (bucket,))
+            row = cur.fetchone()
+            slot = now if row is None else max(now, float(row[0]))
+            cur.execute(
+                self._sql(
+                    "INSERT INTO rate_buckets (bucket, next_slot) VALUES (?, ?)"
+                    " ON CONFLICT (bucket) DO UPDATE SET next_slot = excluded.next_slot"
+                ),
+                (bucket, slot + interval),
+            )
+        return slot
+
+    def shared_token(self, credential: str, now: float) -> tuple[str, float] | None:
+        with self._tx(write=False) as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT value, expires_at FROM docrelay_tokens"
+                    " WHERE credential = ? AND expires_at > ?"
+                ),
+                (credential, now),
+            )
+            row = cur.fetchone()
+        return None if row is None else (str(row[0]), float(row[1]))
+
+    def save_token(self, credential: str, value: str, expires_at: float) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO docrelay_tokens (credential, value, expires_at, saved_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (credential) DO UPDATE SET"
+                    " value = excluded.value, expires_at = excluded.expires_at,"
+                    " saved_at = excluded.saved_at"
+                ),
+                (credential, value, expires_at, time.time()),
+            )
+
+    def drop_token(self, credential: str, value: str) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                self._sql("DELETE FROM docrelay_tokens WHERE credential = ? AND value = ?"),
+                (credential, value),
+            )
+
+    def token_lock(self, credential: str) -> AbstractContextManager[None] | None:
+        return self._fetch_lease(credential)
+
+    @contextmanager
+    def _fetch_lease(self, credential: str) -> Iterator[None]:
+        """Single flight across processes without a transaction held open: a lease row in
+        ``token_fetches`` (taken in a short write, released after the fetch). Others wait
+        and look again; a lease whose owner is provably dead, or past its end, is taken
+        over."""
+        me = f"{process_identity()}:{uuid.uuid4().hex[:6]}:{threading.get_ident()}"
+        deadline = time.monotonic() + self.lock_timeout
+        pause = 0.02
+        while True:
+            now = time.time()
+            with self._tx() as cur:
+                cur.execute(
+                    self._sql("SELECT owner, until FROM token_fetches WHERE credential = ?"),
+                    (credential,),
+                )
+                row = cur.fetchone()
+                free = row is None or float(row[1]) <= now or owner_is_dead(str(row[0]))
+                if free:
+                    cur.execute(
+                        self._sql("DELETE FROM token_fetches WHERE credential = ?"), (credential,)
+                    )
+                    cur.execute(
+                        self._sql(
+                            "INSERT INTO token_fetches (credential, owner, until) VALUES (?, ?, ?)"
+                        ),
+                        (credential, me, now + self.token_fetch_lease),
+                    )
+            if free:
+                break
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"store {self.url_safe}: another worker's token fetch for {credential!r} "
+                    f"did not finish within {self.lock_timeout:.0f} s"
+                )
+            time.sleep(pause)
+            pause = min(0.2, pause * 1.5)
+        try:
+            yield
+        finally:
+            with self._tx() as cur:
+                cur.execute(
+                    self._sql("DELETE FROM token_fetches WHERE credential = ? AND owner = ?"),
+                    (credential, me),
+                )
 
 
 def open_store(url: str, **options: Any) -> Store:

@@ -148,6 +148,7 @@ def provider_info() -> ProviderInfo:
         kinds=KINDS,
         max_payload_bytes=None,
         rate_limit=RateLimit(100, 60),
+        rate_limit_scope="host",  # "100 requests per minute ... at the connecting IP" (seed 002)
         idempotency="none",
         async_validation="none",
         settings=SETTINGS,
