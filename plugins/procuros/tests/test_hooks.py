@@ -34,6 +34,7 @@ from docrelay_procuros import (
     type_for_kind,
 )
 from docrelay_procuros._demo import sample
+from docrelay_procuros._lookup import Lookup, forward_decision
 from docrelay_procuros._transactions import TRANSACTION_TYPES
 from docrelay_procuros.sandbox import ProcurosSandbox
 
@@ -461,3 +462,27 @@ def test_lookup_never_shows_the_token(
     assert out.provider_status is None
     assert "HTTP 403" in (out.message or "")
     assert TOKEN not in repr(out) + caplog.text
+
+
+@pytest.mark.parametrize(
+    ("statuses", "decision"),
+    [
+        (["PENDING"], "TRANSMITTED"),
+        (["DROPPED"], "NO_ACTION"),
+        (["PENDING", "SUCCESS"], "TRANSMITTED"),
+        (["PENDING", "DROPPED"], None),  # two matches that disagree decide nothing
+        (["FAILED"], None),
+        ([], None),
+    ],
+)
+def test_forward_decision(statuses: list[str], decision: str | None) -> None:
+    found = Lookup(
+        transactions=tuple(
+            {"procurosTransactionId": f"t{i}", "status": s, "createdAt": f"2026-01-0{i + 1}"}
+            for i, s in enumerate(statuses)
+        ),
+        complete=True,
+    )
+    got, tx = forward_decision(found, make_ctx("http://127.0.0.1:1"))
+    assert got == decision
+    assert (tx is None) == (not statuses)
