@@ -6,6 +6,12 @@ from the document's ``kind``: ``"order"`` -> ``ORDER``, ``"invoice"`` -> ``INVOI
 the whole ``{"type", "content"}`` body. Failed documents are reported to Procuros with
 ``POST /v2/errors`` so its exception handling notifies the customer.
 
+When an answer is lost, the resend is answered 400 "Payload already received", which does not
+say whether Procuros forwards the payload (201, ``TRANSMITTED``) or not (202, ``NO_ACTION``):
+the plugin then looks the transaction up with ``GET /v2/all-transactions`` (also in
+``reconcile``, before an ``unknown`` document is sent again) and claims ``TRANSMITTED`` only
+when the listed status confirms it (see ``_lookup``).
+
 For the ERP write-back, :func:`erp_status` turns an outcome into the document status and the
 "Error URL" that the Procuros guide "Tracking document status" asks the ERP to keep.
 """
@@ -386,10 +392,12 @@ def reconcile(document: Document, ctx: Context) -> Outcome | None:
 def erp_status(outcome: Outcome | None) -> tuple[str | None, str | None]:
     """``(status, error_url)`` for the ERP document, per "Tracking document status".
 
-    ``("TRANSMITTED", None)`` after a 201 (and a duplicate), ``("NO_ACTION", None)`` after a
-    202, ``(None, error_url)`` after a rejection (the status stays empty so the corrected
-    document is picked up again; the portal link goes into the "Error URL" field), and
-    ``(None, None)`` for everything else (nothing final yet).
+    ``("TRANSMITTED", None)`` after a 201 (and a duplicate the lookup confirmed as forwarded),
+    ``("NO_ACTION", None)`` after a 202 (or a lookup that found it dropped), ``(None, None)``
+    for a duplicate whose forward status is unknown (unless ``duplicate_status`` is set),
+    ``(None, error_url)`` after a rejection (the status stays empty so the corrected document
+    is picked up again; the portal link goes into the "Error URL" field), and ``(None, None)``
+    for everything else (nothing final yet).
     """
     if outcome is None:
         return None, None
