@@ -283,17 +283,54 @@ def test_poll_200_with_pending_status_is_still_accepted() -> None:
 @pytest.mark.parametrize(
     ("status", "kind"),
     [
-        (400, OutcomeKind.REJECTED),
+        (400, OutcomeKind.CONFIG_ERROR),
         (401, OutcomeKind.CONFIG_ERROR),
         (406, OutcomeKind.CONFIG_ERROR),
+        (403, OutcomeKind.CONFIG_ERROR),
+        (405, OutcomeKind.CONFIG_ERROR),
+        (409, OutcomeKind.CONFIG_ERROR),
+        (410, OutcomeKind.CONFIG_ERROR),
+        (413, OutcomeKind.CONFIG_ERROR),
+        (415, OutcomeKind.CONFIG_ERROR),
+        (422, OutcomeKind.CONFIG_ERROR),
+        (500, OutcomeKind.ACCEPTED),
+        (502, OutcomeKind.ACCEPTED),
+        (503, OutcomeKind.ACCEPTED),
+        (408, OutcomeKind.ACCEPTED),
+        (429, OutcomeKind.ACCEPTED),
     ],
 )
 def test_poll_documented_errors(status: int, kind: OutcomeKind) -> None:
-    """The GET's documented error codes: 400 rejected, 401/406 config errors."""
+    """Seed 003, GET ValidationRequest/{id}: 400 (our request: headers, parameters), 401
+    (ProviderKey) and 406 (Accept) are config errors, never a rejection of the invoice; so is
+    any other 4xx but 404 (the GET has no body to blame). 5xx/408/429: poll again."""
     o = poll(resp(status, {"Message": "m"}))
     assert kind == o.kind
-    assert o.message == "m"
+    assert (o.message or "").startswith("m")
     assert o.request_id == "op-123"
+    assert o.field_errors == ()
+    if kind == OutcomeKind.CONFIG_ERROR:
+        assert o.rule == f"ebh:poll-{status}-config"
+
+
+@pytest.mark.parametrize("status", [400, 401, 406])
+def test_poll_error_without_a_body_says_what_the_seed_says(status: int) -> None:
+    o = poll(resp(status, raw=b""))
+    assert o.kind == OutcomeKind.CONFIG_ERROR
+    assert (
+        o.message
+        in {
+            400: "The poll request was incorrectly formatted, missing a required header or "
+            "parameters were invalid.",
+            401: "The Provider Key is not authorized.",
+            406: "Provided Accept HTTP Header is not supported.",
+        }.values()
+    )
+
+
+def test_send_400_is_still_a_rejection() -> None:
+    """On the POST, a 400 is about what was sent (the invoice): rejected, as before."""
+    assert send(resp(400, {"Message": "bad xml"})).kind == OutcomeKind.REJECTED
 
 
 def test_poll_500_seed_error_polls_again() -> None:

@@ -221,3 +221,54 @@ def test_demo_batch_end_to_end(tmp_path: Path, sandbox: EbhSandbox) -> None:
     assert states == [DocState.DELIVERED, DocState.REJECTED, DocState.DELIVERED]
     assert len(batch.expect) == 3
     assert len(effects(sandbox)) == 3
+
+
+# -- every status of the poll (seed 003: GET ValidationRequest/{id}) ---------------------------
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 406, 409, 415])
+def test_poll_error_is_a_config_error_not_the_invoice(
+    tmp_path: Path, sandbox: EbhSandbox, status: int
+) -> None:
+    """A 4xx on the poll says our GET is wrong (seed: headers, parameters): the invoice is not
+    rejected; the document fails with a config error and the provider is paused."""
+    sandbox.set_option("poll_faults", str(status))
+    with make_relay(tmp_path, sandbox) as relay:
+        relay.submit(invoice("inv-poll"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("inv-poll")
+        actions = [(a.action, a.outcome.kind.value) for a in relay.history("inv-poll")]
+    assert st.state == DocState.FAILED
+    assert st.outcome.kind == OutcomeKind.CONFIG_ERROR
+    assert st.outcome.status == status
+    assert st.outcome.rule == f"ebh:poll-{status}-config"
+    assert st.field_errors == ()
+    assert "config error" in (st.reason or "")
+    assert "provider paused" in (st.reason or "")
+    assert actions == [("send", "accepted"), ("poll", "config_error")]
+    assert len(effects(sandbox)) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 408, 429])
+def test_poll_server_error_polls_again_then_delivered(
+    tmp_path: Path, sandbox: EbhSandbox, status: int
+) -> None:
+    sandbox.set_option("poll_faults", f"{status},{status}")
+    with make_relay(tmp_path, sandbox) as relay:
+        relay.submit(invoice("inv-poll"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("inv-poll")
+        polls = [a for a in relay.history("inv-poll") if a.action == "poll"]
+    assert st.state == DocState.DELIVERED
+    assert [a.outcome.status for a in polls[:2]] == [status, status]
+    assert len(effects(sandbox)) == 1
+
+
+def test_poll_404_sends_a_new_validation_request(tmp_path: Path, sandbox: EbhSandbox) -> None:
+    """An unknown request id (not in the seed's table): eBillingHub lost it; send again."""
+    sandbox.set_option("poll_faults", "404")
+    with make_relay(tmp_path, sandbox) as relay:
+        relay.submit(invoice("inv-poll"))
+        relay.run_until_settled(timeout=10)
+        assert relay.status("inv-poll").state == DocState.DELIVERED
+    assert len(effects(sandbox)) == 2

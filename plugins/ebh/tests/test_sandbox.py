@@ -250,3 +250,47 @@ def test_options_from_strings() -> None:
 def test_unknown_option_rejected() -> None:
     with pytest.raises(ValueError, match="unknown"):
         EbhSandbox(nope=1)
+
+
+# -- poll fault injection: every status of the GET, as eBillingHub answers it -------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (400, "The request was incorrectly formatted"),
+        (401, "The Provider Key is not authorized."),
+        (406, "Provided Accept HTTP Header is not supported."),
+        (500, "An unexpected error occurred. Please, contact the support team."),
+        (403, "Forbidden"),
+        (404, "The validation request was not found."),
+        (409, "Conflict"),
+        (503, "An unexpected error occurred. Please, contact the support team."),
+    ],
+)
+def test_poll_faults_answer_the_next_gets(sandbox: EbhSandbox, status: int, message: str) -> None:
+    """``poll_faults`` makes the next GETs answer these statuses; then progress resumes."""
+    rid = post(sandbox).json()["Id"]
+    sandbox.set_option("poll_faults", f"{status},{status}")
+    for _ in range(2):
+        r = get(sandbox, rid)
+        assert r.status_code == status
+        assert r.json()["Message"].startswith(message)
+        assert r.headers["OperationId"]
+    vr = sandbox.validation_request(rid)
+    assert vr is not None
+    assert vr.polls == 0  # a faulted GET does not advance the validation
+    assert get(sandbox, rid).status_code == 202
+    assert sandbox.faults_injected["poll"] == 2
+
+
+def test_poll_faults_leave_posts_alone(sandbox: EbhSandbox) -> None:
+    sandbox.set_option("poll_faults", (400,))
+    assert post(sandbox).status_code == 201
+    assert sandbox.validation_requests[0].polls == 0
+
+
+@pytest.mark.parametrize("value", ["200", "202", "99", "600", "x"])
+def test_poll_faults_take_error_statuses_only(value: str) -> None:
+    with pytest.raises(ValueError, match="poll_faults"):
+        EbhSandbox(poll_faults=value)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docrelay
 import pytest
 from docrelay import Document, DocumentError, OutcomeKind, Relay
 from docrelay.sandbox import TokenIssuer
@@ -384,3 +385,75 @@ def test_real_environments_may_reach_their_identity_server(
         assert identity_host in runtime.allowed_hosts
     finally:
         relay.close()
+
+
+# -- the documentId rule: letters, digits and '-' only, at least six (seed 000) ---------------
+
+
+class _KeyPlugin:
+    """A middleware plugin whose ``idempotency_key`` wins over docrelay's default UUID."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    @docrelay.hookimpl
+    def idempotency_key(self, document: Document, ctx: Any) -> str:
+        return self.key
+
+
+class _HeaderPlugin:
+    """A middleware plugin that tries to set the documentId header itself."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    @docrelay.hookimpl
+    def prepare_headers(self, request: Any, ctx: Any) -> dict[str, str]:
+        return {"X-EConnect-DocumentId": self.value, "X-Trace": "t-1"}
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["inv.2024.0101", "inv+2024+0101", "inv/2024/0101", "inv:2024:0101", "inv#20240101", "ab12"],
+)
+def test_document_id_with_special_characters_never_reaches_econnect(
+    sandbox: EConnectSandbox, tmp_path: Path, bad_id: str
+) -> None:
+    """A documentId from any key hook is checked before sending: rejected, nothing on the wire."""
+    with Relay(
+        store="sqlite:///" + str(tmp_path / "k.db"),
+        providers={"econnect": settings(sandbox)},
+        engine=FAST,
+        plugins=[_KeyPlugin(bad_id)],
+    ) as relay:
+        relay.submit(invoice())
+        relay.run_until_settled(timeout=10)
+        st = relay.status("inv-0101")
+    assert st.state == "rejected"
+    assert st.key == bad_id
+    assert st.outcome.rule == "docrelay:refused-before-send"
+    assert "refused before sending" in (st.outcome.message or "")
+    assert "X-EConnect-DocumentId" in (st.outcome.message or "")
+    assert api_requests(sandbox) == []
+    assert sandbox.effects == []
+
+
+def test_a_middleware_cannot_replace_the_checked_document_id(
+    sandbox: EConnectSandbox, tmp_path: Path
+) -> None:
+    """prepare_headers of another plugin is a source of the header too: the checked key wins."""
+    with Relay(
+        store="sqlite:///" + str(tmp_path / "h.db"),
+        providers={"econnect": settings(sandbox)},
+        engine=FAST,
+        plugins=[_HeaderPlugin("not.a.valid.id")],
+    ) as relay:
+        relay.submit(invoice())
+        relay.run_until_settled(timeout=10)
+        st = relay.status("inv-0101")
+    assert st.state == "delivered"
+    (sent,) = api_requests(sandbox)
+    headers = {k.lower(): v for k, v in sent["headers"].items()}
+    assert headers["x-econnect-documentid"] == st.key
+    assert headers["x-trace"] == "t-1"
+    assert sandbox.effects[0]["key"] == st.key

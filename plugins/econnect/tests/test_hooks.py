@@ -142,6 +142,11 @@ def test_build_request_multipart() -> None:
         ("inv@2024-0101", "'@'"),
         ("inv_2024_0101", "'_'"),
         ("inv 2024 0101", "' '"),
+        ("inv.2024.0101", "'.'"),
+        ("inv+2024+0101", "'[+]'"),
+        ("inv:2024:0101", "':'"),
+        ("inv/2024/0101", "'/'"),
+        ("abc\u00e9def", "'\u00e9'"),
         ("INV-2024-0101", "invoice number"),
         ("inv-2024-0101", "invoice number"),
     ],
@@ -235,8 +240,23 @@ def test_prepare_headers_adds_bearer_and_subscription_key() -> None:
     services = Services([_json(200, {"access_token": "tok-1", "expires_in": 3600})])
     ctx = make_ctx(services=services, subscription_key="sub-key")
     headers = plugin.prepare_headers(HttpRequest(method="POST", url="/x"), ctx)
-    assert headers == {"Authorization": "Bearer tok-1", "Subscription-Key": "sub-key"}
+    assert headers == {
+        "Authorization": "Bearer tok-1",
+        "Subscription-Key": "sub-key",
+        "X-EConnect-DocumentId": KEY,
+    }
     assert "sub-key" in services.secrets
+
+
+@pytest.mark.parametrize("key", [None, "inv.2024.0101", "abc12"])
+def test_prepare_headers_checks_the_document_id_again(key: str | None) -> None:
+    """The header is re-asserted after build_request: never an unchecked value, no token call."""
+    services = Services([])
+    with pytest.raises(DocumentError, match="refused before sending"):
+        plugin.prepare_headers(
+            HttpRequest(method="POST", url="/x"), make_ctx(key=key, services=services)
+        )
+    assert services.sent == []
 
 
 def test_classify_hook_uses_the_key_as_reference_for_409() -> None:

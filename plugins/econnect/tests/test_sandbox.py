@@ -224,11 +224,33 @@ def test_400_for_a_body_that_is_not_ubl(sandbox: EConnectSandbox, body: bytes, n
     assert sandbox.effects == []
 
 
-@pytest.mark.parametrize("doc_id", ["abc12", "inv@2024-0101", "inv_2024_0101", "has space"])
+@pytest.mark.parametrize(
+    "doc_id",
+    [
+        "abc12",
+        "inv@2024-0101",
+        "inv_2024_0101",
+        "has space",
+        "inv.2024.0101",
+        "inv+2024+0101",
+        "inv:2024:0101",
+        "inv#20240101",
+        "inv~2024~0101",
+    ],
+)
 def test_400_for_an_invalid_document_id(sandbox: EConnectSandbox, doc_id: str) -> None:
     r = send(sandbox, doc_id=doc_id)
     assert "X-EConnect-DocumentId" in assert_error_shape(r, 400)["message"]
     assert sandbox.effects == []
+
+
+@pytest.mark.parametrize("doc_id", ["abcdef", "A1B2C3", "0b5f3c8e-6d1a-5e2b-9f4c-3a7d2e1b0c9f"])
+def test_document_id_of_letters_digits_and_dashes_is_taken(
+    sandbox: EConnectSandbox, doc_id: str
+) -> None:
+    r = send(sandbox, doc_id=doc_id)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"id": doc_id}
 
 
 def test_status_history_and_404(sandbox: EConnectSandbox) -> None:

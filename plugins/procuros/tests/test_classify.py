@@ -98,9 +98,11 @@ def test_400_payload_already_received_is_a_duplicate(message: str) -> None:
     out = classify(resp(400, {"message": message, "errorUrl": PORTAL}), None)
     assert out.kind is OutcomeKind.DUPLICATE
     assert out.is_success
-    assert out.provider_status == "TRANSMITTED"
+    # The 400 alone does not say whether the payload was forwarded (201) or not (202): the
+    # pure classifier claims no ERP status; the hook confirms it with a lookup.
+    assert out.provider_status is None
     assert out.error_url == PORTAL
-    assert erp_status(out) == ("TRANSMITTED", None)
+    assert erp_status(out) == (None, None)
 
 
 def test_duplicate_message_is_a_setting() -> None:
@@ -118,7 +120,9 @@ def test_duplicate_message_is_a_setting() -> None:
 
 def test_duplicate_status_is_a_setting() -> None:
     body = {"message": "Payload already received", "errorUrl": PORTAL}
-    assert classify(resp(400, body), None, duplicate_status=None).provider_status is None
+    assert classify(resp(400, body), None).provider_status is None
+    out = classify(resp(400, body), None, duplicate_status="NO_ACTION")
+    assert out.provider_status == "NO_ACTION"
 
 
 def test_422_is_never_a_duplicate_even_with_the_message() -> None:

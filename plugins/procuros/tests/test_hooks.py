@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -29,9 +30,11 @@ from docrelay_procuros import (
     prepare_headers,
     provider_info,
     provider_sandbox,
+    reconcile,
     type_for_kind,
 )
 from docrelay_procuros._demo import sample
+from docrelay_procuros._lookup import Lookup, forward_decision
 from docrelay_procuros._transactions import TRANSACTION_TYPES
 from docrelay_procuros.sandbox import ProcurosSandbox
 
@@ -51,6 +54,7 @@ class Services:
                 request.url,
                 data=request.body,
                 headers=dict(request.headers),
+                params=dict(request.params),
                 timeout=5,
             )
         except requests.ConnectionError as exc:
@@ -88,6 +92,10 @@ def order(doc_id: str = "PO-1", **kw: Any) -> Document:
         content_type="application/json",
         **kw,
     )
+
+
+def received(sb: ProcurosSandbox) -> list[dict[str, Any]]:
+    return [e for e in sb.effects if e["kind"] == "transaction_received"]
 
 
 def send(sb: ProcurosSandbox, doc: Document, ctx: Context) -> Outcome:
@@ -142,12 +150,15 @@ def test_kinds_without_a_type(kind: str) -> None:
 
 def test_content_payload_is_wrapped(validators: Any) -> None:
     ctx = make_ctx("http://127.0.0.1:1")
+    before = datetime.now(UTC).date().isoformat()
     req = build_request(order(), ctx)
     assert (req.method, req.url) == ("POST", "/v2/transactions")
     assert req.headers["Content-Type"] == "application/json"
     body = json.loads(req.body)
     assert body == {"type": "ORDER", "content": json.loads(sample("order.json"))}
     validators.request("/v2/transactions", "POST", body)
+    sent_on = ctx.state.pop("first_sent_on")
+    assert sent_on in {datetime.now(UTC).date().isoformat(), before}
     assert ctx.state == {"transaction_type": "ORDER", "document_number": "PO-2024-10417"}
 
 
@@ -312,3 +323,166 @@ def test_report_never_raises_and_never_logs_the_token(
     assert "HTTP 500" in text
     assert "secret-wrong-token" not in text
     assert TOKEN not in text
+
+
+# -- reconcile: the lookup of sent transactions (GET /v2/all-transactions) -----------------------
+
+
+def _listed(sb: ProcurosSandbox, n: int, type_: str = "ORDER", status: str = "PENDING") -> None:
+    """*n* other transactions already at Procuros (the sandbox's list state)."""
+    content = json.loads(sample("order.json"))
+    for i in range(n):
+        other = json.loads(json.dumps(content))
+        other["header"]["orderIdentifier"] = f"OTHER-{i}"
+        sb.transactions.append(
+            {
+                "procurosTransactionId": f"00000000-0000-4000-8000-{i:012d}",
+                "type": type_,
+                "status": status,
+                "flow": "LIVE",
+                "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "content": other,
+            }
+        )
+
+
+def _reconcile(sb: ProcurosSandbox, doc: Document, **settings: Any) -> Outcome | None:
+    ctx = make_ctx(sb.url, **settings)
+    ctx.document = doc
+    return reconcile(doc, ctx)
+
+
+def test_reconcile_follows_the_pages(sandbox: ProcurosSandbox) -> None:
+    _listed(sandbox, 150)
+    ctx = make_ctx(sandbox.url)
+    assert send(sandbox, order(), ctx).kind is OutcomeKind.DELIVERED
+    out = _reconcile(sandbox, order())
+    assert out is not None
+    assert out.kind is OutcomeKind.DELIVERED
+    assert out.provider_status == "TRANSMITTED"
+    assert out.provider_ref == received(sandbox)[0]["key"]
+    assert [q.get("cursor") for q in sandbox.lookups] == [None, "c100"]
+
+
+def test_reconcile_not_listed_is_retry_only_when_the_whole_list_was_read(
+    sandbox: ProcurosSandbox,
+) -> None:
+    _listed(sandbox, 150)
+    out = _reconcile(sandbox, order())
+    assert out is not None
+    assert out.kind is OutcomeKind.RETRY
+    assert out.rule == "procuros:reconcile-not-found"
+    # a truncated search proves nothing: no verdict (the engine resends; Procuros dedupes)
+    assert _reconcile(sandbox, order(), lookup_max_pages=1) is None
+
+
+def test_reconcile_failing_lookup_gives_no_verdict(
+    sandbox_factory: Callable[..., ProcurosSandbox],
+) -> None:
+    sb = sandbox_factory(list_status=503)
+    assert _reconcile(sb, order()) is None
+    assert _reconcile(sb, order(), lookup=False) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "erp"),
+    [
+        ("PENDING", OutcomeKind.DELIVERED, "TRANSMITTED"),
+        ("SUCCESS", OutcomeKind.DELIVERED, "TRANSMITTED"),
+        ("DROPPED", OutcomeKind.NO_ACTION, "NO_ACTION"),
+        ("FAILED", OutcomeKind.DUPLICATE, None),
+        ("UNKNOWN", OutcomeKind.DUPLICATE, None),
+    ],
+)
+def test_reconcile_reads_the_transaction_status(
+    sandbox_factory: Callable[..., ProcurosSandbox],
+    status: str,
+    kind: OutcomeKind,
+    erp: str | None,
+) -> None:
+    sb = sandbox_factory(forwarded_status="PENDING" if status == "DROPPED" else status)
+    if status == "DROPPED":
+        sb.config["inactive_types"] = ("ORDER",)
+    send(sb, order(), make_ctx(sb.url))
+    out = _reconcile(sb, order())
+    assert out is not None
+    assert (out.kind, out.provider_status) == (kind, erp)
+
+
+def test_status_mapping_is_a_setting(sandbox_factory: Callable[..., ProcurosSandbox]) -> None:
+    sb = sandbox_factory(forwarded_status="FAILED")
+    send(sb, order(), make_ctx(sb.url))
+    out = _reconcile(sb, order(), forwarded_statuses="PENDING,SUCCESS,FAILED")
+    assert out is not None
+    assert out.provider_status == "TRANSMITTED"
+
+
+def test_match_by_document_number(sandbox_factory: Callable[..., ProcurosSandbox]) -> None:
+    """Procuros may keep the content in its own form: match by type and number instead."""
+    sb = sandbox_factory()
+    send(sb, order(), make_ctx(sb.url))
+    sb.transactions[0]["content"]["header"]["comments"] = "normalised by Procuros"
+    by_content = _reconcile(sb, order())
+    assert by_content is not None
+    assert by_content.kind is OutcomeKind.RETRY
+    by_number = _reconcile(sb, order(), lookup_match="document_number")
+    assert by_number is not None
+    assert by_number.kind is OutcomeKind.DELIVERED
+
+
+def test_lookup_requests_follow_the_spec(sandbox: ProcurosSandbox, validators: Any) -> None:
+    _listed(sandbox, 120)
+    _reconcile(sandbox, order())
+    params = {
+        p["name"]: p["schema"]
+        for p in validators.spec()["paths"]["/v2/all-transactions"]["get"]["parameters"]
+    }
+    assert len(sandbox.lookups) == 2
+    for query in sandbox.lookups:
+        assert set(query) <= set(params)
+        assert query["filter[type]"] == "ORDER"
+        for name, value in query.items():
+            typed: Any = int(value) if params[name].get("type") == "integer" else value
+            assert validators.errors(params[name], typed) == [], name
+        start, end = query["filter[created_between]"].split(",")
+        assert date.fromisoformat(start) < date.fromisoformat(end)
+
+
+def test_lookup_never_shows_the_token(
+    sandbox_factory: Callable[..., ProcurosSandbox], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sb = sandbox_factory(list_status=403)
+    ctx = make_ctx(sb.url)
+    ctx.document = order()
+    out = classify_response(
+        HttpResponse(status=400, body=b'{"message": "Payload already received"}'), None, ctx
+    )
+    assert out.kind is OutcomeKind.DUPLICATE
+    assert out.provider_status is None
+    assert "HTTP 403" in (out.message or "")
+    assert TOKEN not in repr(out) + caplog.text
+
+
+@pytest.mark.parametrize(
+    ("statuses", "decision"),
+    [
+        (["PENDING"], "TRANSMITTED"),
+        (["DROPPED"], "NO_ACTION"),
+        (["PENDING", "SUCCESS"], "TRANSMITTED"),
+        (["PENDING", "DROPPED"], None),  # two matches that disagree decide nothing
+        (["FAILED"], None),
+        ([], None),
+    ],
+)
+def test_forward_decision(statuses: list[str], decision: str | None) -> None:
+    found = Lookup(
+        transactions=tuple(
+            {"procurosTransactionId": f"t{i}", "status": s, "createdAt": f"2026-01-0{i + 1}"}
+            for i, s in enumerate(statuses)
+        ),
+        complete=True,
+    )
+    got, tx = forward_decision(found, make_ctx("http://127.0.0.1:1"))
+    assert got == decision
+    assert (tx is None) == (not statuses)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,10 @@ def test_second_document_with_the_same_payload_is_a_duplicate(
         first, second = relay.status("PO-1"), relay.status("PO-1-copy")
     assert first.state == DocState.DELIVERED
     assert second.state == DocState.DUPLICATE
-    assert second.outcome.message == "Payload already received"
+    assert (second.outcome.message or "").startswith("Payload already received; transaction ")
+    # confirmed by the lookup: the first document's transaction is PENDING (forwarded)
+    assert second.outcome.rule == "procuros:400-payload-already-received-transmitted"
+    assert second.provider_ref == first.provider_ref
     assert erp_status(second.outcome) == ("TRANSMITTED", None)
     assert len(received(sandbox)) == 1
     assert sandbox.reported_errors == []
@@ -261,3 +265,171 @@ def test_demo_batch(tmp_path: Path, sandbox: ProcurosSandbox) -> None:
     assert len(states["PO-2024-10418"].outcome.field_errors) == 2
     assert len(received(sandbox)) == 2
     assert [r["transactionIdentifier"] for r in sandbox.reported_errors] == ["PO-2024-10418"]
+
+
+# -- a lost answer: what did Procuros answer the first time? (seed 001) ------------------------
+
+
+def _sends(sb: ProcurosSandbox) -> list[dict[str, Any]]:
+    return [r for r in sb.requests if r["method"] == "POST" and r["path"] == "/v2/transactions"]
+
+
+def _lookups(sb: ProcurosSandbox) -> list[dict[str, Any]]:
+    return [r for r in sb.requests if r["path"].startswith("/v2/all-transactions")]
+
+
+def test_lost_202_is_no_action_not_transmitted(
+    tmp_path: Path, sandbox_factory: Callable[..., ProcurosSandbox]
+) -> None:
+    """The 202 (not forwarded) is lost; the resend gets "Payload already received". Procuros
+    never forwarded it: the lookup of sent transactions says DROPPED -> no_action."""
+    sb = sandbox_factory(inactive_receivers=[INACTIVE_BUYER])
+    sb.set_faults(["drop*1"])
+    with make_relay(tmp_path, sb) as relay:
+        relay.submit(doc("RE-1", "invoice.json", kind="invoice"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("RE-1")
+        kinds = [a.outcome.kind for a in relay.history("RE-1") if a.outcome]
+    assert OutcomeKind.UNKNOWN in kinds
+    assert st.state == DocState.NO_ACTION
+    assert st.outcome.provider_status == "NO_ACTION"
+    assert st.outcome.provider_status != "TRANSMITTED"
+    assert erp_status(st.outcome) == ("NO_ACTION", None)
+    (tx,) = received(sb)
+    assert tx["forwarded"] is False
+    assert st.provider_ref == tx["key"]
+    assert st.outcome.rule == "procuros:400-payload-already-received-no-action"
+    assert len(_sends(sb)) == 2
+    assert len(_lookups(sb)) >= 1
+
+
+def test_lost_201_is_transmitted_once_confirmed(tmp_path: Path, sandbox: ProcurosSandbox) -> None:
+    sandbox.set_faults(["drop*1"])
+    with make_relay(tmp_path, sandbox) as relay:
+        relay.submit(doc("PO-2"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("PO-2")
+    (tx,) = received(sandbox)
+    assert st.state == DocState.DUPLICATE
+    assert st.outcome.provider_status == "TRANSMITTED"
+    assert st.provider_ref == tx["key"]
+    assert st.outcome.rule == "procuros:400-payload-already-received-transmitted"
+    assert erp_status(st.outcome) == ("TRANSMITTED", None)
+
+
+@pytest.mark.parametrize("list_status", [500, 403, 404])
+def test_lost_202_with_a_failing_lookup_is_never_transmitted(
+    tmp_path: Path, sandbox_factory: Callable[..., ProcurosSandbox], list_status: int
+) -> None:
+    """The lookup cannot tell: Procuros has the payload (final, never sent again), but the
+    forward status is unknown, so no ERP status is claimed."""
+    sb = sandbox_factory(inactive_receivers=[INACTIVE_BUYER], list_status=list_status)
+    sb.set_faults(["drop*1"])
+    with make_relay(tmp_path, sb) as relay:
+        relay.submit(doc("RE-1", "invoice.json", kind="invoice"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("RE-1")
+    assert st.state == DocState.DUPLICATE
+    assert st.outcome.provider_status is None
+    assert erp_status(st.outcome) == (None, None)
+    assert "forward status unknown" in (st.outcome.message or "")
+    assert f"HTTP {list_status}" in (st.outcome.message or "")
+    assert st.outcome.rule == "procuros:400-payload-already-received-unconfirmed"
+    assert len(_sends(sb)) == 2
+
+
+@pytest.mark.parametrize(
+    ("tx_status", "state", "erp"),
+    [
+        ("PENDING", DocState.DUPLICATE, "TRANSMITTED"),
+        ("SUCCESS", DocState.DUPLICATE, "TRANSMITTED"),
+        ("FAILED", DocState.DUPLICATE, None),
+        ("UNKNOWN", DocState.DUPLICATE, None),
+    ],
+)
+def test_lost_201_forward_status_follows_the_transaction_status(
+    tmp_path: Path,
+    sandbox_factory: Callable[..., ProcurosSandbox],
+    tx_status: str,
+    state: DocState,
+    erp: str | None,
+) -> None:
+    sb = sandbox_factory(forwarded_status=tx_status)
+    sb.set_faults(["drop*1"])
+    with make_relay(tmp_path, sb) as relay:
+        relay.submit(doc("PO-2"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("PO-2")
+    assert st.state == state
+    assert st.outcome.provider_status == erp
+
+
+def test_lookup_can_be_switched_off(
+    tmp_path: Path, sandbox_factory: Callable[..., ProcurosSandbox]
+) -> None:
+    sb = sandbox_factory(inactive_receivers=[INACTIVE_BUYER])
+    sb.set_faults(["drop*1"])
+    with make_relay(tmp_path, sb, lookup=False) as relay:
+        relay.submit(doc("RE-1", "invoice.json", kind="invoice"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("RE-1")
+    assert st.state == DocState.DUPLICATE
+    assert st.outcome.provider_status is None
+    assert _lookups(sb) == []
+
+
+def test_unknown_after_the_round_is_reconciled_without_resending(
+    tmp_path: Path, sandbox_factory: Callable[..., ProcurosSandbox]
+) -> None:
+    """Every answer of a round is lost (the 202, then two "Payload already received"): the
+    document waits in unknown; the next round looks it up (reconcile) and sends nothing."""
+    sb = sandbox_factory(inactive_receivers=[INACTIVE_BUYER])
+    sb.set_faults(["drop*3"])
+    relay = Relay(
+        store="sqlite:///" + str(tmp_path / "d.db"),
+        providers={"procuros": {"base_url": sb.url, "api_token": TOKEN}},
+        engine={**FAST, "inprocess_attempts": 1},
+    )
+    with relay:
+        relay.submit(doc("RE-1", "invoice.json", kind="invoice"))
+        relay.run_until_settled(timeout=10)
+        st = relay.status("RE-1")
+        history = relay.history("RE-1")
+    sends = [a for a in history if a.action == "send"]
+    assert len(_sends(sb)) == len(sends) == 3
+    assert all(a.outcome.kind == OutcomeKind.UNKNOWN for a in sends)
+    last = history[-1]
+    assert last.action == "reconcile"
+    assert last.outcome.kind == OutcomeKind.NO_ACTION
+    assert st.state == DocState.NO_ACTION
+    assert st.outcome.provider_status == "NO_ACTION"
+    assert st.provider_ref == received(sb)[0]["key"]
+
+
+def test_unknown_not_at_procuros_is_sent_again(tmp_path: Path, sandbox: ProcurosSandbox) -> None:
+    """Procuros does not list the payload (here: its state was wiped after the lost answers):
+    reconcile says it is certainly not there, and the document is sent again."""
+    sandbox.set_faults(["drop*3"])
+    now = [time.time()]
+    relay = Relay(
+        store="sqlite:///" + str(tmp_path / "d.db"),
+        providers={"procuros": {"base_url": sandbox.url, "api_token": TOKEN}},
+        engine={**FAST, "inprocess_attempts": 1, "deferral_initial": 3600, "deferral_max": 3600},
+        clock=lambda: now[0],
+    )
+    with relay:
+        relay.submit(doc("PO-3"))
+        relay.run_until_idle()
+        assert relay.status("PO-3").state == DocState.UNKNOWN
+        sandbox.reset()
+        now[0] += 7200  # the deferred round is due (a fake clock: no waiting, no timing)
+        relay.run_until_idle()
+        st = relay.status("PO-3")
+        history = relay.history("PO-3")
+    reconciles = [a for a in history if a.action == "reconcile"]
+    assert [a.outcome.kind for a in reconciles] == [OutcomeKind.RETRY]
+    assert history[-1].action == "send"
+    assert st.state == DocState.DELIVERED
+    assert st.outcome.provider_status == "TRANSMITTED"
+    assert st.provider_ref == received(sandbox)[0]["key"]
+    assert len(received(sandbox)) == 1

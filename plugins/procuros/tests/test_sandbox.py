@@ -14,7 +14,7 @@ import requests
 from docrelay import Document
 from docrelay_procuros import build_body
 from docrelay_procuros._demo import sample
-from docrelay_procuros._transactions import TRANSACTION_TYPES, TYPES
+from docrelay_procuros._transactions import TRANSACTION_STATUSES, TRANSACTION_TYPES, TYPES
 from docrelay_procuros.sandbox import ProcurosSandbox
 
 TOKEN = "procuros-test-token"
@@ -431,3 +431,117 @@ def test_reset_forgets_everything(sandbox: ProcurosSandbox) -> None:
     assert sandbox.reported_errors == []
     assert sandbox.transactions == []
     assert post(sandbox, TX, order_body()).status_code == 201
+
+
+# -- GET /v2/all-transactions: the lookup of sent transactions -----------------------------------
+
+
+def list_params_errors(validators: Any, params: dict[str, str]) -> list[str]:
+    """Every query parameter checked against the spec's parameters of List All Transactions."""
+    spec_params = {
+        p["name"]: p
+        for p in validators.spec()["paths"]["/v2/all-transactions"]["get"]["parameters"]
+    }
+    errors = []
+    for name, value in params.items():
+        if name not in spec_params:
+            errors.append(f"{name}: not a parameter of v2_list_all_transactions")
+            continue
+        schema = spec_params[name]["schema"]
+        typed: Any = int(value) if schema.get("type") == "integer" and value.isdigit() else value
+        errors += [f"{name}: {e}" for e in validators.errors(schema, typed)]
+    return errors
+
+
+def test_all_transactions_filters_of_the_spec(
+    sandbox_factory: Callable[..., ProcurosSandbox], validators: Any
+) -> None:
+    sb = sandbox_factory(inactive_receivers=["4011111000005"])
+    assert post(sb, TX, order_body()).status_code == 201
+    assert post(sb, TX, invoice_body()).status_code == 202
+    url = sb.url + "/v2/all-transactions"
+    today = sb.transactions[0]["createdAt"][:10]
+    cases = [
+        ({"filter[status]": "DROPPED"}, ["INVOICE"]),
+        ({"filter[status]": "PENDING"}, ["ORDER"]),
+        ({"filter[flow]": "LIVE"}, ["ORDER", "INVOICE"]),
+        ({"filter[flow]": "TEST"}, []),
+        ({"filter[created_between]": f"{today},{today}"}, ["ORDER", "INVOICE"]),
+        ({"filter[created_between]": "2020-01-01,2020-01-31"}, []),
+        ({"filter[type]": "ORDER", "filter[status]": "PENDING"}, ["ORDER"]),
+    ]
+    schema = validators.response_schema("/v2/all-transactions", "GET", 200)
+    envelope = copy.deepcopy(schema)
+    envelope["properties"]["items"] = {"type": "array"}
+    for params, types in cases:
+        assert list_params_errors(validators, params) == []
+        r = requests.get(url, headers=AUTH, params=params, timeout=5)
+        assert r.status_code == 200, (params, r.text)
+        assert validators.errors(envelope, r.json()) == []
+        assert [i["type"] for i in r.json()["items"]] == types, params
+        for item in r.json()["items"]:
+            tx = {**item, "content": {}}
+            assert validators.errors({"$ref": "#/components/schemas/Transaction"}, tx) == [
+                "content: {} is not valid under any of the given schemas"
+            ]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"filter[status]": "LOST"},
+        {"filter[flow]": "DEMO"},
+        {"filter[type]": "PAYMENT"},
+        {"filter[created_between]": "2024-01-01"},
+        {"filter[created_between]": "2024-13-01,2024-01-31"},
+    ],
+)
+def test_all_transactions_bad_filters_are_422(
+    sandbox: ProcurosSandbox, validators: Any, params: dict[str, str]
+) -> None:
+    r = requests.get(sandbox.url + "/v2/all-transactions", headers=AUTH, params=params, timeout=5)
+    assert r.status_code == 422
+    validators.response("/v2/all-transactions", "GET", 422, r.json())
+
+
+def test_forwarded_status_option(sandbox_factory: Callable[..., ProcurosSandbox]) -> None:
+    sb = sandbox_factory(forwarded_status="SUCCESS")
+    post(sb, TX, order_body())
+    assert [t["status"] for t in sb.transactions] == ["SUCCESS"]
+    with pytest.raises(ValueError, match="forwarded_status"):
+        ProcurosSandbox(forwarded_status="SENT")
+
+
+@pytest.mark.parametrize("status", [403, 404, 500, 503])
+def test_list_status_option_fails_the_lookup_in_the_spec_shape(
+    sandbox_factory: Callable[..., ProcurosSandbox], validators: Any, status: int
+) -> None:
+    sb = sandbox_factory(list_status=status)
+    assert post(sb, TX, order_body()).status_code == 201  # sending is not affected
+    for path in (
+        "/v2/all-transactions",
+        f"/v2/all-transactions/{sb.transactions[0]['procurosTransactionId']}",
+    ):
+        r = requests.get(sb.url + path, headers=AUTH, timeout=5)
+        assert r.status_code == status
+        spec_path = (
+            "/v2/all-transactions"
+            if path.count("/") == 2
+            else "/v2/all-transactions/{procurosTransactionId}"
+        )
+        validators.response(spec_path, "GET", status, r.json())
+
+
+def test_lookups_are_recorded(sandbox: ProcurosSandbox) -> None:
+    requests.get(
+        sandbox.url + "/v2/all-transactions",
+        headers=AUTH,
+        params={"filter[type]": "ORDER", "per_page": "100"},
+        timeout=5,
+    )
+    assert sandbox.lookups == [{"filter[type]": "ORDER", "per_page": "100"}]
+
+
+def test_transaction_statuses_match_the_spec(validators: Any) -> None:
+    schemas = validators.spec()["components"]["schemas"]
+    assert list(TRANSACTION_STATUSES) == schemas["TransactionStatus"]["enum"]

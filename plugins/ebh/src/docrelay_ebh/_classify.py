@@ -60,6 +60,15 @@ _DOCUMENTED: Mapping[int, str] = {
 }
 
 
+#: What a 4xx on the poll means when the body is silent (seed 003's words for 400/401/406).
+_POLL_MEANING: Mapping[int, str] = {
+    400: "The poll request was incorrectly formatted, missing a required header or "
+    "parameters were invalid.",
+    401: "The Provider Key is not authorized.",
+    406: "Provided Accept HTTP Header is not supported.",
+}
+
+
 def is_valid_id(value: object) -> bool:
     """Whether *value* is usable as a validation request id in a URL path."""
     return isinstance(value, str) and bool(_ID_RE.match(value))
@@ -481,6 +490,22 @@ def _classify_poll(
             + "; polling again",
             wait=retry_after_seconds(response.header("Retry-After"), time.time()) or poll_wait,
             rule=f"ebh:poll-{status}",
+            **base,
+        )
+    if status == 404:
+        # Not in the seed's table: the validation request is unknown (lost): send again.
+        return _classify_error(response, body, base, None, phase="poll")
+    if 400 <= status <= 499:
+        # Seed 003: the GET's 400 means "incorrectly formatted, missing a required header or
+        # parameters were invalid", 401 a ProviderKey that is not authorised, 406 an Accept
+        # header that is not supported. Each is about our request, never about the invoice
+        # (which was accepted by the POST); so is any other 4xx the seed does not list (the
+        # GET has no body that could be at fault). Stop and say so: config error.
+        meaning = _POLL_MEANING.get(status, f"HTTP {status} to the poll of the validation request")
+        return Outcome(
+            kind=OutcomeKind.CONFIG_ERROR,
+            message=_message(body, response, meaning),
+            rule=f"ebh:poll-{status}-config",
             **base,
         )
     return _classify_error(response, body, base, None, phase="poll")

@@ -28,11 +28,18 @@ Options (``docrelay sandbox ebh --option KEY=VALUE``):
 ``fail_status3``
     the next N validation requests end with Status 3 (assumption: failed at the
     provider); ``-1`` or ``true`` for all of them.
+``poll_faults``
+    statuses (300-599; a tuple, or a comma-separated string such as ``"500,400"``) that
+    the next GETs of a validation request answer, one each, in order, before any check and
+    without advancing the validation; the bodies are eBillingHub's ``{"Message": ...}`` with
+    the seed's wording for 400, 401, 406 and 500. 200 and 202 are the normal answers (see
+    ``polls_until_done``). Counted in ``faults_injected["poll"]``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http
 import re
 import threading
 import time
@@ -76,6 +83,15 @@ _GUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
 _UNEXPECTED = "An unexpected error occurred. Please, contact the support team."
+
+#: The seed's words for the documented error statuses of the GET (seed 003).
+_POLL_MESSAGES: Mapping[int, str] = {
+    400: "The request was incorrectly formatted, missing a required header or parameters "
+    "were invalid.",
+    401: "The Provider Key is not authorized.",
+    404: "The validation request was not found.",
+    406: "Provided Accept HTTP Header is not supported.",
+}
 
 _CURRENCY_RULE_PATH = (
     "UbfValidation_Ledes_standard.Invoice.invoice_UBF.Validate_currency.Validate_currency"
@@ -225,14 +241,17 @@ class EbhSandbox(Sandbox):
         "seconds_until_done": None,
         "currency_rule": True,
         "fail_status3": 0,
+        "poll_faults": (),
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._requests_by_id: dict[str, ValidationRequest] = {}
         self._fail_left = 0
+        self._poll_faults: list[int] = []
         self._state_lock = threading.RLock()
         super().__init__(*args, **kwargs)
         self._fail_left = self._fail_count()
+        self._poll_faults = self._poll_fault_list()
 
     # -- options ------------------------------------------------------------------------------
 
@@ -248,6 +267,21 @@ class EbhSandbox(Sandbox):
 
     def _fail_count(self) -> int:
         return self._opt_int("fail_status3")
+
+    def _poll_fault_list(self) -> list[int]:
+        value = self.config.get("poll_faults") or ()
+        items = value.split(",") if isinstance(value, str) else list(value)
+        out = []
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            if not text.isdigit() or not 300 <= int(text) <= 599:
+                raise ValueError(
+                    f"ebh sandbox option poll_faults takes statuses 300-599, not {text!r}"
+                )
+            out.append(int(text))
+        return out
 
     def _keys(self) -> set[str]:
         keys = self.config.get("provider_keys") or ()
@@ -269,6 +303,8 @@ class EbhSandbox(Sandbox):
             self.config[name] = value
             if name == "fail_status3":
                 self._fail_left = self._fail_count()
+            if name == "poll_faults":
+                self._poll_faults = self._poll_fault_list()
 
     # -- Sandbox API ---------------------------------------------------------------------------
 
@@ -283,6 +319,7 @@ class EbhSandbox(Sandbox):
         with self._state_lock:
             self._requests_by_id.clear()
             self._fail_left = self._fail_count()
+            self._poll_faults = self._poll_fault_list()
 
     def error_response(
         self, status: int, request: SandboxRequest, detail: str | None = None
@@ -429,7 +466,24 @@ class EbhSandbox(Sandbox):
             vr.status = 2
             vr.start_time = vr.start_time or time.time()
 
+    def _poll_fault(self) -> SandboxResponse | None:
+        """The next injected answer of ``poll_faults``, if any is left."""
+        with self._state_lock:
+            if not self._poll_faults:
+                return None
+            status = self._poll_faults.pop(0)
+        with self._lock:
+            self.faults_injected["poll"] = self.faults_injected.get("poll", 0) + 1
+        if status >= 500:
+            message = _UNEXPECTED
+        else:
+            message = _POLL_MESSAGES.get(status) or http.HTTPStatus(status).phrase + "."
+        return self._answer(status, {"Message": message})
+
     def _get(self, request: SandboxRequest) -> SandboxResponse:
+        fault = self._poll_fault()
+        if fault is not None:
+            return fault
         checked = self._check_headers(request)
         if isinstance(checked, SandboxResponse):
             return checked

@@ -44,6 +44,7 @@ __all__ = [
     "NAME",
     "EConnectSandbox",
     "build_request",
+    "checked_document_id",
     "classify_response",
     "demo_batch",
     "fetch_token",
@@ -315,6 +316,26 @@ def _int_setting(ctx: Context, name: str, default: int) -> int:
         ) from None
 
 
+def checked_document_id(ctx: Context) -> str:
+    """The ``X-EConnect-DocumentId`` to send: the document revision's idempotency key.
+
+    Whatever produced it (docrelay's default UUID, another plugin's ``idempotency_key``, a
+    key stored by an earlier version), it must follow eConnect's rule (letters, digits and
+    ``-``, at least six): else :class:`DocumentError`, so nothing is sent.
+    """
+    key = ctx.key
+    if not key:
+        raise DocumentError(
+            f"refused before sending: no {DOCUMENT_ID_HEADER} (idempotency key) for this document"
+        )
+    problem = is_valid_document_id(key)
+    if problem is not None:
+        raise DocumentError(
+            f"refused before sending: {DOCUMENT_ID_HEADER} {key!r} is invalid: it {problem}"
+        )
+    return key
+
+
 @docrelay.hookimpl
 def build_request(document: Document, ctx: Context) -> HttpRequest | None:
     if document.provider != NAME:
@@ -330,17 +351,12 @@ def build_request(document: Document, ctx: Context) -> HttpRequest | None:
             f"document is {len(document.payload)} bytes, over the eConnect limit of "
             f"{limit} bytes (setting max_payload_bytes)"
         )
-    key = ctx.key
-    if not key:
-        raise DocumentError(f"no {DOCUMENT_ID_HEADER} (idempotency key) for this document")
-    problem = is_valid_document_id(key)
-    if problem is not None:
-        raise DocumentError(f"{DOCUMENT_ID_HEADER} {key!r} is invalid: it {problem}")
+    key = checked_document_id(ctx)
     ubl = read_ubl(document.payload)
     if ubl.id is not None and ubl.id.strip().casefold() == key.strip().casefold():
         raise DocumentError(
-            f"{DOCUMENT_ID_HEADER} must not be the invoice number ({ubl.id!r}): eConnect "
-            "cannot tell a corrected resend from a duplicate then"
+            f"refused before sending: {DOCUMENT_ID_HEADER} must not be the invoice number "
+            f"({ubl.id!r}): eConnect cannot tell a corrected resend from a duplicate then"
         )
 
     party = document.metadata.get("party_id") or ctx.setting("party_id")
@@ -382,13 +398,16 @@ def build_request(document: Document, ctx: Context) -> HttpRequest | None:
     )
 
 
-@docrelay.hookimpl
+@docrelay.hookimpl(trylast=True)
 def prepare_headers(request: HttpRequest, ctx: Context) -> Mapping[str, str] | None:
+    # trylast: these headers are merged after every middleware plugin's, so the checked
+    # documentId is the one that travels even if another plugin sets the header too.
     if ctx.provider.name != NAME:
         return None
+    document_id = checked_document_id(ctx)
     credential = str(ctx.setting("client_id") or "")
     token = ctx.token(credential, fetch_token)
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {token}", DOCUMENT_ID_HEADER: document_id}
     subscription_key = ctx.setting("subscription_key")
     if subscription_key:
         headers["Subscription-Key"] = ctx.secret(str(subscription_key))

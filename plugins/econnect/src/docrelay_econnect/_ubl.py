@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import attrs
 
-__all__ = ["CBC", "UblInfo", "is_valid_document_id", "read_ubl"]
+__all__ = ["CBC", "DOCUMENT_ID_MIN_LENGTH", "UblInfo", "is_valid_document_id", "read_ubl"]
 
 CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
 _UBL_ROOTS = {
@@ -89,20 +89,23 @@ def read_ubl(payload: bytes, expected: tuple[str, ...] = ()) -> UblInfo:
     return UblInfo(root=local, namespace=ns, id=doc_id, problem=None)
 
 
-_FORBIDDEN = re.compile(r"[@_\s]")
+#: Minimum length of an ``X-EConnect-DocumentId`` (seed 000).
+DOCUMENT_ID_MIN_LENGTH = 6
+#: The characters an ``X-EConnect-DocumentId`` may hold: letters, digits and ``-`` (a UUID).
+_ALLOWED = re.compile(r"[A-Za-z0-9-]")
 
 
 def is_valid_document_id(value: str) -> str | None:
     """Why *value* cannot be an ``X-EConnect-DocumentId``, or ``None`` when it can.
 
-    eConnect: at least six characters, no special characters such as ``@`` or ``_``
-    (whitespace is refused too: it cannot travel in a header unchanged).
+    eConnect (seed 000): at least six characters, and no special characters ("like the @ or
+    _"; a UUID is best practice). Only ASCII letters, digits and ``-`` are accepted: that is
+    every UUID/GUID, and nothing eConnect could call special.
     """
-    if len(value) < 6:
-        return f"must be at least 6 characters long (got {len(value)})"
-    bad = _FORBIDDEN.search(value)
-    if bad:
-        return f"must not contain {bad.group()!r}"
-    if not value.isascii() or not value.isprintable():
-        return "must be printable ASCII"
+    if len(value) < DOCUMENT_ID_MIN_LENGTH:
+        return f"must be at least {DOCUMENT_ID_MIN_LENGTH} characters long (got {len(value)})"
+    for ch in value:
+        if not (ch.isascii() and _ALLOWED.fullmatch(ch)):
+            shown = repr(ch) if ch.isprintable() else f"U+{ord(ch):04X}"
+            return f"must hold only letters, digits and '-' (found {shown})"
     return None

@@ -17,8 +17,9 @@ Routes:
 Errors use eConnect's shape ``{helpLink, message, code, requestId, dateTime}`` with
 ``code = "API" + status``: 401 without or with an expired bearer token, 403 when the party is
 not linked to the client, 413 over ``max_payload`` bytes, 400 for a body that is not UBL or a
-document id shorter than 6 characters or containing ``@``, ``_`` or whitespace, 404 for an
-unknown document id.
+document id shorter than 6 characters or holding anything but letters, digits and ``-`` (the
+plugin's own rule, :func:`~docrelay_econnect._ubl.is_valid_document_id`), 404 for an unknown
+document id.
 
 Options (``--option KEY=VALUE``): ``client_id``, ``client_secret``, ``parties`` (party ids
 linked to the client, comma separated), ``token_ttl`` (seconds, 3600), ``max_payload`` (bytes,

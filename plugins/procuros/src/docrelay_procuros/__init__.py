@@ -6,6 +6,12 @@ from the document's ``kind``: ``"order"`` -> ``ORDER``, ``"invoice"`` -> ``INVOI
 the whole ``{"type", "content"}`` body. Failed documents are reported to Procuros with
 ``POST /v2/errors`` so its exception handling notifies the customer.
 
+When an answer is lost, the resend is answered 400 "Payload already received", which does not
+say whether Procuros forwards the payload (201, ``TRANSMITTED``) or not (202, ``NO_ACTION``):
+the plugin then looks the transaction up with ``GET /v2/all-transactions`` (also in
+``reconcile``, before an ``unknown`` document is sent again) and claims ``TRANSMITTED`` only
+when the listed status confirms it (see ``_lookup``).
+
 For the ERP write-back, :func:`erp_status` turns an outcome into the document status and the
 "Error URL" that the Procuros guide "Tracking document status" asks the ERP to keep.
 """
@@ -15,8 +21,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
 import docrelay
 from docrelay import (
     Context,
@@ -35,6 +43,13 @@ from docrelay import (
 )
 
 from ._classify import DEFAULT_DUPLICATE_MESSAGE, NO_ACTION, TRANSMITTED, classify
+from ._lookup import (
+    DEFAULT_DROPPED_STATUSES,
+    DEFAULT_FORWARDED_STATUSES,
+    Lookup,
+    find_transaction,
+    forward_decision,
+)
 from ._transactions import TRANSACTION_TYPES, TYPES, document_number, type_for_kind
 
 if TYPE_CHECKING:
@@ -48,6 +63,7 @@ __all__ = [
     "classify",
     "erp_status",
     "error_report",
+    "reconcile",
     "type_for_kind",
 ]
 
@@ -71,8 +87,33 @@ _SETTINGS: Final = (
     ),
     Setting(
         "duplicate_status",
-        TRANSMITTED,
-        help="ERP status reported for a duplicate (the payload was transmitted before)",
+        None,
+        help="ERP status reported for a duplicate whose forward status is not confirmed by "
+        "the lookup (default: none; never TRANSMITTED without knowing)",
+    ),
+    Setting(
+        "lookup",
+        True,
+        help="after 'Payload already received' or an unknown outcome, look the transaction up "
+        "with GET /v2/all-transactions to learn whether Procuros forwarded it",
+    ),
+    Setting(
+        "lookup_match",
+        "content",
+        help="how a listed transaction is recognised: content (equal content) or "
+        "document_number (same type and document number)",
+    ),
+    Setting("lookup_days", 30, help="search from this many days before the first send"),
+    Setting("lookup_max_pages", 10, help="read at most this many pages of 100 transactions"),
+    Setting(
+        "forwarded_statuses",
+        ",".join(DEFAULT_FORWARDED_STATUSES),
+        help="listed statuses that mean forwarded (TRANSMITTED)",
+    ),
+    Setting(
+        "dropped_statuses",
+        ",".join(DEFAULT_DROPPED_STATUSES),
+        help="listed statuses that mean not forwarded (NO_ACTION)",
     ),
     Setting(
         "report_errors",
@@ -164,6 +205,8 @@ def build_body(document: Document) -> dict[str, Any]:
 def build_request(document: Document, ctx: Context) -> HttpRequest:
     body = build_body(document)
     ctx.state["transaction_type"] = body["type"]
+    # The day of the first send bounds a later lookup of the transaction (filter[created_between]).
+    ctx.state.setdefault("first_sent_on", datetime.now(UTC).date().isoformat())
     number = document_number(body["type"], body["content"])
     if number is not None:
         ctx.state["document_number"] = number
@@ -200,13 +243,145 @@ def classify_response(
     response: HttpResponse | None, error: TransportError | None, ctx: Context
 ) -> Outcome:
     duplicate_message = ctx.setting("duplicate_message", DEFAULT_DUPLICATE_MESSAGE)
-    duplicate_status = ctx.setting("duplicate_status", TRANSMITTED)
-    return classify(
+    duplicate_status = ctx.setting("duplicate_status")
+    outcome = classify(
         response,
         error,
         duplicate_message=str(duplicate_message),
         duplicate_status=str(duplicate_status) if duplicate_status else None,
     )
+    if outcome.kind is not OutcomeKind.DUPLICATE:
+        return outcome
+    try:
+        return _confirm_duplicate(outcome, ctx)
+    except Exception as exc:  # noqa: BLE001 - the classifier never raises
+        return _unconfirmed(outcome, f"the lookup failed ({type(exc).__name__})")
+
+
+def _lookup_enabled(ctx: Context) -> bool:
+    return _enabled(ctx.setting("lookup", True))
+
+
+def _lookup(
+    document: Document, ctx: Context
+) -> tuple[Lookup, str | None, Mapping[str, Any] | None]:
+    try:
+        body = build_body(document)
+    except DocumentError as exc:
+        return Lookup(error=str(exc)), None, None
+    found = find_transaction(document, ctx, body)
+    decision, tx = forward_decision(found, ctx)
+    if isinstance(tx, Mapping) and isinstance(tx.get("procurosTransactionId"), str):
+        ctx.state["procuros_transaction_id"] = tx["procurosTransactionId"]
+        ctx.state["procuros_transaction_status"] = str(tx.get("status"))
+    return found, decision, tx
+
+
+def _tx_ref(tx: Mapping[str, Any] | None) -> str | None:
+    ref = tx.get("procurosTransactionId") if tx is not None else None
+    return ref[:200] if isinstance(ref, str) and ref else None
+
+
+def _unconfirmed(outcome: Outcome, why: str) -> Outcome:
+    said = outcome.message or DEFAULT_DUPLICATE_MESSAGE
+    return attrs.evolve(
+        outcome,
+        message=f"{said}; forward status unknown ({why}): Procuros has the payload, but "
+        "whether it forwards it (TRANSMITTED) or not (NO_ACTION) is not confirmed; check the "
+        "transaction in the Procuros portal",
+        rule="procuros:400-payload-already-received-unconfirmed",
+    )
+
+
+def _confirm_duplicate(outcome: Outcome, ctx: Context) -> Outcome:
+    """After "Payload already received": find out what Procuros did with the payload."""
+    document = ctx.document
+    if not _lookup_enabled(ctx):
+        return _unconfirmed(outcome, "lookup switched off")
+    if document is None:
+        return _unconfirmed(outcome, "no document to look up")
+    found, decision, tx = _lookup(document, ctx)
+    ref = _tx_ref(tx)
+    said = outcome.message or DEFAULT_DUPLICATE_MESSAGE
+    if decision == TRANSMITTED:
+        return attrs.evolve(
+            outcome,
+            provider_status=TRANSMITTED,
+            provider_ref=ref,
+            message=f"{said}; transaction {ref} is {tx.get('status') if tx else '?'} at Procuros "
+            "(accepted for forwarding)",
+            rule="procuros:400-payload-already-received-transmitted",
+        )
+    if decision == NO_ACTION:
+        return Outcome(
+            OutcomeKind.NO_ACTION,
+            status=outcome.status,
+            message=f"{said}; transaction {ref} is {tx.get('status') if tx else '?'} at "
+            "Procuros (accepted, not forwarded)",
+            error_url=outcome.error_url,
+            request_id=outcome.request_id,
+            provider_ref=ref,
+            provider_status=NO_ACTION,
+            rule="procuros:400-payload-already-received-no-action",
+        )
+    if tx is not None:
+        why = f"transaction {ref} is {tx.get('status')}"
+    elif found.error:
+        why = found.error
+    else:
+        why = "no such transaction in the list"
+    return attrs.evolve(_unconfirmed(outcome, why), provider_ref=ref or outcome.provider_ref)
+
+
+@docrelay.hookimpl
+def reconcile(document: Document, ctx: Context) -> Outcome | None:
+    """After an ``unknown`` outcome, look the transaction up before sending again.
+
+    Found and forwarded: ``delivered`` (``TRANSMITTED``); found and dropped: ``no_action``;
+    found with another status: ``duplicate`` without an ERP status (forward status unknown);
+    certainly not listed: ``retry`` (send again). ``None`` when the lookup cannot tell: the
+    document is sent again, and Procuros recognises a payload it has.
+    """
+    if not _lookup_enabled(ctx):
+        return None
+    found, decision, tx = _lookup(document, ctx)
+    ref = _tx_ref(tx)
+    if decision == TRANSMITTED:
+        return Outcome(
+            OutcomeKind.DELIVERED,
+            message=f"transaction {ref} is {tx.get('status') if tx else '?'} at Procuros "
+            "(accepted for forwarding)",
+            provider_ref=ref,
+            provider_status=TRANSMITTED,
+            rule="procuros:reconcile-transmitted",
+        )
+    if decision == NO_ACTION:
+        return Outcome(
+            OutcomeKind.NO_ACTION,
+            message=f"transaction {ref} is {tx.get('status') if tx else '?'} at Procuros "
+            "(accepted, not forwarded)",
+            provider_ref=ref,
+            provider_status=NO_ACTION,
+            rule="procuros:reconcile-no-action",
+        )
+    if tx is not None:
+        duplicate_status = ctx.setting("duplicate_status")
+        return Outcome(
+            OutcomeKind.DUPLICATE,
+            message=f"transaction {ref} is {tx.get('status')} at Procuros; forward status "
+            "unknown: check the transaction in the Procuros portal",
+            provider_ref=ref,
+            provider_status=str(duplicate_status) if duplicate_status else None,
+            rule="procuros:reconcile-unconfirmed",
+        )
+    if found.complete:
+        return Outcome(
+            OutcomeKind.RETRY,
+            message="the transaction is not in Procuros' list of sent transactions; sending it",
+            rule="procuros:reconcile-not-found",
+        )
+    log.info("procuros: lookup of %s not possible (%s); sending again", document.id, found.error)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,10 +392,12 @@ def classify_response(
 def erp_status(outcome: Outcome | None) -> tuple[str | None, str | None]:
     """``(status, error_url)`` for the ERP document, per "Tracking document status".
 
-    ``("TRANSMITTED", None)`` after a 201 (and a duplicate), ``("NO_ACTION", None)`` after a
-    202, ``(None, error_url)`` after a rejection (the status stays empty so the corrected
-    document is picked up again; the portal link goes into the "Error URL" field), and
-    ``(None, None)`` for everything else (nothing final yet).
+    ``("TRANSMITTED", None)`` after a 201 (and a duplicate the lookup confirmed as forwarded),
+    ``("NO_ACTION", None)`` after a 202 (or a lookup that found it dropped), ``(None, None)``
+    for a duplicate whose forward status is unknown (unless ``duplicate_status`` is set),
+    ``(None, error_url)`` after a rejection (the status stays empty so the corrected document
+    is picked up again; the portal link goes into the "Error URL" field), and ``(None, None)``
+    for everything else (nothing final yet).
     """
     if outcome is None:
         return None, None

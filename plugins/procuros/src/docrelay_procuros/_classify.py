@@ -8,7 +8,7 @@ status  body                                        outcome            ERP statu
 ======  ==========================================  =================  ===================
 201     ``{procurosTransactionId}``                 delivered          ``TRANSMITTED``
 202     ``{message}``                               no_action          ``NO_ACTION``
-400     ``{message: "Payload already received"}``   duplicate          ``TRANSMITTED``
+400     ``{message: "Payload already received"}``   duplicate          none (unconfirmed)
 400     ``{message, errorUrl}``                     rejected           empty (``None``)
 422     ``{message, errors, errorUrl}``             rejected           empty (``None``)
 401/403 ``{message}``                               config_error       empty
@@ -98,7 +98,7 @@ def classify(
     error: TransportError | None,
     *,
     duplicate_message: str = DEFAULT_DUPLICATE_MESSAGE,
-    duplicate_status: str | None = TRANSMITTED,
+    duplicate_status: str | None = None,
     now: float | None = None,
 ) -> Outcome:
     """Classify one answer to ``POST /v2/transactions``. Never raises."""

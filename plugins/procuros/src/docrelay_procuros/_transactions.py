@@ -14,6 +14,7 @@ from typing import Any, Final
 import attrs
 
 __all__ = [
+    "TRANSACTION_STATUSES",
     "TRANSACTION_TYPES",
     "TYPES",
     "TransactionSpec",
@@ -158,6 +159,14 @@ _SPECS: Final = (
 
 #: Every ``TransactionType`` of the Procuros API v2, in the order of the OpenAPI enum.
 TRANSACTION_TYPES: Final[tuple[str, ...]] = tuple(s.type for s in _SPECS)
+#: ``TransactionStatus`` of the Procuros API v2 (the status of a listed transaction).
+TRANSACTION_STATUSES: Final[tuple[str, ...]] = (
+    "PENDING",
+    "SUCCESS",
+    "FAILED",
+    "DROPPED",
+    "UNKNOWN",
+)
 #: The facts per type.
 TYPES: Final[Mapping[str, TransactionSpec]] = {s.type: s for s in _SPECS}
 

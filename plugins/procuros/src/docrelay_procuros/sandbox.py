@@ -12,7 +12,11 @@ Behaviour (the real API's, as documented; where undocumented, providers.md §2.6
   ``transaction_received`` effect;
 - ``POST /v2/errors`` -> 201 ``{"message": "OK.", errorUrl}``, 422 when ``errorReason`` or
   ``errorType`` is missing or wrong; the reports are kept in :attr:`reported_errors`;
-- ``GET /v2/all-transactions`` (and ``/{id}``) lists what was sent, cursor-paginated;
+- ``GET /v2/all-transactions`` (and ``/{id}``) lists what was sent, cursor-paginated, with the
+  spec's filters ``filter[type]``, ``filter[flow]``, ``filter[status]`` and
+  ``filter[created_between]`` (``YYYY-MM-DD,YYYY-MM-DD``, inclusive; 422 for a bad value); a
+  transaction answered 201 has the status ``forwarded_status`` (``PENDING``), one answered 202
+  ``DROPPED``; the query of every list request is kept in :attr:`lookups`;
 - ``GET /portal/errors/{id}`` shows what an ``errorUrl`` points to (no auth: it stands for
   the Procuros portal).
 
@@ -27,6 +31,10 @@ Options (``--option KEY=VALUE``; lists as comma-separated strings on the command
 ``unknown_parties``      party identifiers Procuros cannot resolve (422 on that party)
 ``portal_url``           base of the generated ``errorUrl`` (default ``{sandbox}/portal``)
 ``flow``                 ``LIVE`` or ``TEST``, the flow of stored transactions
+``forwarded_status``     the listed status of a transaction answered 201 (``PENDING``;
+                         ``SUCCESS``, ``FAILED`` or ``UNKNOWN`` to imitate later progress)
+``list_status``          when set (e.g. 403, 500), ``GET /v2/all-transactions`` and
+                         ``/{id}`` answer this status instead (a lookup that fails)
 """
 
 from __future__ import annotations
@@ -41,10 +49,11 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 from docrelay.sandbox import Route, Sandbox, SandboxRequest, SandboxResponse
 
-from ._transactions import TRANSACTION_TYPES, TYPES, document_number
+from ._transactions import TRANSACTION_STATUSES, TRANSACTION_TYPES, TYPES, document_number
 
 __all__ = ["ProcurosSandbox"]
 
@@ -88,6 +97,8 @@ class ProcurosSandbox(Sandbox):
         "unknown_parties": (),
         "portal_url": "",
         "flow": "LIVE",
+        "forwarded_status": "PENDING",
+        "list_status": 0,
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -96,11 +107,19 @@ class ProcurosSandbox(Sandbox):
         self.transactions: list[dict[str, Any]] = []
         self.reported_errors: list[dict[str, Any]] = []
         self.portal_errors: dict[str, dict[str, Any]] = {}
+        #: The query of every ``GET /v2/all-transactions`` (first value of each parameter).
+        self.lookups: list[dict[str, str]] = []
         super().__init__(*args, **kwargs)
         if self.config["duplicate_key"] not in ("hash", "document_number"):
             raise ValueError(
                 "procuros sandbox option duplicate_key must be hash or document_number"
             )
+        if self.config["forwarded_status"] not in TRANSACTION_STATUSES:
+            raise ValueError(
+                "procuros sandbox option forwarded_status must be one of "
+                + ", ".join(TRANSACTION_STATUSES)
+            )
+        int(self.config.get("list_status") or 0)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -136,6 +155,7 @@ class ProcurosSandbox(Sandbox):
             self.transactions.clear()
             self.reported_errors.clear()
             self.portal_errors.clear()
+            self.lookups.clear()
 
     @property
     def api_token(self) -> str:
@@ -274,7 +294,7 @@ class ProcurosSandbox(Sandbox):
                 {
                     "procurosTransactionId": tx_id,
                     "type": type_,
-                    "status": "DROPPED" if reply else "PENDING",
+                    "status": "DROPPED" if reply else str(self.config["forwarded_status"]),
                     "flow": str(self.config.get("flow") or "LIVE"),
                     "createdAt": _now_iso(),
                     "content": content,
@@ -336,7 +356,68 @@ class ProcurosSandbox(Sandbox):
             self.reported_errors.append(record)
         return SandboxResponse.json(201, {"message": "OK.", "errorUrl": url})
 
+    def _list_failure(self) -> SandboxResponse | None:
+        status = int(self.config.get("list_status") or 0)
+        if not status:
+            return None
+        if status >= 500:
+            return SandboxResponse.json(status, {"message": "Server Error"})
+        message = {403: "This action is unauthorized.", 404: "Not Found."}.get(status, "Error.")
+        return self._client_error(status, message)
+
+    def _filters(self, request: SandboxRequest) -> SandboxResponse | None:
+        """The validated filters of a list request; a 422 response for a bad one."""
+        errors: dict[str, list[str]] = {}
+        checks = {
+            "filter[type]": TRANSACTION_TYPES,
+            "filter[flow]": ("LIVE", "TEST"),
+            "filter[status]": TRANSACTION_STATUSES,
+        }
+        for name, allowed in checks.items():
+            value = request.arg(name)
+            if value is not None and value not in allowed:
+                errors[name] = [f"The selected {name} is invalid."]
+        between = request.arg("filter[created_between]")
+        if between is not None:
+            parts = between.split(",")
+            try:
+                if len(parts) != 2:
+                    raise ValueError(between)
+                for part in parts:
+                    datetime.strptime(part.strip(), "%Y-%m-%d")
+            except ValueError:
+                errors["filter[created_between]"] = [
+                    "The filter[created_between] must be two dates: YYYY-MM-DD,YYYY-MM-DD."
+                ]
+        if errors:
+            return SandboxResponse.json(422, {"message": _INVALID, "errors": errors})
+        return None
+
+    def _matches(self, request: SandboxRequest, t: Mapping[str, Any]) -> bool:
+        for name, field in (
+            ("filter[type]", "type"),
+            ("filter[flow]", "flow"),
+            ("filter[status]", "status"),
+        ):
+            value = request.arg(name)
+            if value is not None and t[field] != value:
+                return False
+        between = request.arg("filter[created_between]")
+        if between is not None:
+            start, end = (p.strip() for p in between.split(","))
+            if not start <= str(t["createdAt"])[:10] <= end:
+                return False
+        return True
+
     def _list_all(self, request: SandboxRequest) -> SandboxResponse:
+        with self._state_lock:
+            self.lookups.append({k: v[0] for k, v in request.query.items() if v})
+        failure = self._list_failure()
+        if failure is not None:
+            return failure
+        bad = self._filters(request)
+        if bad is not None:
+            return bad
         per_page_raw = request.arg("per_page", "100") or "100"
         try:
             per_page = int(per_page_raw)
@@ -347,7 +428,6 @@ class ProcurosSandbox(Sandbox):
                 422,
                 {"message": _INVALID, "errors": {"per_page": ["Must be between 1 and 100."]}},
             )
-        ftype = request.arg("filter[type]")
         cursor = request.arg("cursor") or "0"
         try:
             offset = int(cursor.removeprefix("c"))
@@ -356,15 +436,17 @@ class ProcurosSandbox(Sandbox):
                 422, {"message": _INVALID, "errors": {"cursor": ["The cursor is invalid."]}}
             )
         with self._state_lock:
-            items = [t for t in self.transactions if ftype is None or t["type"] == ftype]
+            items = [t for t in self.transactions if self._matches(request, t)]
         page = items[offset : offset + per_page]
         more = offset + per_page < len(items)
         next_cursor = f"c{offset + per_page}" if more else None
-        next_url = (
-            f"{self.url}/v2/all-transactions?cursor={next_cursor}&per_page={per_page}"
-            if next_cursor
-            else None
-        )
+        if next_cursor:
+            query = {k: v[0] for k, v in request.query.items() if v and k != "cursor"}
+            query["cursor"] = next_cursor
+            query["per_page"] = str(per_page)
+            next_url: str | None = f"{self.url}/v2/all-transactions?" + urlencode(query)
+        else:
+            next_url = None
         return SandboxResponse.json(
             200,
             {
@@ -378,6 +460,9 @@ class ProcurosSandbox(Sandbox):
         )
 
     def _get_one(self, request: SandboxRequest) -> SandboxResponse:
+        failure = self._list_failure()
+        if failure is not None:
+            return failure
         with self._state_lock:
             for t in self.transactions:
                 if t["procurosTransactionId"] == request.params.get("id"):
