@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from ._builtins import check_verify
 from ._models import ProviderInfo, RateLimit
 from ._redact import redact, register_secret
 from .exceptions import ConfigError
@@ -172,7 +173,7 @@ class ProviderRuntime:
                     f"provider {name}: rate_limit must look like '100/60', "
                     f"not {settings['rate_limit']!r}"
                 ) from None
-        verify = settings.get("verify", True)
+        verify = check_verify(name, settings.get("verify", True))
         max_payload = settings.get("max_payload_bytes") or info.max_payload_bytes
         secret = settings.get("webhook_secret")
         if secret:
