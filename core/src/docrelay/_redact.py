@@ -235,7 +235,7 @@ def redact_any(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: redact_any(v) for k, v in value.items()}
+        return {redact(k) if isinstance(k, str) else k: redact_any(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact_any(v) for v in value]
     return value
