@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from ._builtins import check_verify
 from ._models import ProviderInfo, RateLimit
 from ._redact import redact, register_secret
 from .exceptions import ConfigError
@@ -182,7 +183,7 @@ class ProviderRuntime:
         if settings.get("rate_limit_scope") not in (None, "host", "credential"):
             raise ConfigError(f"provider {name}: rate_limit_scope must be 'host' or "
                               f"'credential', not {settings['rate_limit_scope']!r}")  # fmt: skip
-        verify = settings.get("verify", True)
+        verify = check_verify(name, settings.get("verify", True))
         max_payload = settings.get("max_payload_bytes") or info.max_payload_bytes
         secret = settings.get("webhook_secret")
         if secret:

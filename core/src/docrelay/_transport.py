@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -31,10 +32,71 @@ from ._settings import ProviderRuntime, is_loopback
 __all__ = ["Transport"]
 
 
+#: requests errors raised while the request is built, before any connection: never sent.
+_BAD_URL = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.URLRequired,
+)
+_NOT_BUILT = (requests.exceptions.InvalidHeader, requests.exceptions.InvalidJSONError)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """*exc* and what it wraps (``args``, urllib3's ``reason``, the cause and context)."""
+    seen: list[BaseException] = []
+    todo: list[object] = [exc]
+    while todo and len(seen) < 20:
+        e = todo.pop(0)
+        if not isinstance(e, BaseException) or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [*e.args, getattr(e, "reason", None), e.__cause__, e.__context__]
+    return seen
+
+
+def _where(exc: requests.RequestException) -> str:
+    request = getattr(exc, "request", None)
+    url = getattr(request, "url", None)
+    if isinstance(url, str):
+        parts = urlsplit(url)
+        if parts.hostname:
+            return f"{parts.hostname}:{parts.port or 443}"
+    return "the provider's host"
+
+
+def _tls_message(exc: requests.RequestException) -> str:
+    where = _where(exc)
+    verify = [e for e in _causes(exc) if isinstance(e, ssl.SSLCertVerificationError)]
+    if verify or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        reason = (verify[0].verify_message if verify else None) or "certificate verify failed"
+        return (
+            f"TLS: the certificate of {where} did not verify ({reason}); if the provider "
+            'uses a private CA, set verify = "/path/to/ca.pem" for this provider (verify = '
+            "false turns the check off, with a warning)"
+        )
+    cause = next((e for e in _causes(exc) if isinstance(e, ssl.SSLError)), exc)
+    return f"TLS handshake with {where} failed ({type(cause).__name__}: {cause}); check base_url"
+
+
 def transport_error(exc: requests.RequestException) -> TransportError:
+    """Name a requests failure: what happened, and whether the request may have been sent.
+
+    ``tls`` (a certificate that did not verify, a failed handshake) and ``invalid_request``
+    (requests refused to build it: a header with a line break, a malformed URL) are never
+    sent and are configuration errors; see :data:`docrelay._builtins.DOCRELAY_TRANSPORT_FAULTS`.
+    """
     text = redact(f"{type(exc).__name__}: {exc}")[:500]
     if isinstance(exc, requests.exceptions.SSLError):
-        return TransportError(kind="tls", message=text, sent=False)
+        return TransportError(kind="tls", message=redact(_tls_message(exc))[:500], sent=False)
+    if isinstance(exc, _BAD_URL):
+        return TransportError(kind="invalid_url", message=text, sent=False)
+    if isinstance(exc, _NOT_BUILT):
+        return TransportError(
+            kind="invalid_request",
+            message=redact(f"request not sent: {type(exc).__name__}: {exc}")[:500],
+            sent=False,
+        )
     if isinstance(exc, requests.ConnectTimeout):
         return TransportError(kind="connect_timeout", message=text, sent=False)
     if isinstance(exc, requests.ReadTimeout):
@@ -51,8 +113,6 @@ def transport_error(exc: requests.RequestException) -> TransportError:
         if any(s in chain for s in not_sent) and "RemoteDisconnected" not in chain:
             return TransportError(kind="connect", message=text, sent=False)
         return TransportError(kind="disconnected", message=text, sent=True)
-    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
-        return TransportError(kind="invalid_url", message=text, sent=False)
     return TransportError(kind="other", message=text, sent=True)
 
 

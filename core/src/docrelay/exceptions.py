@@ -63,6 +63,9 @@ class OutcomeError(DocrelayError):
     refuses the client credentials, ``retry`` when it is down."""
 
     def __init__(self, outcome: Outcome) -> None:
+        from ._redact import redact_outcome  # no secret rides on an exception
+
+        outcome = redact_outcome(outcome)
         super().__init__(outcome.describe())
         self.outcome = outcome
 
