@@ -11,9 +11,11 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from docrelay import Relay
@@ -122,3 +124,56 @@ def test_token_with_a_newline_is_masked_in_its_escaped_form(
     found = leaks(token, texts) + leaks(token.split("\n", maxsplit=1)[0], texts)
 
     assert found == []
+
+
+def test_a_secret_cut_in_half_by_a_plugin_leaks_no_prefix(tmp_path: Path) -> None:
+    """A provider echoes the client secret in a 400 where the plugin cuts its message
+    (eConnect keeps 500 characters): the core masks secrets in every answer before any
+    plugin reads it, so not even the first half of the secret is stored or shown."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    secret = f"cut-{uuid.uuid4().hex}"
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path.endswith("/token"):
+                body = json.dumps({"access_token": f"tok-{uuid.uuid4().hex}",
+                                   "expires_in": 3600}).encode()  # fmt: skip
+                status = 200
+            else:
+                # the cut at 499 characters falls in the middle of the secret
+                body = json.dumps({"message": "x" * 480 + secret + " and more"}).encode()
+                status = 400
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    db = tmp_path / "cut.db"
+    try:
+        settings = {"base_url": url, "token_url": f"{url}/token", "client_id": "client-1",
+                    "party_id": "NL:KVK:12345678", "client_secret": secret}  # fmt: skip
+        with Relay(f"sqlite:///{db}", providers={"econnect": settings}, engine=ENGINE) as relay:
+            from docrelay import Document
+
+            relay.submit(Document(id="cut-1", provider="econnect", kind="invoice",
+                                  payload=SAMPLE.read_bytes(),
+                                  content_type="application/xml"))  # fmt: skip
+            [status] = settle(relay, ["cut-1"], timeout=20)
+            text = repr(status) + json.dumps(status.to_dict(), default=str)
+            text += repr(relay.history("cut-1"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert status.state.value == "rejected", status
+    half = secret[: len(secret) // 2]
+    assert half not in text
+    assert half.encode() not in store_bytes(db)

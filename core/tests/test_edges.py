@@ -187,3 +187,24 @@ def test_an_answer_that_comes_after_the_lease_ran_out_is_kept(
     assert second.status("inv-1").state.value in ("delivered", "duplicate")
     assert len(acme.effects(sbx)) == 1
     assert {a.key for a in sends} == {sends[0].key}
+
+
+def test_a_document_refused_before_sending_does_not_blame_the_provider(
+    make_relay: MakeRelay, make_sandbox: Callable[..., AcmeSandbox], acme: Any
+) -> None:
+    from docrelay import DocumentError
+
+    class PickyAcme(AcmePlugin):
+        @hookimpl
+        def build_request(self, document: Any, ctx: Context) -> HttpRequest:
+            raise DocumentError("the amount is missing")
+
+    sbx = make_sandbox()
+    relay = make_relay(sbx, plugins=[PickyAcme()])
+    relay.submit(acme.doc("inv-1"))
+    relay.run_until_idle()
+    st = relay.status("inv-1")
+    assert st.state.value == "rejected"
+    assert (st.reason or "").startswith("refused before sending"), st.reason
+    assert "provider" not in (st.reason or "")
+    assert acme.posts(sbx) == []

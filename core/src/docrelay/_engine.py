@@ -167,7 +167,8 @@ class Engine:
         bucket = rate_bucket(rt, request.url)
         if bucket is not None and rt.rate is not None:
             self.limiter.wait(bucket, rt.rate, self.clock)
-        return self.transport.send(rt, request)
+        response, error = self.transport.send(rt, request)
+        return (_scrubbed(response) if response is not None else None), error
 
     def context(self, rt: ProviderRuntime, record: Record | None = None) -> Context:
         ctx = Context(
@@ -669,6 +670,8 @@ class Engine:
                 OutcomeKind.DUPLICATE: "the provider already had it (counts as delivered)",
                 OutcomeKind.NO_ACTION: "accepted by the provider, not forwarded",
             }[kind] + with_warnings(outcome)
+            if kind == OutcomeKind.DUPLICATE and outcome.message:
+                reason += f": {outcome.message}"[:300]
             rec = self._set(
                 record,
                 owner,
@@ -708,7 +711,7 @@ class Engine:
                     **base,
                     "next_attempt_at": None,
                     "failures": record.failures + 1,
-                    "reason": "rejected by the provider: correct the document and submit it again",
+                    "reason": _rejection_reason(outcome),
                 },
                 attempt,
             )
@@ -1080,3 +1083,26 @@ def with_warnings(outcome: Outcome) -> str:
     first = warnings[0]
     where = f"{first.field}: " if first.field else ""
     return f" with {len(warnings)} warning(s): {where}{first.message}"[:300]
+
+
+def _scrubbed(response: HttpResponse) -> HttpResponse:
+    """The answer with every known secret masked, before any plugin reads it: a provider
+    that echoes a credential back must not get it into an outcome, even when a plugin cuts
+    the text before the core's redaction sees it (a prefix of a secret is a leak too)."""
+    text = response.body.decode("utf-8", "surrogateescape")
+    clean = redact(text)
+    values = "\n".join(response.headers.values())
+    if clean == text and redact(values) == values:
+        return response
+    return attrs.evolve(
+        response,
+        body=clean.encode("utf-8", "surrogateescape"),
+        headers={k: redact(v) for k, v in response.headers.items()},
+    )
+
+
+def _rejection_reason(outcome: Outcome) -> str:
+    """Who refused the document, and what to do: docrelay before sending, or the provider."""
+    if outcome.rule and outcome.rule.startswith("docrelay:"):
+        return "refused before sending: correct the document and submit it again"
+    return "rejected by the provider: correct the document and submit it again"

@@ -196,9 +196,12 @@ def reconcile(document: Document, ctx: Context) -> Outcome | None:
     providers that do not deduplicate (``ProviderInfo.idempotency == "none"``), and for the
     others when they implement it.
 
-    :return: an outcome when the provider has the document (``delivered``/``accepted``, with
-        ``provider_ref``), an outcome of kind ``retry`` when it certainly does not (send
-        again), or ``None`` when the lookup is not possible. The first non-``None`` wins.
+    :return: an outcome when the provider has the document (``delivered``, ``duplicate``,
+        ``no_action``, ``accepted`` or ``rejected``, with ``provider_ref``: it ends the
+        round as a classified answer would), an outcome of kind ``retry`` when it certainly
+        does not (send again), ``unknown`` when the provider cannot tell (the document is
+        parked for a person), or ``None`` when the lookup is not possible. The first
+        non-``None`` wins.
 
     .. versionadded:: 0.1
     """
