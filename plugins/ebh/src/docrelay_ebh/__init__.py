@@ -244,6 +244,7 @@ def _is_poll_response(response: HttpResponse | None) -> bool:
 def provider_info() -> ProviderInfo:
     return ProviderInfo(
         name=NAME,
+        content_type="application/xml",
         title="eBillingHub Validation API",
         environments={"sandbox": SANDBOX_URL},
         default_environment="sandbox",

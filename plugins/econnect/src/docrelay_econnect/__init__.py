@@ -150,6 +150,7 @@ SETTINGS = (
 def provider_info() -> ProviderInfo:
     return ProviderInfo(
         name=NAME,
+        content_type="application/xml",
         title="eConnect Procurement Service Bus (PSB)",
         environments={
             "sandbox": SANDBOX_URL,
