@@ -224,3 +224,24 @@ def test_submit_many_is_all_or_nothing(
         states = {s.id: s.state.value for s in relay.statuses()}
         assert states == dict.fromkeys(["ord-0", "ord-1", "ord-2", "ord-3"], "delivered")
         assert len(procuros.requests) > sent
+
+
+def test_check_payload_false_leaves_the_refusal_to_delivery(
+    tmp_path: Path, procuros: ProcurosSandbox
+) -> None:
+    """``check_payload = false``: a payload that is not JSON is stored, rejected at delivery
+    without a request, and reported to Procuros (``POST /v2/errors``, as its docs ask)."""
+    reported = len(procuros.reported_errors)
+    relay = Relay(
+        f"sqlite:///{tmp_path / 'store.db'}",
+        providers={"procuros": {"base_url": procuros.url, "api_token": "procuros-sandbox-token",
+                                "check_payload": False}},
+    )  # fmt: skip
+    with relay:
+        relay.submit(order(7, b"<Order/>"))
+        relay.run_until_idle()
+        status = relay.status("ord-7")
+    assert status.state.value == "rejected"
+    assert status.outcome is not None
+    assert "not JSON" in (status.outcome.message or "")
+    assert len(procuros.reported_errors) == reported + 1

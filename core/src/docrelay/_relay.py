@@ -186,11 +186,16 @@ class Relay:
         """Refuse a document that cannot be delivered as it is (:class:`DocumentError`): an
         empty payload, one over the provider's size limit (``[engine] max_payload_bytes``
         when the provider declares none), a kind the provider does not take, or a payload
-        that is not the JSON or XML the provider takes (:attr:`ProviderInfo.content_type`)."""
+        that is not the JSON or XML the provider takes (:attr:`ProviderInfo.content_type`;
+        the provider setting ``check_payload = false`` lets empty and malformed payloads
+        through to delivery, which rejects them)."""
         info = self.host.provider(document.provider)
         rt = self.engine.runtime(document.provider)
         size = len(document.payload)
-        if not document.payload.strip():
+        # check_payload = false stores such a payload: delivery rejects it (and a plugin's
+        # on_failure may report it to the provider, as Procuros asks).
+        check_payload = rt.settings.get("check_payload") is not False
+        if check_payload and not document.payload.strip():
             raise DocumentError(f"document {document.id!r} is empty")
         limit = rt.max_payload_bytes or self.engine.settings.max_payload_bytes
         if size > limit:
@@ -204,7 +209,7 @@ class Relay:
                 f"{', '.join(info.kinds)}, not {document.kind!r}"
             )
         problem = _payload_problem(info.name, info.content_type, document)
-        if problem is not None:
+        if check_payload and problem is not None:
             raise DocumentError(f"document {document.id!r}: {problem}")
 
     def precheck(self, document: Document) -> None:

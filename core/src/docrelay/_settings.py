@@ -245,7 +245,7 @@ class EngineSettings:
     read_timeout: float = _field(30.0, _POSITIVE)
     lease_seconds: float = _field(120.0, _POSITIVE)
     #: How long a provider stays paused after a config error (``None``: until a requeue).
-    pause_seconds: float | None = _field(900.0, Spec("number", above=0, nullable=True))
+    pause_seconds: float | None = _field(900.0, Spec("number", minimum=0, nullable=True))
     batch_size: int = _field(8, Spec("int", minimum=1, maximum=10_000))
     held_recheck: float = _field(60.0, _POSITIVE)
     #: Seconds to wait for a webhook after ``accepted`` before asking a person to look.
@@ -283,6 +283,9 @@ CORE_PROVIDER_SETTINGS: Mapping[str, Spec] = {
     "max_payload_bytes": Spec("int", minimum=1, nullable=True,
                               help="refuse larger documents before sending"),
     "enabled": Spec("bool", nullable=True, help="false to keep the provider's documents queued"),
+    "check_payload": Spec("bool", nullable=True,
+                          help="refuse an empty payload, or one not in the provider's format, "
+                          "at submit (false: store it; delivery rejects it)"),
 }  # fmt: skip
 
 
