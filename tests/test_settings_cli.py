@@ -267,3 +267,30 @@ def test_good_settings_still_deliver(
                tmp_path)  # fmt: skip
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert '"state": "delivered"' in proc.stdout
+
+
+@pytest.mark.parametrize("case", ["batch-size-0", "enabled-string", "plugins-disabled-typo",
+                                  "webhooks-port-high", "store-unknown-option"])  # fmt: skip
+def test_bad_setting_leaves_an_existing_store_unchanged(
+    tmp_path: Path, case: str, econnect: EConnectSandbox, procuros: ProcurosSandbox
+) -> None:
+    """A store with a delivered invoice: a bad setting refuses every command, byte for byte
+    leaving the store as it was."""
+    import hashlib
+
+    good = config(tmp_path, econnect.url, procuros.url)
+    doc = tmp_path / f"kept-{case}.xml"
+    doc.write_bytes(INVOICE.read_bytes())
+    first = run(["--config", str(good), "send", "--provider", "econnect", str(doc)], tmp_path)
+    assert first.returncode == 0, first.stderr
+    files = sorted(tmp_path.glob("store.db*"))
+
+    def digest() -> str:
+        return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+
+    before = digest()
+    bad = _write(tmp_path, case, econnect, procuros)
+    for cmd in (["status"], ["run", "--until-idle"], ["requeue", f"kept-{case}"],
+                ["send", "--provider", "econnect", str(doc)]):  # fmt: skip
+        assert_one_line_error(run(["--config", str(bad), *cmd], tmp_path), *CASES[case][2])
+    assert digest() == before
