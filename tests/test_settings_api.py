@@ -245,3 +245,31 @@ def test_check_payload_false_leaves_the_refusal_to_delivery(
     assert status.outcome is not None
     assert "not JSON" in (status.outcome.message or "")
     assert len(procuros.reported_errors) == reported + 1
+
+
+@pytest.mark.parametrize(
+    ("provider", "lines", "needle"),
+    [
+        ("ebh", 'producer_id = "p"\nprovider_key = "${API_SECRET}"\npoll_interval = "soon"',
+         "[providers.ebh] poll_interval must be a number"),
+        ("ebh", 'producer_id = "p"\nprovider_key = "${API_SECRET}"\npoll_interval = -1',
+         "[providers.ebh] poll_interval"),
+        ("ebh", 'producer_id = "p"\nprovider_key = "${API_SECRET}"\nurl_style = 2',
+         "[providers.ebh] url_style must be a string"),
+        ("econnect", 'client_id = "c"\nclient_secret = "${API_SECRET}"\nparty_id = "p"\n'
+         "token_url = 5", "[providers.econnect] token_url must be a string"),
+        ("siesmart", 'client_id = "c"\nclient_secret = "${API_SECRET}"\ntoken_url = true',
+         "[providers.siesmart] token_url must be a string"),
+        ("aqi", 'subscription_key = "${API_SECRET}"\nreturn_waits_for_invoice = "yes"',
+         "[providers.aqi] return_waits_for_invoice must be true or false"),
+    ],
+)  # fmt: skip
+def test_plugin_settings_are_typed(tmp_path: Path, provider: str, lines: str, needle: str) -> None:
+    """Every plugin's settings: a declared type (defaults of None) or the default's type."""
+    body = f'[providers.{provider}]\nbase_url = "http://127.0.0.1:9"\n{lines}'
+    config = load_config(write(tmp_path, body), environ=ENVIRON)
+    with pytest.raises(ConfigError) as info:
+        Relay.from_config(config)
+    assert needle in str(info.value)
+    assert ENVIRON["API_SECRET"] not in str(info.value)
+    assert not (tmp_path / "store.db").exists()

@@ -68,7 +68,9 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
         required=True,
     ),
-    Setting("username", help="Username header (optional, for eBillingHub's reporting only)."),
+    Setting(
+        "username", help="Username header (optional, for eBillingHub's reporting only).", type="str"
+    ),
     Setting(
         "url_style",
         default="new",
@@ -106,6 +108,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "poll_interval",
         default=None,
+        type="number",
+        minimum=0,
         help="Seconds to suggest between polls (a Retry-After from eBillingHub wins); "
         "unset: the engine's own backoff.",
     ),

@@ -98,6 +98,7 @@ SETTINGS = (
     ),
     Setting(
         "token_url",
+        type="str",
         help="OAuth2 token endpoint. Default: acceptance_token_url or production_token_url "
         "when base_url is that environment's PSB URL, else {base_url}/connect/token.",
     ),

@@ -85,6 +85,7 @@ SETTINGS = (
     Setting(
         "token_url",
         None,
+        type="str",
         help="token endpoint; default: the Auth0 URL of environment test/production, "
         "else {base_url}/oauth/token (the sandbox)",
     ),
