@@ -38,7 +38,7 @@ STORE_SETTINGS: Mapping[str, Mapping[str, Spec]] = {
         "schema": Spec("str", nonempty=True),
         "pool_size": Spec("int", minimum=1, maximum=1000),
         "connect_timeout": Spec("number", above=0),
-        "heartbeat": Spec("number", above=0),
+        "heartbeat": Spec("number", minimum=0),
         "max_hold": Spec("number", above=0),
         "lock_timeout": Spec("number", above=0),
         "application_name": Spec("str", nonempty=True),
@@ -198,6 +198,8 @@ def installed_plugin_names() -> frozenset[str]:
 
 def check_plugin_names(where: str, names: Any) -> None:
     """Refuse a name in an allow- or block-list that no installed plugin has."""
+    if not names:
+        return
     known = installed_plugin_names()
     for name in names:
         if not name.strip():

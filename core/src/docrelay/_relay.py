@@ -208,8 +208,10 @@ class Relay:
                 f"document {document.id!r}: {info.name} takes kinds "
                 f"{', '.join(info.kinds)}, not {document.kind!r}"
             )
-        problem = _payload_problem(info.name, info.content_type, document)
-        if check_payload and problem is not None:
+        problem = (
+            _payload_problem(info.name, info.content_type, document) if check_payload else None
+        )
+        if problem is not None:
             raise DocumentError(f"document {document.id!r}: {problem}")
 
     def precheck(self, document: Document) -> None:

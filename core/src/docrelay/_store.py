@@ -519,10 +519,11 @@ class SQLStore(Store):
 
     def submit_many(self, documents: Sequence[Document], now: float) -> int:
         ids = [d.id for d in documents]
-        if len(set(ids)) != len(ids):
-            seen: set[str] = set()
-            twice = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
-            raise DocumentError(f"document id {twice!r} is given twice")
+        seen: set[str] = set()
+        for doc_id in ids:
+            if doc_id in seen:
+                raise DocumentError(f"document id {doc_id!r} is given twice")
+            seen.add(doc_id)
         with self._tx() as cur:
             # All or nothing: an id already stored refuses the whole batch (nothing written).
             for chunk in iter_chunks(ids, 500):
