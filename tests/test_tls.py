@@ -164,7 +164,7 @@ def test_bad_verify_in_the_cli_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr
-    assert "no such file" in proc.stderr, proc.stderr
+    assert "existing CA bundle file" in proc.stderr, proc.stderr
     assert (
         not (tmp_path / "c.db").exists() or b"invoice-INV" not in (tmp_path / "c.db").read_bytes()
     )

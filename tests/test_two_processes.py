@@ -372,9 +372,9 @@ def test_etag_reads_count_against_the_limit(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("store_extra", "provider_extra", "words"),
     [
-        ("", 'rate_limit_scope = "ip"\n', "rate_limit_scope must be 'host' or 'credential'"),
-        ('lock_timeout = "soon"\n', "", "lock_timeout must be a number of seconds"),
-        ("dead_owner_check = -1\n", "", "dead_owner_check must be a number of seconds"),
+        ("", 'rate_limit_scope = "ip"\n', "rate_limit_scope must be one of 'host', 'credential'"),
+        ('lock_timeout = "soon"\n', "", "lock_timeout must be a number (finite, > 0)"),
+        ("dead_owner_check = -1\n", "", "dead_owner_check must be a number (finite, >= 0)"),
     ],
 )
 def test_bad_limit_settings_are_one_line_and_exit_2(

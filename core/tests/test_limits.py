@@ -99,7 +99,7 @@ def attrs_evolve_no_limit() -> ProviderInfo:
 
 
 def test_rate_limit_scope_is_validated() -> None:
-    with pytest.raises(ConfigError, match="rate_limit_scope must be 'host' or 'credential'"):
+    with pytest.raises(ConfigError, match="rate_limit_scope must be one of 'host', 'credential'"):
         runtime(rate_limit_scope="ip")
     with pytest.raises(ValueError, match="rate_limit_scope"):
         info(scope="ip")

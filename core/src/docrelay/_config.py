@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from ._redact import register_secret
+from ._settings import EngineSettings, Spec, did_you_mean
 from .exceptions import ConfigError
 
 __all__ = ["DEFAULT_CONFIG", "Config", "load_config"]
@@ -20,6 +21,33 @@ DEFAULT_CONFIG = "docrelay.toml"
 DEFAULT_STORE = "sqlite:///docrelay.db"
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOP = {"store", "engine", "plugins", "providers", "webhooks"}
+
+#: ``[webhooks]``: where ``docrelay webhooks`` listens.
+WEBHOOK_SETTINGS: Mapping[str, Spec] = {
+    "host": Spec("str", nonempty=True, help="interface to listen on"),
+    "port": Spec("int", minimum=1, maximum=65535, help="TCP port"),
+}
+#: ``[store]`` options besides ``url``, per backend.
+STORE_SETTINGS: Mapping[str, Mapping[str, Spec]] = {
+    "sqlite": {
+        "synchronous": Spec("str", choices=("OFF", "NORMAL", "FULL", "EXTRA", "off", "normal",
+                                            "full", "extra")),
+        "timeout": Spec("number", above=0),
+        "lock_timeout": Spec("number", above=0),
+        "dead_owner_check": Spec("number", minimum=0),
+        "token_fetch_lease": Spec("number", above=0),
+    },
+    "postgresql": {
+        "schema": Spec("str", nonempty=True),
+        "pool_size": Spec("int", minimum=1, maximum=1000),
+        "connect_timeout": Spec("number", above=0),
+        "heartbeat": Spec("number", minimum=0),
+        "max_hold": Spec("number", above=0),
+        "lock_timeout": Spec("number", above=0),
+        "dead_owner_check": Spec("number", minimum=0),
+        "application_name": Spec("str", nonempty=True),
+    },
+}  # fmt: skip
 
 
 @attrs.frozen
@@ -96,6 +124,12 @@ def load_config(
     url, _ = _expand(store.pop("url", DEFAULT_STORE), f"{p}: [store] url", env)
     if not isinstance(url, str):
         raise ConfigError(f"{p}: [store] url must be a string")
+    store_options = _store_options(p, url, store)
+    engine = table("engine")
+    try:
+        EngineSettings.from_mapping(engine)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     plugins = table("plugins")
     bad = set(plugins) - {"enabled", "disabled"}
     if bad:
@@ -105,6 +139,7 @@ def load_config(
     for k, v in (("enabled", enabled), ("disabled", disabled)):
         if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
             raise ConfigError(f"{p}: [plugins] {k} must be a list of names")
+        check_plugin_names(f"{p}: [plugins] {k}", v or ())
     providers: dict[str, dict[str, Any]] = {}
     references: dict[str, frozenset[str]] = {}
     for name, settings in table("providers").items():
@@ -118,11 +153,19 @@ def load_config(
         providers[name] = resolved
         references[name] = frozenset(refs)
     webhooks = table("webhooks")
+    strange = sorted(set(webhooks) - set(WEBHOOK_SETTINGS))
+    if strange:
+        hint = did_you_mean(strange[0], WEBHOOK_SETTINGS)
+        raise ConfigError(
+            f"{p}: unknown [webhooks] key(s): {', '.join(strange)}{hint} (known: host, port)"
+        )
+    for k, v in webhooks.items():
+        WEBHOOK_SETTINGS[k].check(f"{p}: [webhooks]", k, v)
     return Config(
         path=p,
         store_url=url,
-        store_options=store,
-        engine=table("engine"),
+        store_options=store_options,
+        engine=engine,
         providers=providers,
         references=references,
         plugins_enabled=tuple(enabled) if enabled is not None else None,
@@ -130,3 +173,43 @@ def load_config(
         webhooks_host=str(webhooks.get("host", "127.0.0.1")),
         webhooks_port=int(webhooks.get("port", 8080)),
     )
+
+
+def _store_options(p: Path, url: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``[store]`` options checked against the backend *url* names."""
+    backend = "sqlite" if url.startswith("sqlite:") else "postgresql"
+    if not url.startswith(("sqlite:", "postgresql:", "postgres:")):
+        return dict(options)  # open_store refuses the URL itself, in one line
+    specs = STORE_SETTINGS[backend]
+    unknown = sorted(set(options) - set(specs))
+    if unknown:
+        hint = did_you_mean(unknown[0], specs)
+        raise ConfigError(
+            f"{p}: unknown [store] option(s) for {backend}: {', '.join(unknown)}{hint} "
+            f"(known: url, {', '.join(sorted(specs))})"
+        )
+    return {k: specs[k].check(f"{p}: [store]", k, v) for k, v in options.items()}
+
+
+def installed_plugin_names() -> frozenset[str]:
+    """Names ``[plugins]`` lists may use: every ``docrelay.plugins`` entry point."""
+    from importlib.metadata import entry_points
+
+    from ._host import BUILTINS, ENTRY_POINT_GROUP
+
+    return frozenset({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} | {BUILTINS})
+
+
+def check_plugin_names(where: str, names: Any) -> None:
+    """Refuse a name in an allow- or block-list that no installed plugin has."""
+    if not names:
+        return
+    known = installed_plugin_names()
+    for name in names:
+        if not name.strip():
+            raise ConfigError(f"{where}: an empty plugin name")
+        if name not in known:
+            raise ConfigError(
+                f"{where}: unknown plugin {name!r}{did_you_mean(name, known)} "
+                f"(installed: {', '.join(sorted(known - {'docrelay.builtins'})) or 'none'})"
+            )

@@ -155,6 +155,21 @@ class Setting:
     help: str = ""
     secret: bool = False
     required: bool = False
+    #: The value's type, checked when the configuration loads: ``"str"``, ``"int"``,
+    #: ``"number"`` (finite), ``"bool"``, ``"list"`` or ``"any"``. ``None``: inferred from
+    #: ``default`` (``bool``, ``int``, ``float``, ``str``, ``list``/``tuple``; ``any`` when the
+    #: default is ``None``). A secret is always a string that is not empty or blank.
+    type: str | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            attrs.validators.in_({"str", "int", "number", "bool", "list", "any"})
+        ),
+    )
+    #: The values allowed (empty: any value of the type).
+    choices: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
+    #: Inclusive bounds for ``int`` and ``number`` settings.
+    minimum: float | None = None
+    maximum: float | None = None
 
 
 @attrs.frozen
@@ -206,6 +221,10 @@ class ProviderInfo:
     rate_limit_scope: str = attrs.field(
         default="credential", validator=attrs.validators.in_({"host", "credential"})
     )
+    #: The media type documents' payloads must be in (``application/json``,
+    #: ``application/xml``; ``+json``/``+xml`` types too). A payload that does not parse as
+    #: it is refused when it is submitted. ``None``: any bytes.
+    content_type: str | None = None
 
     @property
     def deduplicates(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from ._config import Config
+from ._config import Config, check_plugin_names
 from ._engine import Engine, EngineSettings, ProviderRuntime
 from ._host import PluginHost, PluginStatus
 from ._models import FINAL_STATES, Attempt, DocState, Document, FieldError, Outcome
@@ -151,7 +152,10 @@ class Relay:
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> Relay:
-        """A relay as ``docrelay.toml`` describes it (refuses inline secrets)."""
+        """A relay as ``docrelay.toml`` describes it (refuses inline secrets, unknown plugin
+        names and settings of the wrong type or out of range: :class:`ConfigError`)."""
+        check_plugin_names("[plugins] enabled", config.plugins_enabled or ())
+        check_plugin_names("[plugins] disabled", config.plugins_disabled)
         host = PluginHost(
             enabled=config.plugins_enabled,
             disabled=config.plugins_disabled,
@@ -179,13 +183,24 @@ class Relay:
     # -- documents ------------------------------------------------------------------------------
 
     def check(self, document: Document) -> None:
-        """Refuse a document that cannot be delivered as it is (:class:`DocumentError`)."""
+        """Refuse a document that cannot be delivered as it is (:class:`DocumentError`): an
+        empty payload, one over the provider's size limit (``[engine] max_payload_bytes``
+        when the provider declares none), a kind the provider does not take, or a payload
+        that is not the JSON or XML the provider takes (:attr:`ProviderInfo.content_type`;
+        the provider setting ``check_payload = false`` lets empty and malformed payloads
+        through to delivery, which rejects them)."""
         info = self.host.provider(document.provider)
         rt = self.engine.runtime(document.provider)
-        limit = rt.max_payload_bytes
-        if limit is not None and len(document.payload) > limit:
+        size = len(document.payload)
+        # check_payload = false stores such a payload: delivery rejects it (and a plugin's
+        # on_failure may report it to the provider, as Procuros asks).
+        check_payload = rt.settings.get("check_payload") is not False
+        if check_payload and not document.payload.strip():
+            raise DocumentError(f"document {document.id!r} is empty")
+        limit = rt.max_payload_bytes or self.engine.settings.max_payload_bytes
+        if size > limit:
             raise DocumentError(
-                f"document {document.id!r} is {len(document.payload)} bytes, over the "
+                f"document {document.id!r} is {size} bytes, over the "
                 f"{info.name} limit of {limit} bytes"
             )
         if info.kinds and document.kind not in info.kinds:
@@ -193,6 +208,11 @@ class Relay:
                 f"document {document.id!r}: {info.name} takes kinds "
                 f"{', '.join(info.kinds)}, not {document.kind!r}"
             )
+        problem = (
+            _payload_problem(info.name, info.content_type, document) if check_payload else None
+        )
+        if problem is not None:
+            raise DocumentError(f"document {document.id!r}: {problem}")
 
     def precheck(self, document: Document) -> None:
         """Raise :class:`DocumentError` if :meth:`submit` would refuse *document* (checks
@@ -203,14 +223,21 @@ class Relay:
             raise DocumentError(refusal)
 
     def submit(self, document: Document) -> DocumentStatus:
-        """Store *document* for delivery (or a corrected revision of a known one)."""
+        """Store *document* for delivery (or a corrected revision of a known one); a document
+        :meth:`check` refuses raises :class:`DocumentError` and is not stored."""
         self.check(document)
         rec, _ = self.store.submit(document, self.clock())
         return DocumentStatus.from_record(rec)
 
     def submit_many(self, documents: Sequence[Document]) -> int:
-        """Store many new documents in one transaction (bulk enqueue)."""
+        """Store many new documents in one transaction (bulk enqueue): all or nothing. Every
+        document is checked first; one that :meth:`check` refuses, an id given twice or an id
+        already stored raises :class:`DocumentError` and none is stored."""
+        seen: set[str] = set()
         for d in documents:
+            if d.id in seen:
+                raise DocumentError(f"document id {d.id!r} is given twice")
+            seen.add(d.id)
             self.check(d)
         return self.store.submit_many(documents, self.clock())
 
@@ -421,3 +448,39 @@ class Relay:
 
     def __repr__(self) -> str:
         return f"<Relay store={redact(getattr(self.store, 'url', '?'))!r}>"
+
+
+def _payload_problem(provider: str, content_type: str | None, document: Document) -> str | None:
+    """Why *document*'s payload is not what *provider* takes: JSON or XML, as the plugin
+    declares with :attr:`ProviderInfo.content_type` (``None``: any bytes)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        try:
+            json.loads(document.payload)
+        except (ValueError, RecursionError):
+            return f"{provider} takes JSON ({media}); the payload is not JSON"
+    elif media in ("application/xml", "text/xml") or media.endswith("+xml"):
+        error = _xml_error(document.payload)
+        if error is not None:
+            return f"{provider} takes XML ({media}); the payload is not XML ({error})"
+    return None
+
+
+def _xml_error(payload: bytes) -> str | None:
+    """Why *payload* is not well-formed XML (``None`` when it is). Entity declarations are
+    refused rather than expanded."""
+    from xml.parsers import expat
+
+    parser = expat.ParserCreate()
+
+    def no_entities(*_args: object) -> None:
+        raise ValueError("entity declarations are not accepted")
+
+    parser.EntityDeclHandler = no_entities
+    try:
+        parser.Parse(payload, True)
+    except expat.ExpatError as exc:
+        return expat.errors.messages[exc.code] if exc.code else str(exc)
+    except ValueError as exc:
+        return str(exc)
+    return None

@@ -1,95 +1,301 @@
-"""Settings: the ``[engine]`` table and one provider's resolved configuration."""
+"""Settings: the ``[engine]`` table and one provider's resolved configuration.
+
+Every setting has a type and a range (a :class:`Spec`), checked once when the
+configuration loads; a bad value is a :class:`ConfigError` naming the table, the key, the
+value (never a secret's) and what is allowed.
+"""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 
 from ._builtins import check_verify
-from ._models import ProviderInfo, RateLimit
+from ._models import ProviderInfo, RateLimit, Setting
 from ._redact import redact, register_secret
 from .exceptions import ConfigError
 
-__all__ = ["CORE_PROVIDER_SETTINGS", "EngineSettings", "ProviderRuntime", "is_loopback"]
+__all__ = [
+    "CORE_PROVIDER_SETTINGS",
+    "EngineSettings",
+    "ProviderRuntime",
+    "Spec",
+    "did_you_mean",
+    "is_loopback",
+]
+
+_TYPES = frozenset({"int", "number", "bool", "str", "secret", "verify", "rate", "list", "any"})
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when *name* looks like a typo of a known name, else ``""``."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return redact(repr(value)) if isinstance(value, str) else repr(value)
+
+
+@attrs.frozen
+class Spec:
+    """The type and range of one setting.
+
+    :param type: ``int`` (a whole number), ``number`` (finite), ``bool``, ``str``,
+        ``secret`` (a string that is not empty or blank; its value is never shown),
+        ``verify`` (``true``, ``false`` or the path of an existing file), ``rate``
+        (``"REQUESTS/SECONDS"``), ``list`` or ``any``.
+    :param minimum: inclusive lower bound (``int``, ``number``).
+    :param above: exclusive lower bound (``number``: ``above=0`` means "> 0").
+    :param below: exclusive upper bound.
+    :param nullable: ``None`` is allowed (it means "not set").
+    """
+
+    type: str = attrs.field(validator=attrs.validators.in_(_TYPES))
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
+    choices: tuple[Any, ...] = ()
+    nonempty: bool = False
+    nullable: bool = False
+    help: str = ""
+
+    def describe(self) -> str:
+        """What is allowed, as the end of "must be ..."."""
+        if self.choices:
+            return "one of " + ", ".join(_show(c) for c in self.choices)
+        bounds = []
+        if self.minimum is not None and self.maximum is not None:
+            bounds.append(f"{self.minimum:g}..{self.maximum:g}")
+        elif self.minimum is not None:
+            bounds.append(f">= {self.minimum:g}")
+        elif self.maximum is not None:
+            bounds.append(f"<= {self.maximum:g}")
+        if self.above is not None:
+            bounds.append(f"> {self.above:g}")
+        if self.below is not None:
+            bounds.append(f"< {self.below:g}")
+        if self.type == "int":
+            return "a number (whole" + "".join(", " + b for b in bounds) + ")"
+        if self.type == "number":
+            return "a number (finite" + "".join(", " + b for b in bounds) + ")"
+        return {
+            "bool": "true or false",
+            "str": "a non-empty string" if self.nonempty else "a string",
+            "secret": "a string that is not empty or blank",
+            "verify": "true, false or the path of an existing CA bundle file",
+            "rate": "'REQUESTS/SECONDS' (e.g. '100/60'; REQUESTS a whole number >= 1, "
+            "SECONDS a finite number > 0)",
+            "list": "a list",
+            "any": "a value",
+        }[self.type]
+
+    def check(self, table: str, key: str, value: Any) -> Any:
+        """*value* if it is allowed (ints become floats for ``number``), else
+        :class:`ConfigError`."""
+        if value is None and self.nullable:
+            return None
+        ok, result = self._accept(value)
+        if not ok:
+            if self.type == "secret":
+                raise ConfigError(f"{table} {key} must be {self.describe()} (value not shown)")
+            verb = "look like" if self.type == "rate" else "be"
+            raise ConfigError(f"{table} {key} must {verb} {self.describe()}, not {_show(value)}")
+        return result
+
+    def _accept(self, value: Any) -> tuple[bool, Any]:
+        t = self.type
+        if t in ("int", "number"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return False, None
+            if isinstance(value, float) and not math.isfinite(value):
+                return False, None
+            if t == "int" and isinstance(value, float):
+                if not value.is_integer():
+                    return False, None
+                value = int(value)
+            if self.minimum is not None and value < self.minimum:
+                return False, None
+            if self.maximum is not None and value > self.maximum:
+                return False, None
+            if self.above is not None and value <= self.above:
+                return False, None
+            if self.below is not None and value >= self.below:
+                return False, None
+            return True, float(value) if t == "number" else value
+        if t == "bool":
+            return isinstance(value, bool), value
+        if t == "str":
+            if not isinstance(value, str) or (self.nonempty and not value.strip()):
+                return False, None
+        elif t == "secret":
+            return isinstance(value, str) and bool(value.strip()), value
+        elif t == "verify":
+            if isinstance(value, bool):
+                return True, value
+            if isinstance(value, str) and value.strip() and Path(value).is_file():
+                return True, value
+            return False, None
+        elif t == "rate":
+            return (True, value) if _parse_rate(value) is not None else (False, None)
+        elif t == "list" and not isinstance(value, list | tuple):
+            return False, None
+        if self.choices and value not in self.choices:
+            return False, None
+        return True, value
+
+    @classmethod
+    def for_setting(cls, setting: Setting) -> Spec:
+        """The spec of a plugin's :class:`Setting`: its declared ``type``, or one inferred
+        from its default."""
+        if setting.secret:
+            return cls("secret", help=setting.help)
+        t = setting.type
+        if t is None:
+            d = setting.default
+            t = (
+                "bool"
+                if isinstance(d, bool)
+                else "int"
+                if isinstance(d, int)
+                else "number"
+                if isinstance(d, float)
+                else "str"
+                if isinstance(d, str)
+                else "list"
+                if isinstance(d, list | tuple)
+                else "any"
+            )
+        return cls(
+            t,
+            minimum=setting.minimum,
+            maximum=setting.maximum,
+            choices=setting.choices,
+            nonempty=setting.required,
+            nullable=True,
+            help=setting.help,
+        )
+
+
+def _parse_rate(value: Any) -> RateLimit | None:
+    if not isinstance(value, str):
+        return None
+    n, sep, per = value.partition("/")
+    try:
+        requests, seconds = int(n.strip()), float(per.strip())
+    except ValueError:
+        return None
+    if not sep or requests < 1 or not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return RateLimit(requests, seconds)
+
+
+_POSITIVE = Spec("number", above=0)
+_NON_NEGATIVE = Spec("number", minimum=0)
+_COUNT = Spec("int", minimum=1)
+
+
+def _field(default: Any, spec: Spec) -> Any:
+    def validate(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        spec.check("[engine]", attribute.name, value)
+
+    return attrs.field(default=default, validator=validate, metadata={"spec": spec})
 
 
 @attrs.frozen
 class EngineSettings:
-    """Budgets, waits and timeouts (the ``[engine]`` table of ``docrelay.toml``)."""
+    """Budgets, waits and timeouts (the ``[engine]`` table of ``docrelay.toml``).
+
+    Every field is checked for type and range (a :class:`ConfigError` otherwise); the
+    ranges are listed in docs/configuration.md.
+    """
 
     #: Budgeted send attempts per document revision (429s do not count), then ``failed``.
-    max_attempts: int = 8
+    max_attempts: int = _field(8, _COUNT)
     #: Seconds from a revision's first attempt after which it is ``failed``.
-    max_age: float = 3 * 86400.0
+    max_age: float = _field(3 * 86400.0, _POSITIVE)
     #: In-process attempts per round (stamina), before deferring durably.
-    inprocess_attempts: int = 3
+    inprocess_attempts: int = _field(3, _COUNT)
     #: Seconds one round may spend retrying in process.
-    inprocess_timeout: float = 30.0
-    retry_wait_initial: float = 0.5
-    retry_wait_max: float = 5.0
-    retry_wait_jitter: float = 0.5
+    inprocess_timeout: float = _field(30.0, _POSITIVE)
+    retry_wait_initial: float = _field(0.5, _NON_NEGATIVE)
+    retry_wait_max: float = _field(5.0, _NON_NEGATIVE)
+    retry_wait_jitter: float = _field(0.5, _NON_NEGATIVE)
     #: A Retry-After up to this many seconds is waited in process; longer ones are stored.
-    retry_after_cap: float = 10.0
+    retry_after_cap: float = _field(10.0, _NON_NEGATIVE)
     #: Durable backoff between rounds: initial * 2**(attempts-1), capped, jittered ±20%.
-    deferral_initial: float = 30.0
-    deferral_max: float = 3600.0
-    poll_initial: float = 2.0
-    poll_max: float = 300.0
-    max_polls: int = 500
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
+    deferral_initial: float = _field(30.0, _POSITIVE)
+    deferral_max: float = _field(3600.0, _POSITIVE)
+    poll_initial: float = _field(2.0, _POSITIVE)
+    poll_max: float = _field(300.0, _POSITIVE)
+    max_polls: int = _field(500, _COUNT)
+    connect_timeout: float = _field(5.0, _POSITIVE)
+    read_timeout: float = _field(30.0, _POSITIVE)
     #: Seconds one request may take in all (connect, headers and body together): a dripping
     #: answer resets the read timeout on every byte, this deadline it does not. Past it the
     #: outcome is ``unknown`` (the request may have taken effect).
-    request_deadline: float = 60.0
+    request_deadline: float = _field(60.0, _POSITIVE)
     #: The longest wait docrelay accepts from a provider (Retry-After) or its own backoff.
-    max_wait: float = 86400.0
-    lease_seconds: float = 120.0
+    max_wait: float = _field(86400.0, _POSITIVE)
+    lease_seconds: float = _field(120.0, _POSITIVE)
     #: How long a provider stays paused after a config error (``None``: until a requeue).
-    pause_seconds: float | None = 900.0
-    batch_size: int = 8
-    held_recheck: float = 60.0
+    pause_seconds: float | None = _field(900.0, Spec("number", minimum=0, nullable=True))
+    batch_size: int = _field(8, Spec("int", minimum=1, maximum=10_000))
+    held_recheck: float = _field(60.0, _POSITIVE)
     #: Seconds to wait for a webhook after ``accepted`` before asking a person to look.
-    notification_timeout: float = 86400.0
+    notification_timeout: float = _field(86400.0, _POSITIVE)
     #: Fraction of the provider's rate limit kept free for clock and network jitter.
-    rate_margin: float = 0.02
+    rate_margin: float = _field(0.02, Spec("number", minimum=0, below=1))
+    #: Largest document accepted for a provider that declares no limit of its own (bytes).
+    max_payload_bytes: int = _field(10 * 1024 * 1024, _COUNT)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> EngineSettings:
-        names = {a.name: a for a in attrs.fields(cls)}
-        unknown = set(data) - set(names)
+        fields = {a.name: a for a in attrs.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ConfigError(f"unknown [engine] setting(s): {', '.join(sorted(unknown))}")
-        values: dict[str, Any] = {}
-        for k, v in data.items():
-            default = names[k].default
-            if v is None and k == "pause_seconds":
-                values[k] = None
-            elif isinstance(default, bool) or not isinstance(v, int | float) or isinstance(v, bool):
-                raise ConfigError(f"[engine] {k} must be a number, not {v!r}")
-            else:
-                values[k] = type(default)(v) if isinstance(default, int | float) else v
+            hint = did_you_mean(unknown[0], fields) if len(unknown) == 1 else ""
+            raise ConfigError(f"unknown [engine] setting(s): {', '.join(unknown)}{hint}")
+        values = {k: fields[k].metadata["spec"].check("[engine]", k, v) for k, v in data.items()}
         return cls(**values)
 
 
-CORE_PROVIDER_SETTINGS = {
-    "env": "environment name (one of the provider's environments)",
-    "base_url": "base URL (overrides env)",
-    "rate_limit": "client-side limit as 'REQUESTS/SECONDS' (overrides the provider's)",
-    "rate_limit_scope": "count the rate limit per 'host' or per 'credential'",
-    "connect_timeout": "seconds to connect",
-    "read_timeout": "seconds to wait for an answer",
-    "verify": "TLS certificate verification: true, false or a CA bundle path",
-    "allow_insecure_http": "allow plain http to hosts other than loopback",
-    "webhook_secret": "shared secret expected in the webhook URL path",
-    "max_payload_bytes": "refuse larger documents before sending",
-    "enabled": "false to keep the provider's documents queued",
-}
+CORE_PROVIDER_SETTINGS: Mapping[str, Spec] = {
+    "env": Spec("str", nonempty=True, nullable=True,
+                help="environment name (one of the provider's environments)"),
+    "base_url": Spec("str", nonempty=True, nullable=True, help="base URL (overrides env)"),
+    "rate_limit": Spec("rate", nullable=True,
+                       help="client-side limit as 'REQUESTS/SECONDS' (overrides the provider's)"),
+    "rate_limit_scope": Spec("str", choices=("host", "credential"), nullable=True,
+                             help="count the rate limit per 'host' or per 'credential'"),
+    "connect_timeout": Spec("number", above=0, nullable=True, help="seconds to connect"),
+    "read_timeout": Spec("number", above=0, nullable=True, help="seconds to wait for an answer"),
+    "verify": Spec("verify", nullable=True,
+                   help="TLS certificate verification: true, false or a CA bundle path"),
+    "allow_insecure_http": Spec("bool", nullable=True,
+                                help="allow plain http to hosts other than loopback"),
+    "webhook_secret": Spec("secret", nullable=True,
+                           help="shared secret expected in the webhook URL path"),
+    "max_payload_bytes": Spec("int", minimum=1, nullable=True,
+                              help="refuse larger documents before sending"),
+    "enabled": Spec("bool", nullable=True, help="false to keep the provider's documents queued"),
+    "check_payload": Spec("bool", nullable=True,
+                          help="refuse an empty payload, or one not in the provider's format, "
+                          "at submit (false: store it; delivery rejects it)"),
+}  # fmt: skip
 
 
 def is_loopback(host: str | None) -> bool:
@@ -124,18 +330,24 @@ class ProviderRuntime:
         cls, info: ProviderInfo, raw: Mapping[str, Any], engine: EngineSettings
     ) -> ProviderRuntime:
         name = info.name
-        known = set(CORE_PROVIDER_SETTINGS) | {s.name for s in info.settings}
-        unknown = set(raw) - known
+        table = f"[providers.{name}]"
+        # A plugin may declare a core key (a default of its own); the core's range still holds.
+        specs = {s.name: Spec.for_setting(s) for s in info.settings}
+        specs.update(CORE_PROVIDER_SETTINGS)
+        unknown = sorted(set(raw) - set(specs))
         if unknown:
+            hint = did_you_mean(unknown[0], specs) if len(unknown) == 1 else ""
             raise ConfigError(
-                f"unknown setting(s) for provider {name}: {', '.join(sorted(unknown))} "
-                f"(known: {', '.join(sorted(known))})"
+                f"unknown setting(s) for provider {name}: {', '.join(unknown)}{hint} "
+                f"(known: {', '.join(sorted(specs))})"
             )
-        settings: dict[str, Any] = {s.name: s.default for s in info.settings}
-        settings.update(raw)
         for s in info.settings:
-            if s.required and settings.get(s.name) in (None, ""):
+            if s.required and raw.get(s.name, s.default) in (None, ""):
                 raise ConfigError(f"provider {name} needs setting {s.name!r}: {s.help}".rstrip())
+        checked = {k: specs[k].check(table, k, v) for k, v in raw.items()}
+        settings: dict[str, Any] = {s.name: s.default for s in info.settings}
+        settings.update(checked)
+        for s in info.settings:
             if s.secret and isinstance(settings.get(s.name), str):
                 register_secret(settings[s.name])
         env = settings.get("env")
@@ -170,35 +382,30 @@ class ProviderRuntime:
                 f"provider {name}: plain http to {parts.hostname} is refused; use https or set "
                 "allow_insecure_http = true"
             )
-        rate = info.rate_limit
-        if settings.get("rate_limit"):
-            try:
-                n, per = str(settings["rate_limit"]).split("/")
-                rate = RateLimit(int(n), float(per))
-            except ValueError:
-                raise ConfigError(
-                    f"provider {name}: rate_limit must look like '100/60', "
-                    f"not {settings['rate_limit']!r}"
-                ) from None
-        if settings.get("rate_limit_scope") not in (None, "host", "credential"):
-            raise ConfigError(f"provider {name}: rate_limit_scope must be 'host' or "
-                              f"'credential', not {settings['rate_limit_scope']!r}")  # fmt: skip
-        verify = check_verify(name, settings.get("verify", True))
-        max_payload = settings.get("max_payload_bytes") or info.max_payload_bytes
+        rate = _parse_rate(settings["rate_limit"]) if settings.get("rate_limit") else None
+        rate = rate or info.rate_limit
+        verify = check_verify(name, settings.get("verify"))
+        max_payload = settings.get("max_payload_bytes")
+        if max_payload is None:
+            max_payload = info.max_payload_bytes or engine.max_payload_bytes
         secret = settings.get("webhook_secret")
         if secret:
             register_secret(str(secret))
+        connect_timeout = settings.get("connect_timeout")
+        read_timeout = settings.get("read_timeout")
         return cls(
             info=info,
             settings=settings,
             base_url=str(base_url),
             environment=env,
             rate=rate,
-            connect_timeout=float(settings.get("connect_timeout") or engine.connect_timeout),
-            read_timeout=float(settings.get("read_timeout") or engine.read_timeout),
-            verify=verify if isinstance(verify, bool | str) else True,
+            connect_timeout=float(
+                engine.connect_timeout if connect_timeout is None else connect_timeout
+            ),
+            read_timeout=float(engine.read_timeout if read_timeout is None else read_timeout),
+            verify=True if verify is None else verify,
             allowed_hosts=frozenset(hosts),
-            max_payload_bytes=int(max_payload) if max_payload else None,
+            max_payload_bytes=int(max_payload),
             webhook_secret=str(secret) if secret else None,
         )
 

@@ -625,7 +625,27 @@ class SQLStore(Store):
             return rec, "revision"
 
     def submit_many(self, documents: Sequence[Document], now: float) -> int:
+        ids = [d.id for d in documents]
+        seen: set[str] = set()
+        for doc_id in ids:
+            if doc_id in seen:
+                raise DocumentError(f"document id {doc_id!r} is given twice")
+            seen.add(doc_id)
         with self._tx() as cur:
+            # All or nothing: an id already stored refuses the whole batch (nothing written).
+            for chunk in iter_chunks(ids, 500):
+                cur.execute(
+                    self._sql(
+                        "SELECT id FROM documents WHERE id IN (" + ", ".join("?" * len(chunk)) + ")"
+                    ),
+                    chunk,
+                )
+                row = cur.fetchone()
+                if row is not None:
+                    raise DocumentError(
+                        f"document {row[0]!r} is already stored; submit_many stores new "
+                        "documents only (submit a corrected revision with submit)"
+                    )
             cur.executemany(
                 self._sql(self._insert_sql), [self._insert_values(d, now) for d in documents]
             )

@@ -275,6 +275,10 @@ def send(
     files: tuple[Path, ...],
 ) -> None:
     """Store FILEs as documents, deliver until nothing is due now, and print the outcome."""
+    for flag, value in (("--provider", provider), ("--env", env_name), ("--base-url", base_url),
+                        ("--id", doc_id), ("--kind", kind)):  # fmt: skip
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} needs a value, not an empty one")
     if doc_id is not None and len(files) != 1:
         raise ConfigError("--id needs exactly one FILE")
     if env_name and base_url:
@@ -293,18 +297,32 @@ def send(
         info = relay.host.provider(provider)
         rt = relay.engine.runtime(provider)
         kind = kind or info.kinds[0]
-        # Read and check everything before the store is touched: all or nothing.
+        # Read and check every file before the store is touched: all or nothing, and one
+        # line for each bad file.
         documents = []
         ids = set()
+        problems = []
         for f in files:
-            d = _read_document(f, doc_id or f.stem, provider, kind, metadata,
-                               rt.max_payload_bytes)  # fmt: skip
+            try:
+                d = _read_document(f, f.stem if doc_id is None else doc_id, provider, kind,
+                                   metadata, rt.max_payload_bytes)  # fmt: skip
+            except DocumentError as exc:
+                problems.append(str(exc))
+                continue
             if d.id in ids:
-                raise DocumentError(f"two files give the document id {d.id!r}; use --id")
+                problems.append(f"two files give the document id {d.id!r}; use --id")
+                continue
             ids.add(d.id)
-            relay.check(d)
-            relay.precheck(d)
+            try:
+                relay.precheck(d)
+            except DocumentError as exc:
+                problems.append(f"file {str(f)!r}: {exc}")
+                continue
             documents.append(d)
+        if problems:
+            for line in problems[:-1]:
+                err.print(f"docrelay: error: {redact(line)}", markup=False)
+            raise DocumentError(problems[-1])
         for d in documents:
             relay.submit(d)
         with _Progress(relay, len(documents), not as_json):

@@ -232,7 +232,8 @@ def test_payload_that_is_not_json_is_rejected_and_reported(
     tmp_path: Path, sandbox: ProcurosSandbox
 ) -> None:
     bad = Document(id="X-1", provider="procuros", kind="invoice", payload=b"<Invoice/>")
-    with make_relay(tmp_path, sandbox) as relay:
+    # check_payload = false: stored, rejected at delivery and reported (else refused at submit).
+    with make_relay(tmp_path, sandbox, check_payload=False) as relay:
         relay.submit(bad)
         relay.run_until_settled(timeout=10)
         st = relay.status("X-1")

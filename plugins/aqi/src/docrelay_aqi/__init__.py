@@ -205,6 +205,7 @@ def _as_bool(value: Any) -> bool:
 def provider_info() -> ProviderInfo:
     return ProviderInfo(
         name=NAME,
+        content_type="application/json",
         title="Riverty Accounting as a Service (AQI)",
         environments={
             "sandbox": "http://127.0.0.1:8705",

@@ -68,7 +68,9 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
         required=True,
     ),
-    Setting("username", help="Username header (optional, for eBillingHub's reporting only)."),
+    Setting(
+        "username", help="Username header (optional, for eBillingHub's reporting only).", type="str"
+    ),
     Setting(
         "url_style",
         default="new",
@@ -106,6 +108,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "poll_interval",
         default=None,
+        type="number",
+        minimum=0,
         help="Seconds to suggest between polls (a Retry-After from eBillingHub wins); "
         "unset: the engine's own backoff.",
     ),
@@ -244,6 +248,7 @@ def _is_poll_response(response: HttpResponse | None) -> bool:
 def provider_info() -> ProviderInfo:
     return ProviderInfo(
         name=NAME,
+        content_type="application/xml",
         title="eBillingHub Validation API",
         environments={"sandbox": SANDBOX_URL},
         default_environment="sandbox",

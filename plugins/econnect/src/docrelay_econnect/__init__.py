@@ -99,6 +99,7 @@ SETTINGS = (
     ),
     Setting(
         "token_url",
+        type="str",
         help="OAuth2 token endpoint. Default: acceptance_token_url or production_token_url "
         "when base_url is that environment's PSB URL, else {base_url}/connect/token.",
     ),
@@ -151,6 +152,7 @@ SETTINGS = (
 def provider_info() -> ProviderInfo:
     return ProviderInfo(
         name=NAME,
+        content_type="application/xml",
         title="eConnect Procurement Service Bus (PSB)",
         environments={
             "sandbox": SANDBOX_URL,

@@ -132,6 +132,7 @@ _SETTINGS: Final = (
 def provider_info() -> ProviderInfo:
     return ProviderInfo(
         name=NAME,
+        content_type="application/json",
         title="Procuros (EDI network, API v2)",
         environments={
             "sandbox": "http://127.0.0.1:8702",

@@ -93,6 +93,7 @@ SETTINGS = (
     Setting(
         "token_url",
         None,
+        type="str",
         help="token endpoint; default: the Auth0 URL of environment test/production, "
         "else {base_url}/oauth/token (the sandbox)",
     ),
@@ -140,6 +141,7 @@ SETTINGS = (
 def provider_info() -> ProviderInfo:
     return ProviderInfo(
         name=NAME,
+        content_type="application/json",
         title="SieSmart (Siemens Financial Services introducer proposals)",
         # The API base URL of test and production is not public: set base_url.
         environments={"sandbox": "http://127.0.0.1:8703"},
