@@ -37,6 +37,8 @@ class Config:
     plugins_disabled: tuple[str, ...] = ()
     webhooks_host: str = "127.0.0.1"
     webhooks_port: int = 8080
+    #: The whole ``[webhooks]`` table (limits: see :class:`docrelay.WebhookSettings`).
+    webhooks: Mapping[str, Any] = attrs.field(factory=dict)
 
     def with_provider(self, name: str, **settings: Any) -> Config:
         providers = {k: dict(v) for k, v in self.providers.items()}
@@ -129,4 +131,5 @@ def load_config(
         plugins_disabled=tuple(disabled),
         webhooks_host=str(webhooks.get("host", "127.0.0.1")),
         webhooks_port=int(webhooks.get("port", 8080)),
+        webhooks=webhooks,
     )
