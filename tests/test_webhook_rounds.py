@@ -36,12 +36,13 @@ def sandbox() -> Iterator[AqiSandbox]:
 
 
 class Hooked:
-    def __init__(self, tmp: Path, sandbox: AqiSandbox, register: bool = True) -> None:
+    def __init__(self, tmp: Path, sandbox: AqiSandbox, register: bool = True, **relay: Any) -> None:
         self.sandbox = sandbox
         self.db = tmp / "rounds.db"
-        self.relay = Relay(f"sqlite:///{self.db}", engine=ENGINE, providers={"aqi": {
+        store = relay.pop("store", f"sqlite:///{self.db}")
+        self.relay = Relay(store, engine=ENGINE, providers={"aqi": {
             "base_url": sandbox.url, "subscription_key": "aqi-sandbox-key",
-            "webhook_secret": SECRET}})  # fmt: skip
+            "webhook_secret": SECRET}}, **relay)  # fmt: skip
         self.server = WebhookServer(self.relay.wsgi_app).__enter__()
         if register:
             sandbox.register_callback(f"{self.server.url}/aqi/{SECRET}")
@@ -133,6 +134,39 @@ def test_a_late_copy_before_the_resend_changes_nothing(hooked: Hooked) -> None:
     assert (late.status, queued.status) == ("duplicate", "duplicate")
     assert h.state("bad-3") == DocState.QUEUED
     h.until(lambda: h.state("bad-3") == DocState.REJECTED and len(h.notes("bad-3")) == 2)
+
+
+@pytest.mark.postgres
+def test_rounds_and_the_unmatched_cap_on_postgresql(tmp_path: Path, sandbox: AqiSandbox) -> None:
+    """The same on the PostgreSQL store: a second rejection after a requeue rejects again,
+    and unmatched notifications are capped, oldest dropped first and counted."""
+    import uuid
+
+    import psycopg
+
+    url = os.environ.get("DOCRELAY_TEST_PG_URL")
+    if not url:
+        pytest.skip("PostgreSQL tests did not run: DOCRELAY_TEST_PG_URL not set")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    h = Hooked(tmp_path, sandbox, store=url, webhooks={"max_unmatched_per_provider": 3},
+               store_options={"schema": schema, "heartbeat": False})  # fmt: skip
+    try:
+        h.relay.submit(sample_document("bad-pg", "order", "order_error_in_file"))
+        h.until(lambda: h.state("bad-pg") == DocState.REJECTED)
+        h.relay.requeue("bad-pg")
+        h.until(lambda: h.state("bad-pg") == DocState.REJECTED and len(h.notes("bad-pg")) == 2)
+        for i in range(7):
+            note = {"type": "accounting/EDIErrorSent", "parameters": {"transactionId": f"x{i}",
+                    "details": {"result": "OK"}}}  # fmt: skip
+            r = h.relay.ingest_notification("aqi", json.dumps(note).encode(), secret=SECRET)
+            assert r.status == "unknown_document"
+        assert h.relay.notification_stats()["aqi"] == {"stored": 5, "unmatched": 3, "dropped": 4}
+    finally:
+        h.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
