@@ -80,9 +80,14 @@ def _serve(cfg: Path, cwd: Path, *extra: str) -> tuple[subprocess.Popen[str], st
 
 
 def _stop(proc: subprocess.Popen[str], lines: list[str]) -> str:
+    """SIGTERM, then everything the server wrote (read through the same buffered pipe that
+    ``_serve`` read from, so no line is lost)."""
+    assert proc.stderr is not None
+    assert proc.stdout is not None
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
-    return "".join(lines) + err + out
+    proc.wait(timeout=30)
+    with proc.stderr, proc.stdout:
+        return "".join(lines) + proc.stderr.read() + proc.stdout.read()
 
 
 def test_served_by_waitress_and_the_log_hides_the_secret(

@@ -537,6 +537,11 @@ def webhooks(ctx: click.Context, host: str | None, port: int | None, insecure: b
         err.print(f"docrelay webhooks: listening on http://{bind}:{server.effective_port}"
                   "/webhooks/<provider>/<secret> (waitress)", markup=False)  # fmt: skip
         _print_notification_stats(relay)
+
+        def _stop(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _stop)
         try:
             server.run()
         except KeyboardInterrupt:
@@ -547,7 +552,10 @@ def webhooks(ctx: click.Context, host: str | None, port: int | None, insecure: b
 
 
 def _print_notification_stats(relay: Relay) -> None:
-    for name, st in sorted(relay.notification_stats().items()):
+    stats = relay.notification_stats()
+    if not stats:
+        err.print("notifications: none stored", markup=False)
+    for name, st in sorted(stats.items()):
         err.print(f"notifications {name}: {st['stored']} stored, {st['unmatched']} for no known "
                   f"document, {st['dropped']} unmatched dropped (cap "
                   f"{relay.webhook_settings.max_unmatched_per_provider})",
