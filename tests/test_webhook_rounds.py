@@ -82,7 +82,7 @@ def test_second_rejection_after_requeue_rejects_again(hooked: Hooked) -> None:
     transactionId): the document ends rejected again, not accepted for ever."""
     h = hooked
     h.relay.submit(sample_document("bad-1", "order", "order_error_in_file"))
-    h.until(lambda: h.state("bad-1") == DocState.REJECTED)
+    h.until(lambda: h.state("bad-1") == DocState.REJECTED and h.delivered_notifications() == 1)
     first = [n["payload"] for n in h.sandbox.notifications]
     key = h.relay.status("bad-1").key
 
@@ -124,7 +124,7 @@ def test_a_late_copy_before_the_resend_changes_nothing(hooked: Hooked) -> None:
     but before the resend, belongs to round 1: a duplicate, not the new round's answer."""
     h = hooked
     h.relay.submit(sample_document("bad-3", "order", "order_error_in_file"))
-    h.until(lambda: h.state("bad-3") == DocState.REJECTED)
+    h.until(lambda: h.state("bad-3") == DocState.REJECTED and h.delivered_notifications() == 1)
     body = json.dumps(h.sandbox.notifications[0]["payload"]).encode()
 
     late = h.relay.ingest_notification("aqi", body, secret=SECRET)
@@ -134,6 +134,24 @@ def test_a_late_copy_before_the_resend_changes_nothing(hooked: Hooked) -> None:
     assert (late.status, queued.status) == ("duplicate", "duplicate")
     assert h.state("bad-3") == DocState.QUEUED
     h.until(lambda: h.state("bad-3") == DocState.REJECTED and len(h.notes("bad-3")) == 2)
+
+
+def test_answer_to_a_lost_response_applies_after_the_resend(tmp_path: Path) -> None:
+    """The first send's response is lost (unknown) while AQI processes it and notifies OK;
+    the resend with the same transactionId is the same round, so the waiting OK applies."""
+    sb = AqiSandbox(seed=2, faults=["drop*1"], callback_delay=0.0).start()
+    h = Hooked(tmp_path, sb)
+    try:
+        h.relay.submit(sample_document("lost-1", "order", "order"))
+        h.until(lambda: h.state("lost-1") in (DocState.DELIVERED, DocState.DUPLICATE))
+        st = h.relay.status("lost-1")
+        sends = [a for a in h.relay.history("lost-1") if a.action == "send"]
+        assert len(sends) >= 2, "the lost answer was followed by a resend"
+        assert st.state == DocState.DELIVERED, st
+        assert h.notes("lost-1")[0] == "delivered"
+    finally:
+        h.close()
+        sb.stop()
 
 
 @pytest.mark.postgres

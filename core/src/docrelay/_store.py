@@ -838,13 +838,31 @@ class SQLStore(Store):
 
     # -- notifications --------------------------------------------------------------------------
     def _round(self, cur: Any, doc_id: str) -> int:
-        """The document's delivery round: the number of its latest send attempt."""
-        cur.execute(
-            self._sql("SELECT MAX(number) FROM attempts WHERE doc_id = ? AND action = 'send'"),
-            (doc_id,),
-        )
+        """The document's delivery round, named by the number of its first send attempt.
+
+        A round starts with the first send after a submit, a new revision or a requeue (they
+        clear ``first_attempt_at``; the send that follows sets it) and includes the resends
+        after a lost answer or a retry. Before that first send (queued after a requeue), the
+        previous round is still the current one.
+        """
+        cur.execute(self._sql("SELECT first_attempt_at FROM documents WHERE id = ?"), (doc_id,))
         row = cur.fetchone()
-        return int(row[0] or 0) if row else 0
+        first = row[0] if row else None
+        if first is None:
+            cur.execute(
+                self._sql("SELECT MAX(number) FROM attempts WHERE doc_id = ? AND action = 'send'"),
+                (doc_id,),
+            )
+        else:
+            cur.execute(
+                self._sql(
+                    "SELECT MIN(number) FROM attempts WHERE doc_id = ? AND action = 'send'"
+                    " AND started_at >= ?"
+                ),
+                (doc_id, float(first) - 1e-6),
+            )
+        found = cur.fetchone()
+        return int(found[0] or 0) if found else 0
 
     def record_notification(
         self,
