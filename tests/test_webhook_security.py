@@ -311,3 +311,19 @@ def _tally() -> Iterator[None]:
     """Print how many attacking requests this module sent (for docs/reliability.md)."""
     yield
     print(f"\nwebhook attacks sent: {dict(ATTACKS)}, total {sum(ATTACKS.values())}")
+
+
+def test_the_servers_own_log_lines_hide_the_secret(caplog: pytest.LogCaptureFixture) -> None:
+    """waitress logs "Exception while serving <path>" when an app raises: served by
+    docrelay, that line shows /webhooks/aqi/<secret>, never the secret."""
+    caplog.set_level(logging.DEBUG)
+
+    def broken(environ: dict[str, Any], start_response: Any) -> Any:
+        raise RuntimeError("boom")
+
+    with WebhookServer(broken) as server:
+        answer = requests.post(f"{server.url}/aqi/{SECRET}", data=b"{}", timeout=10)
+
+    assert answer.status_code == 500
+    assert "Exception while serving /webhooks/aqi/<secret>" in caplog.text
+    assert SECRET not in caplog.text

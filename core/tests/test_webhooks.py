@@ -1,5 +1,5 @@
 """Provider notifications: :meth:`Relay.ingest_notification` and the WSGI webhook app, served
-by wsgiref on 127.0.0.1 and called over real HTTP."""
+by waitress on 127.0.0.1 and called over real HTTP."""
 
 from __future__ import annotations
 
@@ -8,40 +8,32 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 import requests
 from docrelay import Relay
 from docrelay._acme import AcmeSandbox
+from docrelay._serve import WebhookServer
 from docrelay._wsgi import make_wsgi_app
 
 MakeRelay = Callable[..., Relay]
 HOOK_SECRET = "hook-secret-4d1f9a"
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
 @pytest.fixture
 def serve() -> Iterator[Callable[[Callable[..., Any]], str]]:
-    """``serve(app)`` runs a WSGI app on a free loopback port; returns its URL."""
-    servers: list[WSGIServer] = []
+    """``serve(app)`` runs a WSGI app on a free loopback port (waitress, as ``docrelay
+    webhooks`` does); returns its URL."""
+    servers: list[WebhookServer] = []
 
     def start(app: Callable[..., Any]) -> str:
-        server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
+        server = WebhookServer(app).__enter__()
         servers.append(server)
-        threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return f"http://127.0.0.1:{server.server_port}"
+        return server.url.removesuffix("/webhooks")
 
     yield start
     for s in servers:
-        s.shutdown()
-        s.server_close()
+        s.__exit__()
 
 
 @pytest.fixture
