@@ -77,11 +77,11 @@ class WebhookSettings:
     stored_unmatched_body_bytes: int = 2 * 1024
     #: Unmatched notifications kept per provider; the oldest are dropped (and counted).
     max_unmatched_per_provider: int = 1000
-    #: Requests per source address: burst size and refill window (``"600/60"``).
+    #: Requests per source address, as burst size and refill window (``"600/60"``).
     rate_limit: str = "600/60"
     #: Source addresses tracked by the rate limiter (the least recently seen are forgotten).
     rate_limit_sources: int = 10_000
-    #: ``docrelay webhooks`` behind a reverse proxy: the proxy's address, whose
+    #: For ``docrelay webhooks`` behind a reverse proxy, the proxy's address, whose
     #: ``X-Forwarded-For`` then names the source (waitress ``trusted_proxy``).
     trusted_proxy: str = ""
 
@@ -214,7 +214,7 @@ class SourceRateLimiter:
         return wait
 
 
-#: The waitress body limit of docrelay's own servers: a request larger than this is refused
+#: The waitress body limit of docrelay's own servers. A request larger than this is refused
 #: by the server before the app sees it (the app's own limit is usually lower).
 MAX_SERVER_BODY: Final = 1024 * 1024
 
