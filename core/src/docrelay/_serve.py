@@ -80,7 +80,7 @@ class WebhookServer:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with contextlib.suppress(OSError, ValueError):  # closed underneath the loop at shutdown
+        with contextlib.suppress(OSError, ValueError, RuntimeError):  # closed at shutdown
             self._server.run()
 
     @property
@@ -93,8 +93,10 @@ class WebhookServer:
 
     def __exit__(self, *exc: object) -> None:
         server = self._server
-        server.close()  # stop accepting; requests in hand are answered
+        # Requests in hand finish first: closing the server closes the trigger their
+        # threads use to wake the loop.
         server.task_dispatcher.shutdown(timeout=5)
+        server.close()
         for channel in list(server._map.values()):
             channel.close()
         self._thread.join(5)
