@@ -1,5 +1,5 @@
 """Provider notifications: :meth:`Relay.ingest_notification` and the WSGI webhook app, served
-by wsgiref on 127.0.0.1 and called over real HTTP."""
+by waitress on 127.0.0.1 and called over real HTTP."""
 
 from __future__ import annotations
 
@@ -8,40 +8,32 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 import requests
 from docrelay import Relay
 from docrelay._acme import AcmeSandbox
+from docrelay._serve import WebhookServer
 from docrelay._wsgi import make_wsgi_app
 
 MakeRelay = Callable[..., Relay]
 HOOK_SECRET = "hook-secret-4d1f9a"
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
 @pytest.fixture
 def serve() -> Iterator[Callable[[Callable[..., Any]], str]]:
-    """``serve(app)`` runs a WSGI app on a free loopback port; returns its URL."""
-    servers: list[WSGIServer] = []
+    """``serve(app)`` runs a WSGI app on a free loopback port (waitress, as ``docrelay
+    webhooks`` does); returns its URL."""
+    servers: list[WebhookServer] = []
 
     def start(app: Callable[..., Any]) -> str:
-        server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
+        server = WebhookServer(app).__enter__()
         servers.append(server)
-        threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return f"http://127.0.0.1:{server.server_port}"
+        return server.url.removesuffix("/webhooks")
 
     yield start
     for s in servers:
-        s.shutdown()
-        s.server_close()
+        s.__exit__()
 
 
 @pytest.fixture
@@ -70,7 +62,9 @@ def test_notification_delivers_an_accepted_document(relay: Relay, acme: Any) -> 
     is a harmless duplicate; a later, different one finds the document already final."""
     key = _accepted(relay, acme)
 
-    assert tuple(relay.ingest_notification("acme", _note(key)).to_dict().values()) == (
+    assert tuple(
+        relay.ingest_notification("acme", _note(key), secret=HOOK_SECRET).to_dict().values()
+    ) == (
         "applied",
         "inv-1",
         "delivered",
@@ -78,8 +72,8 @@ def test_notification_delivers_an_accepted_document(relay: Relay, acme: Any) -> 
     st = relay.status("inv-1")
     confirmed = ("delivered", "confirmed by the provider's notification")
     assert (st.state.value, st.reason) == confirmed
-    assert relay.ingest_notification("acme", _note(key)).status == "duplicate"
-    late = relay.ingest_notification("acme", _note(key, "ok", resent=True))
+    assert relay.ingest_notification("acme", _note(key), secret=HOOK_SECRET).status == "duplicate"
+    late = relay.ingest_notification("acme", _note(key, "ok", resent=True), secret=HOOK_SECRET)
     assert (late.status, late.state) == ("already_final", "delivered")
     assert relay.status("inv-1").state.value == "delivered"
     assert [a.action for a in relay.history("inv-1")] == ["send", "notification"]
@@ -87,12 +81,15 @@ def test_notification_delivers_an_accepted_document(relay: Relay, acme: Any) -> 
 
 def test_unknown_document_is_recorded(relay: Relay) -> None:
     """A notification for a key docrelay does not know is kept, never lost."""
-    result = relay.ingest_notification("acme", _note("no-such-key"))
+    result = relay.ingest_notification("acme", _note("no-such-key"), secret=HOOK_SECRET)
 
     assert result.status == "unknown_document"
     [note] = relay.store.notifications()
     assert (note["provider"], note["doc_id"], note["key"]) == ("acme", None, "no-such-key")
-    assert relay.ingest_notification("acme", _note("no-such-key")).status == "duplicate"
+    assert (
+        relay.ingest_notification("acme", _note("no-such-key"), secret=HOOK_SECRET).status
+        == "duplicate"
+    )
     assert len(relay.store.notifications()) == 1
 
 
@@ -100,20 +97,24 @@ def test_events_docrelay_does_not_act_on_are_ignored(relay: Relay) -> None:
     """Other event types are recorded as ignored."""
     body = json.dumps({"event": "viewed", "key": "k"}).encode()
 
-    assert relay.ingest_notification("acme", body).status == "ignored"
+    assert relay.ingest_notification("acme", body, secret=HOOK_SECRET).status == "ignored"
 
 
 def test_notification_rejects_with_errors(relay: Relay, acme: Any) -> None:
     """A failed validation notification rejects the document with the provider's errors."""
     key = _accepted(relay, acme)
 
-    result = relay.ingest_notification("acme", _note(key, "error", errors=["amount missing"]))
+    result = relay.ingest_notification(
+        "acme", _note(key, "error", errors=["amount missing"]), secret=HOOK_SECRET
+    )
 
     assert (result.status, result.state) == ("applied", "rejected")
     st = relay.status("inv-1")
     assert [f.message for f in st.field_errors] == ["amount missing"]
     assert st.state.value == "rejected"
-    late = relay.ingest_notification("acme", _note(key, "error", errors=["still missing"]))
+    late = relay.ingest_notification(
+        "acme", _note(key, "error", errors=["still missing"]), secret=HOOK_SECRET
+    )
     assert (late.status, late.state) == ("already_final", "rejected")
 
 
@@ -160,7 +161,8 @@ def test_notification_during_the_send_is_applied_when_it_finishes(
     """The provider's notification overtakes its own 202: it is kept as pending and applied
     as soon as the send's answer is committed."""
     sbx = make_sandbox(polls_until_done=10_000, faults=["slow*1:1.5"])
-    relay = make_relay(sbx, engine={"poll_initial": 60.0})
+    relay = make_relay(sbx, settings={"webhook_secret": HOOK_SECRET},
+                       engine={"poll_initial": 60.0})  # fmt: skip
     relay.submit(acme.doc("inv-1", kind="async"))
     worker = threading.Thread(target=relay.run_until_idle)
     worker.start()
@@ -171,7 +173,7 @@ def test_notification_during_the_send_is_applied_when_it_finishes(
     assert st.state.value == "sending"
     assert st.key is not None
 
-    result = relay.ingest_notification("acme", _note(st.key))
+    result = relay.ingest_notification("acme", _note(st.key), secret=HOOK_SECRET)
     worker.join(10)
 
     assert (result.status, result.state) == ("pending", "sending")

@@ -26,6 +26,7 @@ from ._models import (
     Setting,
     TransportError,
 )
+from ._notify import WebhookRefused, WebhookSettings
 from ._relay import DocumentStatus, IngestResult, Relay
 from ._store import Record, Store, open_store
 from .exceptions import (
@@ -74,6 +75,8 @@ __all__ = [
     "Token",
     "TransportError",
     "TransportFailure",
+    "WebhookRefused",
+    "WebhookSettings",
     "hookimpl",
     "load_config",
     "open_store",

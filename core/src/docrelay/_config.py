@@ -26,7 +26,18 @@ _TOP = {"store", "engine", "plugins", "providers", "webhooks"}
 WEBHOOK_SETTINGS: Mapping[str, Spec] = {
     "host": Spec("str", nonempty=True, help="interface to listen on"),
     "port": Spec("int", minimum=1, maximum=65535, help="TCP port"),
-}
+    # The receiver's limits (docrelay.WebhookSettings checks them again when built).
+    "max_body_bytes": Spec("int", minimum=1, help="largest body taken (bytes)"),
+    "max_unmatched_body_bytes": Spec("int", minimum=1,
+                                     help="largest body taken for no known document (bytes)"),
+    "stored_unmatched_body_bytes": Spec("int", minimum=1,
+                                        help="bytes of an unmatched body that are stored"),
+    "max_unmatched_per_provider": Spec("int", minimum=1,
+                                       help="unmatched notifications kept per provider"),
+    "rate_limit": Spec("rate", help="requests per source address, as 'BURST/SECONDS'"),
+    "rate_limit_sources": Spec("int", minimum=1, help="source addresses remembered"),
+    "trusted_proxy": Spec("str", help="the reverse proxy's address (X-Forwarded-For)"),
+}  # fmt: skip
 #: ``[store]`` options besides ``url``, per backend.
 STORE_SETTINGS: Mapping[str, Mapping[str, Spec]] = {
     "sqlite": {
@@ -65,6 +76,8 @@ class Config:
     plugins_disabled: tuple[str, ...] = ()
     webhooks_host: str = "127.0.0.1"
     webhooks_port: int = 8080
+    #: The whole ``[webhooks]`` table (limits: see :class:`docrelay.WebhookSettings`).
+    webhooks: Mapping[str, Any] = attrs.field(factory=dict)
 
     def with_provider(self, name: str, **settings: Any) -> Config:
         providers = {k: dict(v) for k, v in self.providers.items()}
@@ -157,7 +170,8 @@ def load_config(
     if strange:
         hint = did_you_mean(strange[0], WEBHOOK_SETTINGS)
         raise ConfigError(
-            f"{p}: unknown [webhooks] key(s): {', '.join(strange)}{hint} (known: host, port)"
+            f"{p}: unknown [webhooks] key(s): {', '.join(strange)}{hint} "
+            f"(known: {', '.join(WEBHOOK_SETTINGS)})"
         )
     for k, v in webhooks.items():
         WEBHOOK_SETTINGS[k].check(f"{p}: [webhooks]", k, v)
@@ -172,6 +186,7 @@ def load_config(
         plugins_disabled=tuple(disabled),
         webhooks_host=str(webhooks.get("host", "127.0.0.1")),
         webhooks_port=int(webhooks.get("port", 8080)),
+        webhooks=webhooks,
     )
 
 

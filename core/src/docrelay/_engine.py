@@ -41,6 +41,7 @@ from ._models import (
     OutcomeKind,
     TransportError,
 )
+from ._notify import overdue_reason
 from ._redact import redact, redact_outcome, register_secret
 from ._settings import EngineSettings, ProviderRuntime
 from ._store import LeaseLost, Record, Store, process_identity
@@ -934,8 +935,7 @@ class Engine:
                 {
                     **keep,
                     "next_attempt_at": None,
-                    "reason": f"accepted, but no notification after "
-                    f"{s.notification_timeout / 3600:.0f} h: ask the provider's support",
+                    "reason": overdue_reason(s.notification_timeout),
                 },
             )
         number = self.store.next_attempt_number(record.id)

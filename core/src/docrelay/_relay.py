@@ -16,6 +16,7 @@ from ._config import Config, check_plugin_names
 from ._engine import Engine, EngineSettings, ProviderRuntime
 from ._host import PluginHost, PluginStatus
 from ._models import FINAL_STATES, Attempt, DocState, Document, FieldError, Outcome
+from ._notify import WebhookRefused, WebhookSettings, check_secret
 from ._redact import install_log_redaction, redact
 from ._store import Record, Store, open_store, submission_refusal
 from ._wsgi import make_wsgi_app
@@ -114,6 +115,11 @@ class Relay:
     :param engine: :class:`EngineSettings` or a mapping of its fields.
     :param plugins: extra plugin objects (e.g. your ERP write-back middleware).
     :param autoload: load installed plugins from the ``docrelay.plugins`` entry points.
+    :param webhooks: :class:`WebhookSettings` or a mapping of its fields (body limits, the
+        cap on unmatched notifications, the per-source rate limit).
+    :param insecure_webhooks: take notifications of providers that have no
+        ``webhook_secret`` (anyone who can reach the receiver can then move documents):
+        only for a receiver that nobody else can reach. Off by default.
     """
 
     def __init__(
@@ -129,8 +135,16 @@ class Relay:
         clock: Callable[[], float] = time.time,
         store_options: Mapping[str, Any] | None = None,
         host: PluginHost | None = None,
+        webhooks: WebhookSettings | Mapping[str, Any] | None = None,
+        insecure_webhooks: bool = False,
     ) -> None:
         install_log_redaction()
+        self.webhook_settings = (
+            webhooks
+            if isinstance(webhooks, WebhookSettings)
+            else WebhookSettings.from_mapping(webhooks)
+        )
+        self.insecure_webhooks = bool(insecure_webhooks)
         self.host = host or PluginHost(
             autoload=autoload, enabled=enabled, disabled=disabled, plugins=plugins
         )
@@ -177,6 +191,7 @@ class Relay:
             engine=config.engine,
             store_options=config.store_options,
             host=host,
+            webhooks=kwargs.pop("webhooks", config.webhooks),
             **kwargs,
         )
 
@@ -367,26 +382,64 @@ class Relay:
     def webhook_secret(self, provider: str) -> str | None:
         return self.engine.runtime(provider).webhook_secret
 
+    def check_webhook(self, provider: str, secret: str | None) -> None:
+        """Raise :class:`WebhookRefused` unless *secret* is *provider*'s ``webhook_secret``
+        (403), or the provider has none and the relay takes insecure webhooks (else 503). A
+        provider that is installed but not configured raises :class:`ConfigError`."""
+        check_secret(provider, self.webhook_secret(provider), secret, self.insecure_webhooks)
+
+    def notification_stats(self) -> dict[str, dict[str, int]]:
+        """Per provider: notifications ``stored``, ``unmatched`` ones among them, and
+        unmatched ones ``dropped`` (the oldest, to keep within ``max_unmatched_per_provider``)."""
+        return self.store.notification_stats()
+
     def ingest_notification(
-        self, provider: str, body: bytes, headers: Mapping[str, str] | None = None
+        self,
+        provider: str,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        secret: str | None = None,
     ) -> IngestResult:
-        """Apply a provider's webhook. Malformed bodies raise :class:`ValueError`; a
-        notification for an unknown document is recorded, never lost; duplicates and
-        out-of-order notifications change nothing."""
+        """Apply a provider's webhook. *secret* is the one the request gave (the URL path
+        segment): it must match the provider's ``webhook_secret``, else
+        :class:`WebhookRefused` (and nothing is stored). Bodies over the limits raise
+        :class:`WebhookRefused` (413); malformed bodies raise :class:`ValueError`; a
+        notification for an unknown document is recorded (bounded), never lost; duplicates
+        within one delivery round and out-of-order notifications change nothing."""
+        self.check_webhook(provider, secret)
+        limits = self.webhook_settings
+        if len(body) > limits.max_body_bytes:
+            raise WebhookRefused(f"body over {limits.max_body_bytes} bytes", 413)
         rt = self.engine.runtime(provider)
         hooks = self.host.hooks(provider)
         ctx = self.engine.context(rt)
         notification = hooks.parse_notification(body, dict(headers or {}), ctx)
         digest = hashlib.sha256(body).hexdigest()
         now = self.clock()
+        unmatched = {
+            "stored_body_limit": limits.stored_unmatched_body_bytes,
+            "max_unmatched": limits.max_unmatched_per_provider,
+        }
         if notification is None:
-            self.store.record_notification(provider, digest, None, None, None, None, body, now)
+            if len(body) > limits.max_unmatched_body_bytes:
+                raise WebhookRefused(
+                    f"ignored notification over {limits.max_unmatched_body_bytes} bytes", 413
+                )
+            self.store.record_notification(
+                provider, digest, None, None, None, None, body, now, **unmatched
+            )
             return IngestResult("ignored")
         rec = None
         if notification.key:
             rec = self.store.find_by_key(provider, notification.key)
         if rec is None and notification.provider_ref:
             rec = self.store.find_by_ref(provider, notification.provider_ref)
+        if rec is None and len(body) > limits.max_unmatched_body_bytes:
+            raise WebhookRefused(
+                f"notification for no known document over {limits.max_unmatched_body_bytes} bytes",
+                413,
+            )
         # Record first, then look at the state: a send finishing meanwhile applies it.
         new = self.store.record_notification(
             provider,
@@ -397,6 +450,7 @@ class Relay:
             notification.outcome,
             body,
             now,
+            **(unmatched if rec is None else {}),
         )
         if not new:
             return IngestResult("duplicate", rec.id if rec else None)
@@ -432,7 +486,7 @@ class Relay:
     def wsgi_app(self) -> Callable[..., Any]:
         """The webhook receiver as a WSGI app (``POST /webhooks/<provider>``)."""
         if self._wsgi is None:
-            self._wsgi = make_wsgi_app(self)
+            self._wsgi = make_wsgi_app(self, max_body=self.webhook_settings.max_body_bytes)
         return self._wsgi
 
     # -- lifecycle ------------------------------------------------------------------------------

@@ -1,20 +1,26 @@
 """Helpers to run a relay in the foreground: settle documents, serve webhooks.
 
-Used by ``docrelay demo`` and the conformance kit (no pytest needed here).
+Used by ``docrelay webhooks``, ``docrelay demo`` and the conformance kit (no pytest needed
+here). The webhook server is waitress (pure Python, runs on Windows too): it reads request
+bodies up to the receiver's limit, handles chunked bodies, and logs nothing of its own that
+could show the secret path segment (a filter rewrites it; access lines come from docrelay).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from waitress.server import create_server  # type: ignore[import-untyped]
 
 from ._models import FINAL_STATES
+from ._notify import MAX_SERVER_BODY, install_secret_path_filter
 from ._relay import DocumentStatus, Relay
 
-__all__ = ["WebhookServer", "settle"]
+__all__ = ["WebhookServer", "make_server", "settle"]
 
 
 def settle(
@@ -36,29 +42,61 @@ def settle(
         time.sleep(0.02)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        return
+def make_server(
+    app: Callable[..., Any],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_body: int = MAX_SERVER_BODY,
+    threads: int = 4,
+    trusted_proxy: str | None = None,
+    loop_timeout: float = 1.0,
+) -> Any:
+    """A waitress server for *app* (not started: call ``run()``)."""
+    install_secret_path_filter()
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "threads": threads,
+        "ident": "docrelay",
+        "max_request_body_size": max_body,
+        "expose_tracebacks": False,
+        "asyncore_loop_timeout": loop_timeout,
+    }
+    if trusted_proxy:
+        options.update(
+            trusted_proxy=trusted_proxy,
+            trusted_proxy_headers={"x-forwarded-for"},
+            clear_untrusted_proxy_headers=True,
+        )
+    return create_server(app, **options)
 
 
 class WebhookServer:
-    """Serve a relay's webhook WSGI app on 127.0.0.1 in a thread."""
+    """Serve a relay's webhook WSGI app on 127.0.0.1 (waitress) in a thread."""
 
-    def __init__(self, app: Callable[..., Any]) -> None:
-        self._server: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+    def __init__(self, app: Callable[..., Any], max_body: int = MAX_SERVER_BODY) -> None:
+        self._server = make_server(app, max_body=max_body, loop_timeout=0.05)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with contextlib.suppress(OSError, ValueError, RuntimeError):  # closed at shutdown
+            self._server.run()
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/webhooks"
+        return f"http://127.0.0.1:{self._server.effective_port}/webhooks"
 
     def __enter__(self) -> WebhookServer:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        server = self._server
+        # Requests in hand finish first: closing the server closes the trigger their
+        # threads use to wake the loop.
+        server.task_dispatcher.shutdown(timeout=5)
+        server.close()
+        for channel in list(server._map.values()):
+            channel.close()
+        self._thread.join(5)

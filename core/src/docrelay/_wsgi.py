@@ -1,19 +1,27 @@
 """A WSGI app for provider webhooks, to mount in an ERP's web framework or serve alone.
 
-``POST /webhooks/<provider>`` (or ``/webhooks/<provider>/<secret>`` when the provider's
-``webhook_secret`` is set) hands the body to :meth:`Relay.ingest_notification`.
-``GET /healthz`` answers 200.
+``POST /webhooks/<provider>/<secret>`` hands the body to :meth:`Relay.ingest_notification`
+(the secret is the provider's ``webhook_secret``; ``/webhooks/<provider>`` alone only with an
+explicitly insecure relay). ``GET /healthz`` answers 200. Requests are parsed by werkzeug
+(``Content-Length`` or chunked bodies, limited to ``max_body`` bytes), rate-limited per source
+address, and logged by docrelay's own access log (``docrelay.webhooks.access``), which never
+shows the secret path segment. Every answer is JSON with a one-line ``error`` when refused.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import UnknownProviderError
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.wrappers import Request
+
+from ._notify import SourceRateLimiter, WebhookRefused, access_log, safe_path
+from ._redact import redact
+from .exceptions import ConfigError, UnknownProviderError
 
 if TYPE_CHECKING:
     from ._relay import Relay
@@ -22,77 +30,114 @@ __all__ = ["MAX_WEBHOOK_BYTES", "make_wsgi_app"]
 
 log = logging.getLogger("docrelay.webhooks")
 
-#: Largest webhook body accepted (bytes); larger ones get 413.
-MAX_WEBHOOK_BYTES = 1024 * 1024
+#: Largest webhook body accepted by default (bytes); larger ones get 413.
+MAX_WEBHOOK_BYTES = 64 * 1024
 
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+StartResponse = Callable[..., Any]
 
 _REASONS = {
     200: "OK",
-    202: "Accepted",
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
-    411: "Length Required",
     413: "Content Too Large",
+    415: "Unsupported Media Type",
+    429: "Too Many Requests",
     500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
+#: Content types taken (a missing one is taken too: not every provider sends it).
+_JSON_TYPES = ("application/json", "text/json", "text/plain")
 
-def _answer(start: StartResponse, status: int, data: Any) -> Iterable[bytes]:
-    body = json.dumps(data).encode()
-    start(
-        f"{status} {_REASONS.get(status, '')}".strip(),
-        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-    )
-    return [body]
+
+def _is_json_type(mimetype: str) -> bool:
+    return not mimetype or mimetype in _JSON_TYPES or mimetype.endswith("+json")
 
 
 def make_wsgi_app(relay: Relay, max_body: int = MAX_WEBHOOK_BYTES) -> Callable[..., Any]:
     """The webhook receiver of *relay* as a WSGI application."""
+    count, seconds = relay.webhook_settings.rate()
+    limiter = SourceRateLimiter(count, seconds, relay.webhook_settings.rate_limit_sources)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        parts = [p for p in (environ.get("PATH_INFO") or "/").split("/") if p]
-        if parts == ["healthz"]:
-            return _answer(start_response, 200, {"status": "ok"})
-        if len(parts) not in (2, 3) or parts[0] != "webhooks":
-            return _answer(start_response, 404, {"error": "not found"})
-        if method != "POST":
-            return _answer(start_response, 405, {"error": "POST only"})
-        provider = parts[1]
-        try:
-            expected = relay.webhook_secret(provider)
-        except UnknownProviderError:
-            return _answer(start_response, 404, {"error": f"unknown provider {provider}"})
-        given = parts[2] if len(parts) == 3 else ""
-        if expected is not None and not hmac.compare_digest(given.encode(), expected.encode()):
-            log.warning("webhook for %s refused: wrong or missing secret", provider)
-            return _answer(start_response, 403, {"error": "forbidden"})
-        if expected is None and given:
-            return _answer(start_response, 404, {"error": "not found"})
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return _answer(start_response, 400, {"error": "bad Content-Length"})
-        if length > max_body:
-            return _answer(start_response, 413, {"error": f"body over {max_body} bytes"})
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
-        headers = {
-            k[5:].replace("_", "-").title(): str(v)
-            for k, v in environ.items()
-            if k.startswith("HTTP_")
-        }
-        if environ.get("CONTENT_TYPE"):
-            headers["Content-Type"] = str(environ["CONTENT_TYPE"])
-        try:
-            result = relay.ingest_notification(provider, body, headers)
-        except ValueError as exc:
-            return _answer(start_response, 400, {"error": str(exc)[:300]})
-        except Exception:
-            log.exception("webhook for %s failed", provider)
-            return _answer(start_response, 500, {"error": "internal error"})
-        return _answer(start_response, 200, result.to_dict())
+        request = Request(environ)
+        request.max_content_length = max_body
+        status, data, extra = _handle(relay, request, limiter)
+        body = json.dumps(data).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        headers += extra
+        start_response(f"{status} {_REASONS.get(status, '')}".strip(), headers)
+        access_log.info(
+            '%s "%s %s" %d %d',
+            request.remote_addr or "-",
+            request.method,
+            safe_path(request.path),
+            status,
+            len(body),
+        )
+        return [body]
 
     return app
+
+
+def _handle(
+    relay: Relay, request: Request, limiter: SourceRateLimiter
+) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+    parts = [p for p in request.path.split("/") if p]
+    if parts == ["healthz"]:
+        return 200, {"status": "ok"}, []
+    if len(parts) not in (2, 3) or parts[0] != "webhooks":
+        return 404, {"error": "not found"}, []
+    wait = limiter.take(request.remote_addr or "-")
+    if wait is not None:
+        retry = max(1, math.ceil(wait))
+        return 429, {"error": "too many requests"}, [("Retry-After", str(retry))]
+    if request.method != "POST":
+        return 405, {"error": "POST only"}, [("Allow", "POST")]
+    provider = parts[1]
+    given = parts[2] if len(parts) == 3 else None
+    try:
+        relay.check_webhook(provider, given)
+    except UnknownProviderError:
+        return 404, {"error": "not found"}, []
+    except ConfigError as exc:
+        log.warning("webhook for %s refused: the provider is not configured (%s)", provider,
+                    _line(exc))  # fmt: skip
+        return 503, {"error": f"provider {provider} is not configured"}, []
+    except WebhookRefused as exc:
+        log.warning("%s", exc)
+        if exc.status == 503:
+            return 503, {"error": f"webhooks for {provider} are not set up"}, []
+        return 403, {"error": "forbidden"}, []
+    if not _is_json_type(request.mimetype):
+        return 415, {"error": f"not a JSON notification ({request.mimetype})"}, []
+    if request.content_length is not None and request.content_length > (
+        request.max_content_length or 0
+    ):
+        return 413, {"error": f"body over {request.max_content_length} bytes"}, []
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        return 413, {"error": f"body over {request.max_content_length} bytes"}, []
+    except ClientDisconnected:
+        return 400, {"error": "incomplete body"}, []
+    headers = {k: v for k, v in request.headers.items()}
+    try:
+        result = relay.ingest_notification(provider, body, headers, secret=given)
+    except WebhookRefused as exc:
+        return exc.status, {"error": _line(exc)}, []
+    except ValueError as exc:
+        return 400, {"error": _line(exc)}, []
+    except ConfigError as exc:
+        log.warning("webhook for %s refused: %s", provider, _line(exc))
+        return 503, {"error": f"provider {provider} is not configured"}, []
+    except Exception:
+        log.exception("webhook for %s failed", provider)
+        return 500, {"error": "internal error"}, []
+    return 200, result.to_dict(), []
+
+
+def _line(exc: BaseException) -> str:
+    return redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:300]

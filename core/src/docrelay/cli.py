@@ -1,8 +1,9 @@
 """The ``docrelay`` command line.
 
-Exit codes: 0 = every document delivered, duplicate, no_action or accepted; 1 = some are
-rejected, failed or still pending; 2 = usage, configuration or input error (one line on
-stderr, nothing half-written in the store).
+Exit codes: 0 = every document delivered, duplicate or no_action; 1 = some are rejected,
+failed or still pending (``accepted`` included: the provider's answer is still to come);
+2 = usage, configuration or input error (one line on stderr, nothing half-written in the
+store).
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def status_table(statuses: Sequence[DocumentStatus], title: str | None = None) -
     for s in statuses:
         state = s.state.value
         detail = _errors(s)
-        if not detail and s.state not in OK_STATES:
+        if not detail and (s.state not in OK_STATES or s.state == DocState.ACCEPTED):
             detail = s.reason or ""
         table.add_row(
             s.id,
@@ -138,8 +139,12 @@ def status_table(statuses: Sequence[DocumentStatus], title: str | None = None) -
     return table
 
 
+#: What counts as done: ``accepted`` is not (its validation is still to come).
+_DONE = OK_STATES - {DocState.ACCEPTED}
+
+
 def _exit_code(statuses: Sequence[DocumentStatus]) -> int:
-    return 0 if all(s.state in OK_STATES for s in statuses) else 1
+    return 0 if all(s.state in _DONE for s in statuses) else 1
 
 
 class _Progress:
@@ -510,31 +515,69 @@ def requeue(ctx: click.Context, doc_id: str) -> None:
 @main.command()
 @click.option("--host", default=None, help="Interface (default from config, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Take notifications of providers without a webhook_secret (loopback only).",
+)
 @click.pass_context
 @_guard
-def webhooks(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Serve provider notifications at POST /webhooks/<provider>."""
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIServer, make_server
-
-    class _Server(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
+def webhooks(ctx: click.Context, host: str | None, port: int | None, insecure: bool) -> None:
+    """Serve provider notifications at POST /webhooks/<provider>/<secret>."""
+    from ._serve import make_server
+    from ._settings import is_loopback
 
     config = _config(ctx)
-    relay = _relay(config)
+    bind = host or config.webhooks_host
+    relay = Relay.from_config(config, insecure_webhooks=insecure)
     with relay:
-        server = make_server(host or config.webhooks_host,
-                             config.webhooks_port if port is None else port,
-                             relay.wsgi_app, server_class=_Server)  # fmt: skip
-        h, p = server.server_address[:2]
-        err.print(f"docrelay webhooks: listening on http://{h!s}:{p}/webhooks/<provider>",
-                  markup=False)  # fmt: skip
+        takers = [name for name in config.providers
+                  if relay.host.provider(name).async_validation == "webhook"
+                  or relay.host.hooks(name).implements("parse_notification")]  # fmt: skip
+        open_ = [name for name in takers if relay.webhook_secret(name) is None]
+        if open_ and not insecure:
+            raise ConfigError(
+                f"provider(s) {', '.join(open_)} have no webhook_secret: set one as an "
+                'environment reference (webhook_secret = "${AQI_WEBHOOK_SECRET}"), or pass '
+                "--insecure on a loopback address"
+            )
+        if insecure and not is_loopback(bind):
+            raise ConfigError(f"--insecure is allowed only on a loopback address, not {bind}")
+        if insecure:
+            err.print("docrelay webhooks: WARNING: --insecure: notifications of "
+                      f"{', '.join(open_) or 'providers without a secret'} are taken without "
+                      "a secret; anyone who reaches this port can move documents",
+                      markup=False)  # fmt: skip
+        limits = relay.webhook_settings
+        server = make_server(relay.wsgi_app, bind, config.webhooks_port if port is None else port,
+                             max_body=limits.max_body_bytes + 1,
+                             trusted_proxy=limits.trusted_proxy or None)  # fmt: skip
+        err.print(f"docrelay webhooks: listening on http://{bind}:{server.effective_port}"
+                  "/webhooks/<provider>/<secret> (waitress)", markup=False)  # fmt: skip
+        _print_notification_stats(relay)
+
+        def _stop(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _stop)
         try:
-            server.serve_forever()
+            server.run()
         except KeyboardInterrupt:
             pass
         finally:
-            server.server_close()
+            server.close()
+            _print_notification_stats(relay)
+
+
+def _print_notification_stats(relay: Relay) -> None:
+    stats = relay.notification_stats()
+    if not stats:
+        err.print("notifications: none stored", markup=False)
+    for name, st in sorted(stats.items()):
+        err.print(f"notifications {name}: {st['stored']} stored, {st['unmatched']} for no known "
+                  f"document, {st['dropped']} unmatched dropped (cap "
+                  f"{relay.webhook_settings.max_unmatched_per_provider})",
+                  markup=False)  # fmt: skip
 
 
 @main.command()

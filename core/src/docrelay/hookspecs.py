@@ -76,8 +76,10 @@ def demo_batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch | None:
     """Return this provider's part of ``docrelay demo``.
 
     Called on the provider's plugin with its running sandbox and the URL where the demo's
-    webhook receiver listens (``{webhook_url}/{provider}``); the plugin may register that
-    URL with the sandbox.
+    webhook receiver listens (``{webhook_url}/{provider}/{secret}``). A provider that takes
+    webhooks makes a secret for the run (``secrets.token_urlsafe()``), registers that URL
+    with the sandbox, and returns the secret as the ``webhook_secret`` setting: the
+    receiver takes no notification without it.
 
     :return: a :class:`docrelay.DemoBatch`; the first non-``None`` result wins.
 

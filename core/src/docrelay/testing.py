@@ -229,6 +229,7 @@ class ProviderContractTests:
                 engine={**FAST_ENGINE, **engine},
                 plugins=self.extra_plugins,
                 autoload=self.autoload,
+                insecure_webhooks=True,  # the kit's receiver listens on 127.0.0.1 only
             )
             server = WebhookServer(relay.wsgi_app).__enter__()
             self.prepare_sandbox(contract_sandbox, server.url)

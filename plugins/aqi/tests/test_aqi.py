@@ -58,6 +58,7 @@ class Harness:
             store="sqlite:///" + str(tmp_path / "d.db"),
             providers={"aqi": {"base_url": sandbox.url, "subscription_key": KEY, **settings}},
             engine=ENGINE,
+            insecure_webhooks=True,  # served on 127.0.0.1 only, at /webhooks/aqi
         )
         self.server = make_server(
             "127.0.0.1",
@@ -415,7 +416,8 @@ def test_demo_batch(tmp_path: Path, sandbox: AqiSandbox) -> None:
     try:
         batch = demo_batch(sandbox=sandbox, webhook_url=harness.webhook)
         assert batch is not None
-        assert [c["callbackUrl"] for c in sandbox.callbacks.values()] == [f"{harness.webhook}/aqi"]
+        hook = f"{harness.webhook}/aqi/{batch.settings['webhook_secret']}"
+        assert [c["callbackUrl"] for c in sandbox.callbacks.values()] == [hook]
         assert batch.settings["subscription_key"] == KEY
         for d in batch.documents:
             harness.relay.submit(d)

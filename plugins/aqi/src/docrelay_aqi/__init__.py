@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import secrets
 import uuid
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -528,8 +529,11 @@ def sample_document(
 def demo_batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch | None:
     if not isinstance(sandbox, AqiSandbox):
         return None
+    # A webhook secret per demo run: the callback URL carries it (docrelay takes no
+    # unauthenticated notification).
+    webhook_secret = secrets.token_urlsafe(18)
     sandbox.register_callback(
-        f"{webhook_url.rstrip('/')}/{NAME}",
+        f"{webhook_url.rstrip('/')}/{NAME}/{webhook_secret}",
         ["accounting/EDIErrorSent"],
         description="docrelay demo",
     )
@@ -543,6 +547,7 @@ def demo_batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch | None:
         settings={
             "subscription_key": str(sandbox.config["subscription_key"]),
             "business_code": "1000",
+            "webhook_secret": webhook_secret,
         },
         documents=(order, bad_order, invoice, ret),
         expect=(
