@@ -333,8 +333,8 @@ class Relay:
         :meth:`ingest_notification`, from any thread or process).
 
         Returns a :class:`SettleResult`: the statuses of every document (of *provider*, when
-        given), with :attr:`~SettleResult.settled` true when all of them are final and
-        :attr:`~SettleResult.timed_out` true when the timeout passed first. It returns early,
+        given), with ``settled`` true when all of them are final and ``timed_out`` true
+        when the timeout passed first. It returns early,
         with both false, when nothing can move without you: the remaining documents are
         parked (``unknown`` with no next step, a provider paused until a requeue); and early,
         with ``timed_out`` true, when the next attempt is due after the timeout and no answer

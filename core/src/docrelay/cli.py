@@ -649,6 +649,4 @@ def new_plugin(name: str, directory: Path | None) -> None:
     target, files = generate(name, directory)
     for f in files:
         out.print(f"wrote {target / f}", markup=False)
-    out.print(
-        f"next: pip install -e '{target}[test]' && python -m pytest {target}", markup=False
-    )
+    out.print(f"next: pip install -e '{target}[test]' && python -m pytest {target}", markup=False)

@@ -1,9 +1,9 @@
 """Small public helpers for provider plugins' classifiers.
 
-Everything a plugin needs from docrelay is public: the value objects and :data:`hookimpl` in
-:mod:`docrelay`, the sandbox base class in :mod:`docrelay.sandbox`, the conformance kit in
-:mod:`docrelay.testing`, and these helpers. A plugin that imports a ``docrelay._private``
-name breaks when docrelay's internals move.
+Everything a plugin needs from docrelay is public: the value objects and
+:data:`docrelay.hookimpl` in ``docrelay``, the sandbox base class in :mod:`docrelay.sandbox`,
+the conformance kit in :mod:`docrelay.testing`, and these helpers. A plugin that imports a
+``docrelay._private`` name breaks when docrelay's internals move.
 """
 
 from __future__ import annotations

@@ -149,13 +149,13 @@ class ProviderContractTests:
     #: Seconds to wait for a document to become final.
     settle_timeout: ClassVar[float] = 20.0
     #: The provider's documented rejection of :meth:`make_invalid_document` carries field
-    #: errors: the rejected outcome must keep them (set ``False`` where it carries none).
+    #: errors, and the rejected outcome must keep them (``False`` where it carries none).
     rejection_field_errors: ClassVar[bool] = True
-    #: It carries a link to the error in the provider's portal: the outcome's ``error_url``
-    #: must keep it.
+    #: The documented rejection links to the error in the provider's portal, and the
+    #: outcome's ``error_url`` must keep that link.
     rejection_error_url: ClassVar[bool] = False
     #: The provider answers a resend of a revision it already has with a duplicate answer
-    #: (409, "already received"); only for providers that deduplicate (``idempotency`` is
+    #: (409, "already received"), checked for providers that deduplicate (``idempotency``
     #: ``"key"`` or ``"payload"``).
     duplicate_answer: ClassVar[bool] = True
 
