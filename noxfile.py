@@ -101,8 +101,10 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=DEFAULT_PYTHON)
 def docs(session: nox.Session) -> None:
-    """Build the documentation with warnings as errors, then run its code examples."""
-    session.install("-r", "requirements-dev.txt")
+    """Build the documentation with warnings as errors, then run its doctest examples (the
+    docstrings of docrelay.helpers and others; tests/test_docs.py runs the pages' commands
+    and Python samples)."""
+    session.install("-r", "requirements-dev.txt", "sphinx-click>=6.0")
     for builder in ("html", "doctest"):
         session.run(
             "sphinx-build",

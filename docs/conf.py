@@ -15,6 +15,8 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.doctest",
+    # The command-line reference (docs/cli.md) is generated from the click commands.
+    "sphinx_click",
 ]
 # No sphinx.ext.intersphinx: the docs build offline. References to the standard library are
 # therefore listed in nitpick_ignore_regex below instead of being resolved.
@@ -54,3 +56,11 @@ napoleon_numpy_docstring = False
 
 html_theme = "furo"
 html_title = f"docrelay {release}"
+
+# The doctest builder runs the examples of docstrings (docrelay.helpers and others) with the
+# public names in scope, as a reader of the API reference would have them.
+doctest_global_setup = """
+import docrelay
+from docrelay import *
+from docrelay.helpers import *
+"""

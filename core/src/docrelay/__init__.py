@@ -1,16 +1,20 @@
 """docrelay: deliver business documents to B2B provider APIs, exactly once.
 
 The public API. Provider plugins use :data:`hookimpl`, the value objects and
-:class:`Context`; ERP connectors use :class:`Relay`.
+:class:`Context` (and :mod:`docrelay.helpers` in classifiers); ERP connectors use
+:class:`Relay`.
 """
 
 from __future__ import annotations
 
+from . import helpers as helpers  # the public helpers module: docrelay.helpers
 from ._config import Config, load_config
 from ._context import Context, DocumentView, Token, TransportFailure
 from ._engine import EngineSettings
 from ._host import PluginHost, PluginStatus
+from ._logging import install_quiet_logging as _install_quiet_logging
 from ._models import (
+    FINAL_STATES,
     Attempt,
     DemoBatch,
     DocState,
@@ -27,7 +31,7 @@ from ._models import (
     TransportError,
 )
 from ._notify import WebhookRefused, WebhookSettings
-from ._relay import DocumentStatus, IngestResult, Relay
+from ._relay import DocumentStatus, IngestResult, Relay, SettleResult
 from ._store import Record, Store, open_store
 from .exceptions import (
     ConfigError,
@@ -40,7 +44,12 @@ from .exceptions import (
 )
 from .hookspecs import hookimpl
 
-__all__ = [
+# Not an export: the docrelay logger and the engine's stamina retries stay silent until the
+# application configures logging (docs/api.md, "Logging").
+_install_quiet_logging()
+
+# Plain sorted() order (tests/test_packaging.py), not isort's constants-first order.
+__all__ = [  # noqa: RUF022
     "Attempt",
     "Config",
     "ConfigError",
@@ -53,6 +62,7 @@ __all__ = [
     "DocumentStatus",
     "DocumentView",
     "EngineSettings",
+    "FINAL_STATES",
     "FieldError",
     "HttpRequest",
     "HttpResponse",
@@ -70,6 +80,7 @@ __all__ = [
     "Record",
     "Relay",
     "Setting",
+    "SettleResult",
     "Store",
     "StoreError",
     "Token",

@@ -215,9 +215,9 @@ class ProviderInfo:
     docs_url: str | None = None
     #: Hosts besides the base URL's that auxiliary calls may reach (identity servers).
     extra_hosts: tuple[str, ...] = ()
-    #: What the rate limit is counted per: ``"credential"`` (each credential has its own
-    #: budget) or ``"host"`` (one budget for the provider's host, shared by all credentials:
-    #: a limit per connecting IP). The setting ``rate_limit_scope`` overrides it.
+    #: Whom the rate limit is counted for. ``"credential"``: each credential has its own
+    #: budget. ``"host"``: one budget for the provider's host, shared by all credentials (a
+    #: limit per connecting IP). The setting ``rate_limit_scope`` overrides it.
     rate_limit_scope: str = attrs.field(
         default="credential", validator=attrs.validators.in_({"host", "credential"})
     )

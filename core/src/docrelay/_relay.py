@@ -22,7 +22,7 @@ from ._store import Record, Store, open_store, submission_refusal
 from ._wsgi import make_wsgi_app
 from .exceptions import ConfigError, DocumentError, NotFoundError
 
-__all__ = ["DocumentStatus", "IngestResult", "Relay"]
+__all__ = ["DocumentStatus", "IngestResult", "Relay", "SettleResult"]
 
 log = logging.getLogger("docrelay")
 
@@ -103,6 +103,37 @@ class IngestResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in attrs.asdict(self).items() if v is not None}
+
+
+class SettleResult(list[DocumentStatus]):
+    """What :meth:`Relay.run_until_settled` returns: a list of statuses that also says why
+    the wait ended.
+
+    :param settled: every document is final (delivered, duplicate, no_action, rejected or
+        failed).
+    :param timed_out: the timeout passed (or the next attempt is due after it) while some
+        document was not final.
+
+    Both false: the documents left are parked until someone acts (``docrelay why`` says how).
+    """
+
+    def __init__(
+        self, statuses: Iterable[DocumentStatus], *, settled: bool = False, timed_out: bool = False
+    ) -> None:
+        super().__init__(statuses)
+        self.settled = settled
+        self.timed_out = timed_out
+
+    @property
+    def pending(self) -> list[DocumentStatus]:
+        """The statuses that are not final."""
+        return [s for s in self if not s.is_final]
+
+    def __repr__(self) -> str:
+        return (
+            f"SettleResult({list.__repr__(self)}, settled={self.settled}, "
+            f"timed_out={self.timed_out})"
+        )
 
 
 class Relay:
@@ -335,31 +366,53 @@ class Relay:
 
     def run_until_settled(
         self, timeout: float = 60.0, workers: int = 1, provider: str | None = None
-    ) -> list[DocumentStatus]:
-        """Deliver, waiting for retries and polls, until nothing is due within *timeout*
-        (webhook waits and parked documents do not count); returns every status."""
+    ) -> SettleResult:
+        """Deliver until every document is final, or *timeout* seconds passed.
+
+        Waits for everything that answers by itself: in-process and deferred retries,
+        throttling, polls of accepted documents (EBH) and webhooks for accepted documents
+        (AQI: the notification must reach this store, through :attr:`wsgi_app` or
+        :meth:`ingest_notification`, from any thread or process).
+
+        Returns a :class:`SettleResult`: the statuses of every document (of *provider*, when
+        given), with ``settled`` true when all of them are final and ``timed_out`` true
+        when the timeout passed first. It returns early,
+        with both false, when nothing can move without you: the remaining documents are
+        parked (``unknown`` with no next step, a provider paused until a requeue); and early,
+        with ``timed_out`` true, when the next attempt is due after the timeout and no answer
+        is awaited.
+        """
         deadline = time.monotonic() + timeout
+        open_states = [s.value for s in DocState if s not in FINAL_STATES]
         while True:
             self.run_until_idle(workers, provider)
-            due = self.store.next_due(provider)
-            if due is None:
-                break
-            now = self.clock()
-            accepted_only = all(
-                r.state == DocState.ACCEPTED
-                and self.engine.runtime(r.provider).info.async_validation == "webhook"
-                for r in self.store.select(
-                    states=[s.value for s in DocState if s not in FINAL_STATES], provider=provider
-                )
-                if r.next_attempt_at is not None
-            )
-            if accepted_only:
-                break
+            pending = self.store.select(states=open_states, provider=provider)
+            if not pending:
+                return SettleResult(self.statuses(provider=provider), settled=True)
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or due - now > remaining:
-                break
-            time.sleep(min(max(0.0, due - now), 0.5) + 0.001)
-        return self.statuses(provider=provider)
+            if remaining <= 0:
+                return SettleResult(self.statuses(provider=provider), timed_out=True)
+            now = self.clock()
+            paused = self.store.paused(now)
+            awaited = False  # an answer may arrive at any moment (a webhook)
+            due: float | None = None
+            for r in pending:
+                when = r.next_attempt_at
+                if r.provider in paused:
+                    until = paused[r.provider][1]
+                    when = None if until is None else max(until, when or until)
+                elif r.state == DocState.ACCEPTED:
+                    awaited = True
+                if when is not None:
+                    due = when if due is None else min(due, when)
+            if not awaited and due is None:
+                return SettleResult(self.statuses(provider=provider))
+            if not awaited and due is not None and due - now > remaining:
+                return SettleResult(self.statuses(provider=provider), timed_out=True)
+            wait = 0.05 if due is None else max(0.0, due - now)
+            if awaited:
+                wait = min(wait, 0.05)
+            time.sleep(min(wait, 0.5, max(0.0, remaining)) + 0.001)
 
     def run_forever(
         self,

@@ -689,3 +689,25 @@ def demo(as_json: bool) -> None:
     from ._demo import run_demo
 
     sys.exit(run_demo(out, err, as_json=as_json))
+
+
+@main.command("new-plugin")
+@click.argument("name")
+@click.option(
+    "--directory",
+    "-d",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write it (default: ./docrelay-NAME); must not exist or be empty.",
+)
+@_guard
+def new_plugin(name: str, directory: Path | None) -> None:
+    """Write a working provider plugin distribution for the provider NAME: hooks, classifier,
+    sandbox, tests (the contract kit included), README, CHANGELOG and a pyproject with the
+    entry point. NAME is the provider id: lowercase letters, digits and underscores."""
+    from ._scaffold import new_plugin as generate
+
+    target, files = generate(name, directory)
+    for f in files:
+        out.print(f"wrote {target / f}", markup=False)
+    out.print(f"next: pip install -e '{target}[test]' && python -m pytest {target}", markup=False)

@@ -1,8 +1,9 @@
 """The conformance kit for provider plugins: a pytest plugin and a contract test suite.
 
-Opt in from your top-level ``conftest.py`` with ``pytest_plugins = ["docrelay.testing"]`` for
-the fixtures, and subclass :class:`ProviderContractTests` in your plugin's
-``tests/test_contract.py``::
+The kit is a pytest plugin installed with docrelay (entry point ``pytest11`` named
+``docrelay.testing``): its fixtures (``sandbox_factory``, ``relay_factory``) work without a
+``conftest.py``; ``-p no:docrelay.testing`` switches it off. Subclass
+:class:`ProviderContractTests` in your plugin's ``tests/test_contract.py``::
 
     from docrelay.testing import ProviderContractTests
 
@@ -28,9 +29,12 @@ the fixtures, and subclass :class:`ProviderContractTests` in your plugin's
 The suite proves, over real HTTP against your sandbox: valid provider info; one business
 effect per document; the key stays the same across retries and a restart and changes with a
 corrected revision (or stays, where the provider wants that); transient failures are retried;
-a dropped response never leads to a second business effect; 429 waits without spending the
-attempt budget; rejected documents keep the provider's reasons and are not resent until
-corrected; a config error pauses the provider; no secret lands in any record or log.
+a dropped response never leads to a second business effect; a transport error after the
+request went out is ``unknown``, never ``retry``; the provider's duplicate answer (409,
+"already received") is ``duplicate``, never a second ``delivered``; 429 waits without spending
+the attempt budget; rejected documents keep the provider's reasons (message, every field
+error, the portal link) and are not resent until corrected; a config error pauses the
+provider; no secret lands in any record or log.
 Overriding a ``test_*`` method is refused unless the override is marked ``xfail`` with a reason.
 """
 
@@ -144,6 +148,16 @@ class ProviderContractTests:
     autoload: ClassVar[bool] = True
     #: Seconds to wait for a document to become final.
     settle_timeout: ClassVar[float] = 20.0
+    #: The provider's documented rejection of :meth:`make_invalid_document` carries field
+    #: errors, and the rejected outcome must keep them (``False`` where it carries none).
+    rejection_field_errors: ClassVar[bool] = True
+    #: The documented rejection links to the error in the provider's portal, and the
+    #: outcome's ``error_url`` must keep that link.
+    rejection_error_url: ClassVar[bool] = False
+    #: The provider answers a resend of a revision it already has with a duplicate answer
+    #: (409, "already received"), checked for providers that deduplicate (``idempotency``
+    #: ``"key"`` or ``"payload"``).
+    duplicate_answer: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -349,6 +363,67 @@ class ProviderContractTests:
         assert status.state in (DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION), status
         assert len(self.effects_for(contract_sandbox, doc, status)) == 1
 
+    def test_transport_error_after_send_is_unknown(
+        self, contract_sandbox: Sandbox, contract_relay: Any, request: pytest.FixtureRequest
+    ) -> None:
+        """A request that may have reached the provider (its answer was lost) is ``unknown``,
+        never ``retry``: a blind resend could be a second business effect."""
+        _known_gap(request, self.provider)
+        contract_sandbox.set_faults(["drop*1"])
+        relay = contract_relay()
+        doc = self.make_document("contract-sent-1")
+        relay.submit(doc)
+        self._settle(relay, doc)
+        first = self._sends(relay, doc.id)[0]
+        assert first.status is None, f"the drop fault gave an answer: {first}"
+        assert first.outcome is not None
+        assert first.outcome.kind == OutcomeKind.UNKNOWN, first.outcome
+
+    def test_duplicate_answer_is_duplicate(
+        self, contract_sandbox: Sandbox, contract_relay: Any, request: pytest.FixtureRequest
+    ) -> None:
+        """The answer to a resend of a revision the provider already has (after a lost
+        answer) is ``duplicate``: the document counts as delivered once, never twice."""
+        _known_gap(request, self.provider)
+        info = PluginHost(plugins=self.extra_plugins, autoload=self.autoload).provider(
+            self.provider
+        )
+        if not info.deduplicates or not self.duplicate_answer:
+            pytest.skip(
+                f"{self.provider} gives no duplicate answer (idempotency={info.idempotency!r})"
+            )
+        contract_sandbox.set_faults(["drop*1"])
+        relay = contract_relay()
+        doc = self.make_document("contract-dup-1")
+        relay.submit(doc)
+        (status,) = self._settle(relay, doc)
+        kinds = [a.outcome.kind for a in relay.history(doc.id) if a.outcome is not None]
+        assert status.state == DocState.DUPLICATE, (status, kinds)
+        assert OutcomeKind.DELIVERED not in kinds, kinds
+        assert kinds.count(OutcomeKind.DUPLICATE) == 1, kinds
+        assert len(self.effects_for(contract_sandbox, doc, status)) == 1
+
+    def test_rejection_keeps_field_errors_and_links(
+        self, contract_sandbox: Sandbox, contract_relay: Any, request: pytest.FixtureRequest
+    ) -> None:
+        """The rejected outcome keeps what the provider's documented rejection says: every
+        field error (with its message) and the link to the error in the provider's portal."""
+        _known_gap(request, self.provider)
+        relay = contract_relay()
+        bad = self.make_invalid_document("contract-reasons-1")
+        relay.submit(bad)
+        (status,) = self._settle(relay, bad)
+        assert status.state == DocState.REJECTED, status
+        outcome = status.outcome
+        assert outcome is not None
+        if self.rejection_field_errors:
+            assert outcome.field_errors, f"the classifier dropped the field errors: {outcome}"
+            assert all(fe.message for fe in outcome.field_errors), outcome.field_errors
+        if self.rejection_error_url:
+            assert outcome.error_url, f"the classifier dropped the portal link: {outcome}"
+        if outcome.error_url:
+            assert urlsplit(outcome.error_url).scheme in ("http", "https"), outcome.error_url
+
     def test_throttling_does_not_spend_the_budget(
         self, contract_sandbox: Sandbox, contract_relay: Any
     ) -> None:
@@ -432,6 +507,27 @@ class ProviderContractTests:
         for secret in secrets:
             assert all(secret not in t for t in texts), "secret in a record or log"
             assert secret.encode() not in store_bytes, "secret in the store file"
+
+
+#: Bundled providers that do not meet a kit check yet, with the reason; their plugins are being
+#: rewritten. The check still runs for them (a pass is reported as XPASS).
+KNOWN_GAPS: Mapping[tuple[str, str], str] = {
+    ("econnect", "test_rejection_keeps_field_errors_and_links"): (
+        "the documented 400 body (helpLink, message, code, requestId, dateTime) carries no "
+        "field errors; its test_contract.py should say rejection_field_errors = False"
+    ),
+    ("aqi", "test_duplicate_answer_is_duplicate"): (
+        "the sandbox answers a resent transactionId with 200 and validates it again (the "
+        "duplicate channel is undocumented, providers.md 7.5); its test_contract.py should say "
+        "duplicate_answer = False, or the sandbox give a duplicate answer"
+    ),
+}
+
+
+def _known_gap(request: pytest.FixtureRequest, provider: str) -> None:
+    reason = KNOWN_GAPS.get((provider, request.node.originalname))
+    if reason is not None:
+        request.applymarker(pytest.mark.xfail(reason=f"{provider}: {reason}", strict=False))
 
 
 def pytest_configure(config: pytest.Config) -> None:

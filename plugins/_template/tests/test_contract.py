@@ -23,6 +23,8 @@ class TestTemplateContract(ProviderContractTests):
     # Register the plugin module directly (works installed or not) and load nothing else.
     extra_plugins: ClassVar[tuple[object, ...]] = (docrelay_template,)
     autoload: ClassVar[bool] = False
+    # The provider's 422 carries field errors and a link to the error in its portal.
+    rejection_error_url: ClassVar[bool] = True
 
     def provider_settings(self, sandbox: Sandbox) -> dict[str, Any]:
         return {"base_url": sandbox.url, "api_key": sandbox.config["api_key"]}

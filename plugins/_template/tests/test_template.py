@@ -54,6 +54,7 @@ def test_classify_keeps_field_errors_and_provider_ref() -> None:
             {
                 "message": "the document is invalid",
                 "errors": [{"field": "number", "message": "a document number is required"}],
+                "errorUrl": "https://portal.template-provider.example/errors/e-1",
             },
         ),
         None,
@@ -62,6 +63,7 @@ def test_classify_keeps_field_errors_and_provider_ref() -> None:
 
     assert rejected is not None
     assert rejected.message == "the document is invalid"
+    assert rejected.error_url == "https://portal.template-provider.example/errors/e-1"
     assert [(fe.field, fe.message) for fe in rejected.field_errors] == [
         ("number", "a document number is required")
     ]

@@ -5,7 +5,8 @@ Routes:
 - ``POST /v1/documents``: takes a document. Needs ``X-Api-Key`` (the ``api_key`` option) and
   an ``Idempotency-Key`` header. A key it has seen before is answered ``409`` with the first
   document's id, and nothing happens twice: exactly one effect is recorded per key. A JSON body
-  must be an object with a non-empty ``"number"``, else ``422`` with field errors.
+  must be an object with a non-empty ``"number"``, else ``422`` with field errors and a link
+  to the error in the provider's portal (``errorUrl``).
 - ``GET /v1/documents/{id}``: the document as the provider stores it.
 
 Options (``docrelay sandbox template --option KEY=VALUE``): ``api_key`` (default
@@ -74,21 +75,23 @@ class TemplateSandbox(Sandbox):
             return SandboxResponse.json(401, {"message": "missing or invalid API key"})
         key = (request.header("Idempotency-Key") or "").strip()
         if not key:
-            return _invalid("Idempotency-Key", "the Idempotency-Key header is required", status=400)
+            return self._invalid(
+                "Idempotency-Key", "the Idempotency-Key header is required", status=400
+            )
         if len(request.body) > int(self.config["max_payload"]):
             return SandboxResponse.json(
                 413, {"message": f"payload larger than {self.config['max_payload']} bytes"}
             )
         content_type = (request.header("Content-Type") or "").split(";")[0].strip()
         if not request.body:
-            return _invalid("body", "the document is empty")
+            return self._invalid("body", "the document is empty")
         if content_type == "application/json":
             try:
                 data = json.loads(request.body)
             except ValueError:
-                return _invalid("body", "not valid JSON", status=400)
+                return self._invalid("body", "not valid JSON", status=400)
             if not isinstance(data, dict) or not str(data.get("number") or "").strip():
-                return _invalid("number", "a document number is required")
+                return self._invalid("number", "a document number is required")
         with self._lock:
             seen = self.documents.get(key)
             if seen is not None:
@@ -116,9 +119,13 @@ class TemplateSandbox(Sandbox):
                     return SandboxResponse.json(200, doc)
         return SandboxResponse.json(404, {"message": "no such document"})
 
-
-def _invalid(field: str, message: str, status: int = 422) -> SandboxResponse:
-    return SandboxResponse.json(
-        status,
-        {"message": "the document is invalid", "errors": [{"field": field, "message": message}]},
-    )
+    def _invalid(self, field: str, message: str, status: int = 422) -> SandboxResponse:
+        """A rejection as the provider documents it: field errors and a portal link."""
+        return SandboxResponse.json(
+            status,
+            {
+                "message": "the document is invalid",
+                "errors": [{"field": field, "message": message}],
+                "errorUrl": f"{self.url}/portal/errors/{uuid.uuid4()}",
+            },
+        )

@@ -1,0 +1,89 @@
+"""Small public helpers for provider plugins' classifiers.
+
+Everything a plugin needs from docrelay is public: the value objects and
+:data:`docrelay.hookimpl` in ``docrelay``, the sandbox base class in :mod:`docrelay.sandbox`,
+the conformance kit in :mod:`docrelay.testing`, and these helpers. A plugin that imports a
+``docrelay._private`` name breaks when docrelay's internals move.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ._models import FieldError, Outcome, OutcomeKind, TransportError
+from ._models import retry_after_seconds as _retry_after_seconds
+
+__all__ = ["field_errors", "retry_after_seconds", "scalar_text", "transport_outcome"]
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay seconds or an HTTP date);
+    ``None`` when it is absent or invalid. *now* defaults to the current time.
+
+    >>> retry_after_seconds("7")
+    7.0
+    >>> retry_after_seconds("soon") is None
+    True
+    """
+    return _retry_after_seconds(value, time.time() if now is None else now)
+
+
+def scalar_text(value: Any) -> str | None:
+    """*value* as a stripped string when it is a non-empty string or number, else ``None``
+    (for reading fields of untrusted JSON bodies).
+
+    >>> scalar_text(" 42 "), scalar_text(7), scalar_text({}), scalar_text(True)
+    ('42', '7', None, None)
+    """
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value).strip() or None
+    return None
+
+
+def field_errors(
+    items: Any,
+    *,
+    field: str = "field",
+    message: str = "message",
+    value: str = "value",
+) -> tuple[FieldError, ...]:
+    """Field errors from a provider's error list: each item a mapping (read with the given
+    key names) or a plain message. Anything that is not a list gives ``()``; it never raises.
+
+    >>> field_errors([{"field": "number", "message": "required"}, "total is wrong", None])
+    (FieldError(field='number', message='required', value=None, severity=None, rule=None), \
+FieldError(field=None, message='total is wrong', value=None, severity=None, rule=None))
+    """
+    if not isinstance(items, Iterable) or isinstance(items, str | bytes | Mapping):
+        return ()
+    out: list[FieldError] = []
+    for item in items:
+        if isinstance(item, Mapping):
+            out.append(
+                FieldError(
+                    field=scalar_text(item.get(field)),
+                    message=scalar_text(item.get(message)) or "invalid",
+                    value=scalar_text(item.get(value)),
+                )
+            )
+        elif (text := scalar_text(item)) is not None:
+            out.append(FieldError(field=None, message=text))
+    return tuple(out)
+
+
+def transport_outcome(error: TransportError, provider: str) -> Outcome:
+    """The outcome of a request that got no answer: ``unknown`` when it may have reached the
+    provider (``error.sent``: a read timeout, a reset after the body went out), else
+    ``retry``. Never ``retry`` after sending: the resend could be a second business effect.
+
+    >>> transport_outcome(TransportError("read_timeout", "timed out", sent=True), "acme").kind
+    <OutcomeKind.UNKNOWN: 'unknown'>
+    """
+    sent = error.sent
+    return Outcome(
+        kind=OutcomeKind.UNKNOWN if sent else OutcomeKind.RETRY,
+        message=f"{error.kind}: {error.message}",
+        rule=f"{provider}:transport-{'after' if sent else 'before'}-send",
+    )
