@@ -186,7 +186,12 @@ def main() -> None:
     # the socket from another thread does not wake a blocking accept() on Linux, so the loop
     # wakes every half second to look.
     gone = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), gone.set()), daemon=True).start()
+
+    def watch_parent() -> None:
+        sys.stdin.read()
+        gone.set()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
     srv.settimeout(0.5)
     deadline = time.monotonic() + 3600  # bounded: never outlives an hour
     while not gone.is_set() and time.monotonic() < deadline:

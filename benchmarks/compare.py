@@ -229,7 +229,7 @@ def side_handwritten(run: Run) -> float:
 
 def side_huey(run: Run) -> float:
     """huey with its SQLite storage, one task per document, W consumer threads."""
-    from huey import SqliteHuey
+    from huey import SqliteHuey  # type: ignore[import-untyped]
 
     base = run.server.url
     total = len(run.docs)
@@ -238,7 +238,6 @@ def side_huey(run: Run) -> float:
     counts = {"ok": 0}
     local = threading.local()
     tokens = TokenCache()
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     started = time.perf_counter()
     huey = SqliteHuey(
         name="bench",
@@ -246,7 +245,7 @@ def side_huey(run: Run) -> float:
         fsync=run.huey_fsync,
     )
 
-    @huey.task(retries=2, retry_delay=1)
+    @huey.task(retries=2, retry_delay=1)  # type: ignore[untyped-decorator]
     def deliver(key: str, body: bytes) -> int:
         s = getattr(local, "session", None)
         if s is None:
@@ -261,6 +260,9 @@ def side_huey(run: Run) -> float:
     for d in run.docs:
         deliver(key_for(d.id), d.payload)
     consumer = huey.create_consumer(workers=run.workers, worker_type="thread", periodic=False)
+    # The consumer would take SIGTERM and SIGINT for a graceful stop of its own; the harness
+    # must stay killable, and this process's signals are not the consumer's.
+    consumer._set_signal_handlers = lambda: None
     consumer.start()
     try:
         if not done.wait(600):
@@ -268,8 +270,6 @@ def side_huey(run: Run) -> float:
         elapsed = time.perf_counter() - started
     finally:
         consumer.stop(graceful=True)
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
         huey.storage.close()
     return elapsed
 
@@ -516,7 +516,9 @@ def side_procrastinate(run: Run) -> float:
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError("procrastinate workers did not start")
             time.sleep(0.05)
-        jobs = [{"key": key_for(d.id), "body": d.payload.decode()} for d in run.docs]
+        jobs: list[dict[str, Any]] = [
+            {"key": key_for(d.id), "body": d.payload.decode()} for d in run.docs
+        ]
         with app.open():
             started = time.perf_counter()
             for i in range(0, total, 500):
@@ -560,6 +562,14 @@ SIDES: dict[str, Callable[[Run], float]] = {
 }
 SQLITE_SIDES = ["bare", "handwritten", "huey", "docrelay", "docrelay-send", "docrelay-run"]
 PG_SIDES = ["bare", "procrastinate", "docrelay-pg"]
+#: Side against side, per round (docs/s of the first over docs/s of the second).
+PAIRS = [
+    ("docrelay", "handwritten"),
+    ("docrelay", "huey"),
+    ("docrelay-send", "docrelay"),
+    ("docrelay-run", "docrelay"),
+    ("docrelay-pg", "procrastinate"),
+]
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -582,6 +592,13 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--sides", default="", help="comma-separated subset of the sides")
     p.add_argument("--out", type=Path, default=RESULTS, help="where compare-*.json goes")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the sides' stores and files go (default: the system's temporary "
+        "directory; /dev/shm takes the disk out of the figures)",
+    )
     a = p.parse_args(list(argv))
     if not 1 <= a.docs <= 1_000_000:
         raise UsageError(f"--docs must be between 1 and 1000000, not {a.docs}")
@@ -593,6 +610,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         raise UsageError(f"--workers must be between 1 and 64, not {a.workers}")
     if not 1 <= a.procs <= 32:
         raise UsageError(f"--procs must be between 1 and 32, not {a.procs}")
+    if a.workdir is not None and not a.workdir.is_dir():
+        raise UsageError(f"--workdir {a.workdir} is not a directory")
     allowed = PG_SIDES if a.pg else SQLITE_SIDES
     a.side_list = [s.strip() for s in a.sides.split(",") if s.strip()] or list(allowed)
     unknown = [s for s in a.side_list if s not in allowed]
@@ -626,6 +645,22 @@ def _summary(rates: list[float], ratios: list[float]) -> dict[str, Any]:
     }
 
 
+class _Retries(logging.Handler):
+    """Counts docrelay's in-process retries (stamina logs each one) and keeps their causes."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.causes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        cause = str(record.__dict__.get("stamina.caused_by", "?"))
+        self.causes.append(cause.split("(", 1)[0] + ": " + cause[-120:])
+
+    def take(self) -> list[str]:
+        out, self.causes = self.causes, []
+        return out
+
+
 def _server_taken(server: ReferenceServer) -> int:
     return int(server.stats().get("200", 0))
 
@@ -637,6 +672,10 @@ def main(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.getLogger("huey").setLevel(logging.WARNING)
+    retries = _Retries()
+    stamina_log = logging.getLogger("stamina")
+    stamina_log.addHandler(retries)
+    stamina_log.propagate = False
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
     from ._common import machine
 
@@ -644,7 +683,7 @@ def main(argv: Sequence[str]) -> int:
     label = "pg" if args.pg else f"w{args.workers}"
     n_threads = args.procs if args.pg else args.workers
     server = ReferenceServer()
-    tmp = tempfile.TemporaryDirectory(prefix="docrelay-compare-")
+    tmp = tempfile.TemporaryDirectory(prefix="docrelay-compare-", dir=args.workdir)
     work = Path(tmp.name)
     extras: dict[str, dict[str, Any]] = {s: {} for s in sides}
     times: dict[str, list[float]] = {s: [] for s in sides}
@@ -668,6 +707,7 @@ def main(argv: Sequence[str]) -> int:
                 huey_fsync=args.huey_fsync_value,
             )
             SIDES[name](warm)
+        retries.take()
         server.configure(delay=args.delay)
         for r in range(args.rounds):
             k = r % len(sides)
@@ -692,6 +732,7 @@ def main(argv: Sequence[str]) -> int:
                 if taken != args.docs:
                     raise RuntimeError(f"{name}: the server took in {taken} of {args.docs}")
                 times[name].append(dt)
+                extras[name].setdefault("retries", []).extend(retries.take())
                 print(f"  {name}: {args.docs / dt:.1f} docs/s", file=sys.stderr, flush=True)
         tokens = server.stats().get("token", 0)
     except RuntimeError as exc:
@@ -706,9 +747,21 @@ def main(argv: Sequence[str]) -> int:
         rates = [args.docs / t for t in times[name]]
         ratios = [times["bare"][i] / times[name][i] for i in range(args.rounds)]
         table[name] = _summary(rates, ratios)
+        causes = extras[name].get("retries", [])
+        table[name]["inprocess_retries"] = len(causes)
+        table[name]["retry_causes"] = sorted(set(causes))[:5]
         if rss := extras[name].get("peak_rss_kib"):
             table[name]["peak_rss_mib"] = round(max(rss) / 1024, 1)
             table[name]["per_round_peak_rss_mib"] = [round(x / 1024, 1) for x in rss]
+    pairs: dict[str, dict[str, Any]] = {}
+    for a, b in PAIRS:
+        if a in times and b in times:
+            per = [times[b][i] / times[a][i] for i in range(args.rounds)]
+            pairs[f"{a} / {b}"] = {
+                "ratio": round(statistics.median(per), 3),
+                "ratio_min": round(min(per), 3),
+                "ratio_max": round(max(per), 3),
+            }
     command = "python -m benchmarks compare " + " ".join(argv)
     out = {
         "command": command.strip(),
@@ -722,8 +775,10 @@ def main(argv: Sequence[str]) -> int:
         "procs": args.procs if args.pg else None,
         "threads_per_side": n_threads,
         "huey_fsync": args.huey_fsync,
+        "workdir": str(args.workdir) if args.workdir else tempfile.gettempdir(),
         "token_requests": tokens,
         "sides": table,
+        "pairs": pairs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"compare-{time.strftime('%Y%m%dT%H%M%S')}-{label}.json"
@@ -740,16 +795,22 @@ def render(out: dict[str, Any]) -> str:
         f"{out['delay'] * 1000:g} ms, {par}; load average "
         + " ".join(f"{x:.1f}" for x in out["load_average"]),
         "",
-        "| side | docs/s (median) | min-max | ratio to bare | min-max | peak RSS |",
-        "|---|---|---|---|---|---|",
+        "| side | docs/s (median) | min-max | ratio to bare | min-max | peak RSS | retries |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, s in out["sides"].items():
         rss = f"{s['peak_rss_mib']} MiB" if "peak_rss_mib" in s else ""
         lines.append(
             f"| {name} | {s['docs_per_s']:.0f} | {s['docs_per_s_min']:.0f}-"
             f"{s['docs_per_s_max']:.0f} | {s['ratio']:.2f} | {s['ratio_min']:.2f}-"
-            f"{s['ratio_max']:.2f} | {rss} |"
+            f"{s['ratio_max']:.2f} | {rss} | {s.get('inprocess_retries') or ''} |"
         )
+    if out.get("pairs"):
+        lines += ["", "| pair (per round) | ratio (median) | min-max |", "|---|---|---|"]
+        for name, pr in out["pairs"].items():
+            lines.append(
+                f"| {name} | {pr['ratio']:.2f} | {pr['ratio_min']:.2f}-{pr['ratio_max']:.2f} |"
+            )
     return "\n".join(lines)
 
 

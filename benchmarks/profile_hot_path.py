@@ -45,6 +45,13 @@ def main(argv: Sequence[str] = ()) -> int:
     p.add_argument("--docs", type=int, default=2000)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument(
+        "--callees",
+        action="append",
+        default=[],
+        metavar="FUNCTION",
+        help="also break down the direct callees of FUNCTION (repeatable)",
+    )
     a = p.parse_args(list(argv))
     if a.docs < 1 or a.workers < 1 or a.top < 1:
         print("error: --docs, --workers and --top must be at least 1", file=sys.stderr)
@@ -77,6 +84,33 @@ def main(argv: Sequence[str] = ()) -> int:
     )[: a.top]:
         where = f"{Path(file).name}:{line}" if line else file
         print(f"{ct / a.docs * 1e6:18.0f} {nc / a.docs:9.2f}  {fn} ({where})")
+    print(f"\n{'own us/doc':>18} {'calls/doc':>9}  function (by own time)")
+    for (file, line, fn), (_cc, nc, tt, _ct, _) in sorted(
+        stats.stats.items(),  # type: ignore[attr-defined]
+        key=lambda kv: -kv[1][2],
+    )[:15]:
+        where = f"{Path(file).name}:{line}" if line else file
+        print(f"{tt / a.docs * 1e6:18.0f} {nc / a.docs:9.2f}  {fn} ({where})")
+    for wanted in a.callees:
+        for (file, line, fn), value in stats.stats.items():  # type: ignore[attr-defined]
+            if fn != wanted:
+                continue
+            own, total = value[2], value[3]
+            print(
+                f"\n{fn} ({Path(file).name}:{line}): {total / a.docs * 1e6:.0f} us/doc, "
+                f"{own / a.docs * 1e6:.0f} of them its own; callees:"
+            )
+            callees = [
+                (v[3], k)
+                for k, v in stats.stats.items()  # type: ignore[attr-defined]
+                if (file, line, fn) in v[4]
+            ]
+            for _, k in sorted(callees, reverse=True):
+                edge = stats.stats[k][4][(file, line, fn)]  # type: ignore[attr-defined]
+                print(
+                    f"{edge[3] / a.docs * 1e6:18.0f} {edge[1] / a.docs:9.2f}  {k[2]} "
+                    f"({Path(k[0]).name}:{k[1]})"
+                )
     return 0
 
 
