@@ -1,7 +1,8 @@
 """docrelay side by side with what users would pick instead, on the eConnect send.
 
     .venv/bin/python -m benchmarks compare [--docs 2000] [--rounds 3] [--delay 0|0.02]
-                                           [--workers 1|16] [--pg [--procs 4]] [--out DIR]
+                                           [--workers 1|16] [--pg | --sqlite-procs]
+                                           [--procs 4] [--out DIR] [--workdir DIR]
 
 Every side delivers ``--docs`` UBL invoices to one reference server (``benchmarks/_server.py``,
 its own process) with the eConnect protocol (``benchmarks/_econnect.py``): the token fetched
@@ -11,7 +12,8 @@ from its documents in memory to the last answer taken in: it includes opening (a
 its store or queue and enqueueing, and for the command-line sides starting the process. With
 ``--pg`` the stores are opened before the clock (a fleet is already running) and enqueueing
 is timed. After each side the server's count of documents taken in must have grown by exactly
-``--docs`` (and the side's own store must agree), or the run stops.
+``--docs`` (and the side's own store must agree), or the run stops. With ``--pg`` and
+``--sqlite-procs`` the processes are started and connected before the clock.
 
 Sides (``--workers W``; ``--pg`` replaces them with the PostgreSQL ones):
 
@@ -26,6 +28,8 @@ Sides (``--workers W``; ``--pg`` replaces them with the PostgreSQL ones):
 - ``docrelay-run``: ``Relay.submit_many`` then ``docrelay run --until-idle --workers W``.
 - ``--pg``: ``bare`` with P threads, ``procrastinate`` with P worker processes
   (concurrency 1), ``docrelay-pg`` with P processes of ``Relay`` on one PostgreSQL store.
+- ``--sqlite-procs``: ``bare`` with P threads, ``docrelay-proc1`` (one process of ``Relay``)
+  and ``docrelay-procs`` (P processes on one SQLite store), set up as the ``--pg`` sides.
 
 Prints the ratio table (median of the rounds: docs/s and the ratio to ``bare`` of the same
 round, with min and max) and writes ``compare-<time>.json``. Peak RSS of the command-line
@@ -93,6 +97,7 @@ class Run:
     label: str
     extra: dict[str, Any] = field(default_factory=dict)
     huey_fsync: bool | None = False
+    bare_threads: int = 0  # the bare loop's threads (default: workers)
 
 
 def _docrelay_bin() -> str:
@@ -133,7 +138,7 @@ def _in_threads(n: int, fn: Callable[[int], None]) -> None:
 
 def side_bare(run: Run) -> float:
     """The reference: a bare requests loop, W (or P) threads with a session each."""
-    n = run.procs if run.pg_url else run.workers
+    n = run.bare_threads or run.workers
     base = run.server.url
     parts = _chunks(run.docs, n)
     sessions = [session() for _ in range(n)]
@@ -394,11 +399,11 @@ def side_docrelay_run(run: Run) -> float:
 
 # -- PostgreSQL sides -----------------------------------------------------------------------------
 
-_PG_WORKER = r"""
+_PROC_WORKER = r"""
 import json, os, sys, time
 from docrelay import Relay
-cfg = json.loads(os.environ["BENCH_DOCRELAY_PG"])
-relay = Relay(store=cfg["store"], store_options={"schema": cfg["schema"]},
+cfg = json.loads(os.environ["BENCH_DOCRELAY_PROC"])
+relay = Relay(store=cfg["store"], store_options=cfg["options"],
               providers={"econnect": cfg["provider"]})
 relay.statuses(state="delivered")  # connected before the clock starts
 print("ready", flush=True)
@@ -417,57 +422,83 @@ def _pg_execute(url: str, sql: str) -> Any:
         return cur.fetchall() if cur.description else None
 
 
-def side_docrelay_pg(run: Run) -> float:
-    """P processes of ``Relay`` (1 worker each) on one PostgreSQL store; the parent enqueues."""
-    assert run.pg_url is not None
-    schema = f"bench_cmp_{uuid.uuid4().hex[:8]}"
+def _docrelay_processes(
+    run: Run, store: str, options: dict[str, Any], procs: int, what: str
+) -> float:
+    """*procs* processes of ``Relay`` (1 worker each) on one store, started and connected
+    before the clock; the parent submits, then every process delivers until nothing is due."""
     docs = _documents(run.docs)
-    relay = _relay(run.pg_url, run.server.url, store_options={"schema": schema})
-    settings = provider_settings(run.server.url)
+    relay = _relay(store, run.server.url, store_options=options)
     env = {
         **os.environ,
-        "BENCH_DOCRELAY_PG": json.dumps(
-            {"store": run.pg_url, "schema": schema, "provider": settings}
+        "BENCH_DOCRELAY_PROC": json.dumps(
+            {"store": store, "options": options, "provider": provider_settings(run.server.url)}
         ),
     }
-    procs = [
+    children = [
         subprocess.Popen(
-            [sys.executable, "-c", _PG_WORKER],
+            [sys.executable, "-c", _PROC_WORKER],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        for _ in range(run.procs)
+        for _ in range(procs)
     ]
     try:
-        for p in procs:
+        for p in children:
             assert p.stdout is not None
             if p.stdout.readline().strip() != "ready":
-                raise RuntimeError("a docrelay PostgreSQL worker did not start")
+                raise RuntimeError(f"a {what} worker did not start")
         started = time.perf_counter()
         relay.submit_many(docs)
-        for p in procs:
+        for p in children:
             assert p.stdin is not None
             p.stdin.write("go\n")
             p.stdin.flush()
-        for p in procs:
+        for p in children:
             assert p.stdout is not None
             p.stdout.readline()
         elapsed = time.perf_counter() - started
-        for p in procs:
+        for p in children:
             if p.wait(60) != 0:
-                raise RuntimeError(f"a docrelay PostgreSQL worker exited {p.returncode}")
+                raise RuntimeError(f"a {what} worker exited {p.returncode}")
         if (n := _delivered(relay)) != len(docs):
-            raise RuntimeError(f"docrelay-pg: {n} of {len(docs)} delivered")
+            raise RuntimeError(f"{what}: {n} of {len(docs)} delivered")
     finally:
-        for p in procs:
+        for p in children:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+            for f in (p.stdin, p.stdout):
+                if f is not None:
+                    f.close()
         relay.close()
-        _pg_execute(run.pg_url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     return elapsed
+
+
+def side_docrelay_pg(run: Run) -> float:
+    """P processes of ``Relay`` (1 worker each) on one PostgreSQL store; the parent enqueues."""
+    assert run.pg_url is not None
+    schema = f"bench_cmp_{uuid.uuid4().hex[:8]}"
+    try:
+        return _docrelay_processes(run, run.pg_url, {"schema": schema}, run.procs, "docrelay-pg")
+    finally:
+        _pg_execute(run.pg_url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _sqlite_store(run: Run, name: str) -> str:
+    return "sqlite:///" + str(run.work / f"{name}-{uuid.uuid4().hex[:8]}.db")
+
+
+def side_docrelay_proc1(run: Run) -> float:
+    """One process of ``Relay`` (1 worker) on a SQLite store, as ``docrelay-procs`` but alone."""
+    return _docrelay_processes(run, _sqlite_store(run, "proc1"), {}, 1, "docrelay-proc1")
+
+
+def side_docrelay_procs(run: Run) -> float:
+    """P processes of ``Relay`` (1 worker each) sharing one SQLite store."""
+    return _docrelay_processes(run, _sqlite_store(run, "procs"), {}, run.procs, "docrelay-procs")
 
 
 def procrastinate_schema(url: str) -> None:
@@ -559,9 +590,12 @@ SIDES: dict[str, Callable[[Run], float]] = {
     "docrelay-run": side_docrelay_run,
     "procrastinate": side_procrastinate,
     "docrelay-pg": side_docrelay_pg,
+    "docrelay-proc1": side_docrelay_proc1,
+    "docrelay-procs": side_docrelay_procs,
 }
 SQLITE_SIDES = ["bare", "handwritten", "huey", "docrelay", "docrelay-send", "docrelay-run"]
 PG_SIDES = ["bare", "procrastinate", "docrelay-pg"]
+PROCS_SIDES = ["bare", "docrelay-proc1", "docrelay-procs"]
 #: Side against side, per round (docs/s of the first over docs/s of the second).
 PAIRS = [
     ("docrelay", "handwritten"),
@@ -569,6 +603,7 @@ PAIRS = [
     ("docrelay-send", "docrelay"),
     ("docrelay-run", "docrelay"),
     ("docrelay-pg", "procrastinate"),
+    ("docrelay-procs", "docrelay-proc1"),
 ]
 
 
@@ -582,7 +617,14 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--delay", type=float, default=0.0, help="server delay per send, seconds")
     p.add_argument("--workers", type=int, default=1, help="worker threads per side")
     p.add_argument("--pg", action="store_true", help="the PostgreSQL sides instead")
-    p.add_argument("--procs", type=int, default=4, help="processes per side with --pg")
+    p.add_argument(
+        "--sqlite-procs",
+        action="store_true",
+        help="docrelay in --procs processes on one SQLite store against 1 process",
+    )
+    p.add_argument(
+        "--procs", type=int, default=4, help="processes per side with --pg or --sqlite-procs"
+    )
     p.add_argument(
         "--huey-fsync",
         choices=["off", "full", "default"],
@@ -612,7 +654,9 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         raise UsageError(f"--procs must be between 1 and 32, not {a.procs}")
     if a.workdir is not None and not a.workdir.is_dir():
         raise UsageError(f"--workdir {a.workdir} is not a directory")
-    allowed = PG_SIDES if a.pg else SQLITE_SIDES
+    if a.pg and a.sqlite_procs:
+        raise UsageError("--pg and --sqlite-procs are two different runs: give one")
+    allowed = PG_SIDES if a.pg else PROCS_SIDES if a.sqlite_procs else SQLITE_SIDES
     a.side_list = [s.strip() for s in a.sides.split(",") if s.strip()] or list(allowed)
     unknown = [s for s in a.side_list if s not in allowed]
     if unknown:
@@ -680,8 +724,11 @@ def main(argv: Sequence[str]) -> int:
     from ._common import machine
 
     sides: list[str] = args.side_list
-    label = "pg" if args.pg else f"w{args.workers}"
-    n_threads = args.procs if args.pg else args.workers
+    multi = args.pg or args.sqlite_procs
+    label = (
+        "pg" if args.pg else f"sqlite-p{args.procs}" if args.sqlite_procs else f"w{args.workers}"
+    )
+    n_threads = args.procs if multi else args.workers
     server = ReferenceServer()
     tmp = tempfile.TemporaryDirectory(prefix="docrelay-compare-", dir=args.workdir)
     work = Path(tmp.name)
@@ -705,6 +752,7 @@ def main(argv: Sequence[str]) -> int:
                 args.pg_url,
                 label,
                 huey_fsync=args.huey_fsync_value,
+                bare_threads=n_threads,
             )
             SIDES[name](warm)
         retries.take()
@@ -725,6 +773,7 @@ def main(argv: Sequence[str]) -> int:
                     label,
                     extras[name],
                     huey_fsync=args.huey_fsync_value,
+                    bare_threads=n_threads,
                 )
                 before = _server_taken(server)
                 dt = SIDES[name](run)
@@ -772,7 +821,7 @@ def main(argv: Sequence[str]) -> int:
         "rounds": args.rounds,
         "delay": args.delay,
         "workers": args.workers,
-        "procs": args.procs if args.pg else None,
+        "procs": args.procs if multi else None,
         "threads_per_side": n_threads,
         "huey_fsync": args.huey_fsync,
         "workdir": str(args.workdir) if args.workdir else tempfile.gettempdir(),

@@ -97,6 +97,7 @@ def test_compare_runs_every_side_side_by_side(tmp_path: Path) -> None:
         (["--docs", "0"], "--docs must be between 1 and 1000000"),
         (["--sides", "celery"], "unknown side 'celery'"),
         (["--delay", "soon"], "invalid float value"),
+        (["--pg", "--sqlite-procs"], "two different runs"),
     ],
 )
 def test_compare_refuses_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
