@@ -177,3 +177,60 @@ def test_a_secret_cut_in_half_by_a_plugin_leaks_no_prefix(tmp_path: Path) -> Non
     half = secret[: len(secret) // 2]
     assert half not in text
     assert half.encode() not in store_bytes(db)
+
+
+def test_a_token_endpoint_that_issues_the_same_token_again_still_works(tmp_path: Path) -> None:
+    """OAuth servers often hand out the same token until it expires. The second fetch (by a
+    second relay in the same process, where the token is already a registered secret) must
+    get the token itself, not a masked one: answers are scrubbed of secrets, but a token
+    endpoint's good answer is the token."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    token = f"same-token-{uuid.uuid4().hex}"
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path.endswith("/token"):
+                status, body = 200, json.dumps({"access_token": token, "expires_in": 3600})
+            elif self.headers.get("Authorization") == f"Bearer {token}":
+                status, body = 200, json.dumps({"documentId": "x"})
+            else:
+                status, body = 401, json.dumps({"message": "no valid bearer token"})
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    settings = {
+        "base_url": url,
+        "token_url": f"{url}/token",
+        "client_id": "client-1",
+        "party_id": "NL:KVK:12345678",
+        "client_secret": f"cs-{uuid.uuid4().hex}",
+    }
+    states = []
+    try:
+        from docrelay import Document
+
+        for n in (1, 2):
+            db = tmp_path / f"same-{n}.db"
+            with Relay(f"sqlite:///{db}", providers={"econnect": settings},
+                       engine=ENGINE) as relay:  # fmt: skip
+                relay.submit(Document(id=f"same-{n}", provider="econnect", kind="invoice",
+                                      payload=SAMPLE.read_bytes(),
+                                      content_type="application/xml"))  # fmt: skip
+                [status] = settle(relay, [f"same-{n}"], timeout=20)
+                states.append(status.state.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert states == ["delivered", "delivered"], states

@@ -85,9 +85,14 @@ class _Services:
         self.engine = engine
         self.runtime = runtime
         self.used_tokens: dict[str, str] = {}
+        self.fetching_token = False
 
     def http(self, ctx: Context, request: HttpRequest) -> HttpResponse:
         response, error = self.engine.http(self.runtime, request)
+        if response is not None and not (self.fetching_token and 200 <= response.status < 300):
+            # A token endpoint's good answer is the new token itself (and may be the token
+            # this process already knows, so already registered as a secret): kept whole.
+            response = _scrubbed(response)
         if error is not None and error.kind in DOCRELAY_TRANSPORT_FAULTS:
             # Not the provider's to judge, and not transient: a configuration error, also
             # when a plugin's token fetch or lookup would otherwise call it retryable.
@@ -100,7 +105,15 @@ class _Services:
     def token(self, ctx: Context, credential: str, fetch: Callable[[Context], Token]) -> str:
         cred = f"{self.runtime.info.name}:{credential}"
         key = token_key(self.runtime)
-        token = self.engine.tokens.get(cred, lambda: fetch(ctx), self.engine.clock, key=key)
+
+        def fetching() -> Token:
+            self.fetching_token = True
+            try:
+                return fetch(ctx)
+            finally:
+                self.fetching_token = False
+
+        token = self.engine.tokens.get(cred, fetching, self.engine.clock, key=key)
         self.used_tokens[cred] = token.value
         return token.value
 
@@ -168,8 +181,7 @@ class Engine:
         bucket = rate_bucket(rt, request.url)
         if bucket is not None and rt.rate is not None:
             self.limiter.wait(bucket, rt.rate, self.clock)
-        response, error = self.transport.send(rt, request)
-        return (_scrubbed(response) if response is not None else None), error
+        return self.transport.send(rt, request)
 
     def context(self, rt: ProviderRuntime, record: Record | None = None) -> Context:
         ctx = Context(
@@ -621,6 +633,8 @@ class Engine:
         # self.http takes the rate slot right before the request leaves (after the intent's
         # commit), so the spacing the provider sees is not blurred by the store's latency.
         response, error = self.http(rt, request)
+        if response is not None:
+            response = _scrubbed(response)
         _crashpoint("after_response")
         if error is not None and error.kind in DOCRELAY_TRANSPORT_FAULTS:
             # A certificate that does not verify or a URL docrelay refused is a matter of
