@@ -9,6 +9,8 @@ breaks. The others are breaks fixed in the same commit, or attacks that held.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import http.client
 import json
 import socket
 import sqlite3
@@ -241,3 +243,56 @@ def test_dripping_connections_from_one_address_do_not_lock_out_the_provider(
 
     assert answer is not None, "the provider's notification was never answered"
     assert answer.json()["status"] == "applied"
+
+
+# -- attacks that held ------------------------------------------------------------------------
+
+
+def _raw(r: Receiver, method: str, path: str, body: bytes = b"", **headers: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=30)
+    conn.request(method, path, body=body, headers={"Content-Type": "application/json", **headers})
+    answer = conn.getresponse()
+    answer.read()
+    conn.close()
+    return answer.status
+
+
+def test_forged_requests_by_path_method_header_and_body_tricks_get_nothing_in(
+    make: Any,
+) -> None:
+    """The secret as a prefix or suffix, split by a slash, upper-cased, NUL-padded, in the
+    query string or in a header; other methods; gzip, XML and invalid UTF-8 bodies with the
+    right secret: refused, nothing stored, the document still accepted."""
+    r = make(webhooks={"rate_limit": "10000/1"})
+    s = WEBHOOK_SECRET
+    forged = r.note("ERROR_IN_FILE")
+    paths = [f"/webhooks/aqi/{s[:-1]}", f"/webhooks/aqi/{s}x", f"/webhooks/aqi/x{s}",
+             f"/webhooks/aqi?{s}", f"/webhooks/aqi/?secret={s}", f"/webhooks/aqi/{s[:9]}/{s[9:]}",
+             f"/webhooks/aqi/..%2F{s}", f"/webhooks/aqi/{s.upper()}", f"/webhooks/aqi/%00{s}",
+             f"/webhooks/aqi/{s}%00", "/webhooks/aqi/", f"/webhooks/AQI/{s}",
+             f"/webhooks/aqi/{s}/../x", f"/x/../webhooks/aqi/{s[:-1]}"]  # fmt: skip
+    codes = [_raw(r, "POST", p, forged) for p in paths]
+    in_headers = {"X-Webhook-Secret": s, "Authorization": f"Bearer {s}"}
+    codes.append(_raw(r, "POST", "/webhooks/aqi", forged, **in_headers))
+    codes += [_raw(r, m, f"/webhooks/aqi/{s}", forged) for m in ("GET", "PUT", "DELETE", "HEAD")]
+    hook = f"/webhooks/aqi/{s}"
+    codes.append(_raw(r, "POST", hook, gzip.compress(forged), **{"Content-Encoding": "gzip"}))
+    codes.append(_raw(r, "POST", hook, forged, **{"Content-Type": "application/xml"}))
+    codes.append(_raw(r, "POST", hook, forged.replace(b"made up", b"made \xff\xfe up")))
+    codes.append(_raw(r, "POST", hook, b'{"a":' * 10_000 + b"1" + b"}" * 10_000))
+
+    assert all(400 <= c < 500 for c in codes), codes
+    assert r.relay.status("order-1").state == DocState.ACCEPTED
+    assert r.relay.store.notifications() == []
+
+
+def test_x_forwarded_for_does_not_escape_the_rate_limit_without_a_trusted_proxy(
+    make: Any,
+) -> None:
+    """Without ``trusted_proxy``, a spoofed X-Forwarded-For does not give a new bucket."""
+    r = make(webhooks={"rate_limit": "5/3600"})
+    codes = [_raw(r, "POST", "/webhooks/aqi/wrong", r.note("OK"),
+                  **{"X-Forwarded-For": f"10.0.0.{i}", "Forwarded": f"for=10.0.1.{i}"})
+             for i in range(8)]  # fmt: skip
+
+    assert codes == [403] * 5 + [429] * 3
