@@ -12,12 +12,17 @@ import contextlib
 import gzip
 import http.client
 import json
+import os
 import socket
 import sqlite3
 import string
+import subprocess
+import sys
 import threading
 import unicodedata
+import urllib.parse
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,11 @@ from docrelay_aqi import sample_document
 from docrelay_aqi.sandbox import AqiSandbox
 
 WEBHOOK_SECRET = "whsec-rt2-Q8v2Lm4Tz9"
+DOCRELAY = Path(sys.executable).parent / "docrelay"
+SAMPLE = (
+    Path(__file__).parent.parent
+    / "plugins/econnect/src/docrelay_econnect/samples/invoice-INV-2024-0101.xml"
+)
 ENGINE = {"retry_wait_initial": 0.01, "retry_wait_max": 0.02, "deferral_initial": 0.05}
 
 
@@ -296,3 +306,59 @@ def test_x_forwarded_for_does_not_escape_the_rate_limit_without_a_trusted_proxy(
              for i in range(8)]  # fmt: skip
 
     assert codes == [403] * 5 + [429] * 3
+
+
+class _NormalisingTokenEndpoint(BaseHTTPRequestHandler):
+    """A token endpoint that refuses the client credentials and quotes the secret back
+    after normalising it to NFD (as a Java or macOS service does)."""
+
+    def do_POST(self) -> None:
+        data = self.rfile.read(int(self.headers["Content-Length"])).decode("ascii")
+        given = urllib.parse.parse_qs(data).get("client_secret", [""])[0]
+        said = unicodedata.normalize("NFD", given)
+        body = json.dumps({"message": f"invalid client_secret {said}",
+                           "detail": said}, ensure_ascii=False).encode()  # fmt: skip
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_secret_echoed_in_nfd_leaks_into_no_cli_output_or_store(tmp_path: Path) -> None:
+    """``send``, ``status --json`` and ``why --json`` in fresh processes, and the store's
+    bytes, against a token endpoint that echoes the NFC client secret in NFD."""
+    secret = unicodedata.normalize("NFC", "Crème-brûlée-Geheimnis-7")
+    nfd = unicodedata.normalize("NFD", secret)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NormalisingTokenEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    db = tmp_path / "nfd.db"
+    (tmp_path / "docrelay.toml").write_text(
+        f'[store]\nurl = "sqlite:///{db}"\n\n[providers.econnect]\n'
+        f'base_url = "{url}"\ntoken_url = "{url}/token"\n'
+        'client_id = "client-1"\nparty_id = "NL:KVK:12345678"\n'
+        'client_secret = "${EC_CLIENT_SECRET}"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCRELAY_")}
+    env["EC_CLIENT_SECRET"] = secret
+    outputs = []
+    try:
+        for args in (["send", "--provider", "econnect", str(SAMPLE)], ["status", "--json"],
+                     ["why", "--json", SAMPLE.stem]):  # fmt: skip
+            proc = subprocess.run([str(DOCRELAY), *args], cwd=tmp_path, env=env, text=True,
+                                  capture_output=True, timeout=60, check=False)  # fmt: skip
+            assert "Traceback" not in proc.stderr, proc.stderr
+            outputs.append(proc.stdout + proc.stderr)
+    finally:
+        server.shutdown()
+        server.server_close()
+    text = "\n".join(outputs)
+    assert "config_error" in text, text
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("nfd.db*"))
+    for form in (nfd, json.dumps(nfd)[1:-1]):
+        assert form not in text
+        assert form.encode() not in raw
