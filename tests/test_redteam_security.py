@@ -12,6 +12,7 @@ import contextlib
 import gzip
 import http.client
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -253,6 +254,30 @@ def test_dripping_connections_from_one_address_do_not_lock_out_the_provider(
 
     assert answer is not None, "the provider's notification was never answered"
     assert answer.json()["status"] == "applied"
+
+
+def test_the_servers_log_lines_hide_the_secret_behind_doubled_slashes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The receiver takes ``//webhooks/aqi/<secret>`` and ``/webhooks//aqi/<secret>`` (a
+    callback URL joined with one slash too many); waitress's "Exception while serving
+    <path>" showed the secret for those forms (the filter wanted exactly one slash)."""
+    caplog.set_level(logging.DEBUG)
+    secret = "whsec-doubled-Zz81Qm"
+
+    def broken(environ: dict[str, Any], start_response: Any) -> Any:
+        raise RuntimeError("boom")
+
+    with WebhookServer(broken) as server:
+        base = server.url.rsplit("/webhooks", 1)[0]
+        for path in (f"//webhooks/aqi/{secret}", f"/webhooks//aqi/{secret}",
+                     f"/webhooks/aqi//{secret}"):  # fmt: skip
+            assert requests.post(base + path, data=b"{}", timeout=10).status_code == 500
+
+    served = [r for r in caplog.records if r.name.startswith("waitress")]  # not the client's
+    lines = [r.getMessage() + (r.exc_text or "") for r in served]
+    assert sum("Exception while serving" in line for line in lines) == 3
+    assert not [line for line in lines if secret in line]
 
 
 # -- attacks that held ------------------------------------------------------------------------
