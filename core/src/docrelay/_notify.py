@@ -150,11 +150,13 @@ def safe_path(path: str) -> str:
     return path[:200]
 
 
-_SECRET_SEGMENT = re.compile(r"(^|[\s\"'(=]|//[^/\s]+)(/webhooks/[^/\s\"'?]+/)[^\s\"'?]+")
+#: ``/webhooks/<provider>/<secret>`` anywhere in a line, with doubled slashes too (the app
+#: takes ``//webhooks//aqi//<secret>``, so its log lines must hide that form as well).
+_SECRET_SEGMENT = re.compile(r"(/webhooks/+[^/\s\"'?]*/+)[^/\s\"'?][^\s\"'?]*")
 
 
 def _hide(text: str) -> str:
-    return _SECRET_SEGMENT.sub(lambda m: m.group(1) + m.group(2) + SECRET_MARK, text)
+    return _SECRET_SEGMENT.sub(lambda m: m.group(1) + SECRET_MARK, text)
 
 
 class SecretPathFilter(logging.Filter):

@@ -13,6 +13,7 @@ import itertools
 import logging
 import re
 import threading
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -167,10 +168,17 @@ def register_secret(value: str | None) -> None:
     The variants it is masked in (URL, JSON, ``repr``, HTML escapes, whitespace collapsed,
     base64) are compiled here, once, so that :func:`redact` stays a few literal searches.
     """
-    global _secrets, _compiled, _b64_cores
-    if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+    if not isinstance(value, str):
         return
-    if value in _secrets:
+    # A provider may echo it normalised (NFD from Java or macOS, NFKC): each form is masked.
+    forms = (value, *(unicodedata.normalize(f, value) for f in ("NFC", "NFD", "NFKC", "NFKD")))
+    for form in dict.fromkeys(forms):
+        _register_form(form)
+
+
+def _register_form(value: str) -> None:
+    global _secrets, _compiled, _b64_cores
+    if len(value) < MIN_SECRET_LENGTH or value in _secrets:
         return
     entry = _compile(value)
     with _lock:

@@ -469,6 +469,8 @@ class Relay:
         ctx = self.engine.context(rt)
         notification = hooks.parse_notification(body, dict(headers or {}), ctx)
         digest = hashlib.sha256(body).hexdigest()
+        # Redacted before the store cuts it: a cut secret no longer matches its pattern.
+        kept = redact(body.decode("utf-8", "replace")).encode()
         now = self.clock()
         unmatched = {
             "stored_body_limit": limits.stored_unmatched_body_bytes,
@@ -480,7 +482,7 @@ class Relay:
                     f"ignored notification over {limits.max_unmatched_body_bytes} bytes", 413
                 )
             self.store.record_notification(
-                provider, digest, None, None, None, None, body, now, **unmatched
+                provider, digest, None, None, None, None, kept, now, **unmatched
             )
             return IngestResult("ignored")
         rec = None
@@ -501,7 +503,7 @@ class Relay:
             notification.key,
             notification.provider_ref,
             notification.outcome,
-            body,
+            kept,
             now,
             **(unmatched if rec is None else {}),
         )
