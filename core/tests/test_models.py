@@ -312,14 +312,14 @@ def test_runtime_build_overrides() -> None:
     rt = ProviderRuntime.build(
         INFO,
         {**CREDS, "base_url": "https://api.acme.example/v1", "rate_limit": "100/60",
-         "read_timeout": 3, "max_payload_bytes": 10, "webhook_secret": "hook-secret-77"},
+         "read_timeout": 3, "max_payload_bytes": 10, "webhook_secret": "hook-secret-7777-abcd"},
         EngineSettings(),
     )  # fmt: skip
 
     assert rt.base_url == "https://api.acme.example/v1"
     assert RateLimit(100, 60.0) == rt.rate
     assert (rt.read_timeout, rt.max_payload_bytes, rt.webhook_secret) == (
-        3.0, 10, "hook-secret-77")  # fmt: skip
+        3.0, 10, "hook-secret-7777-abcd")  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,7 @@ def test_verify_accepts_an_existing_file(tmp_path: Path) -> None:
         (Setting("a", default=("x",)), ["y"], "y"),
         (Setting("a", type="number", minimum=1), 1.5, 0.5),
         (Setting("a", choices=("new", "old"), default="new"), "old", "older"),
-        (Setting("a", secret=True), "tok", ""),
+        (Setting("a", secret=True), "tok-12", "tok"),
         (Setting("a", required=True, default="x"), "y", " "),
     ],
 )
@@ -137,13 +137,13 @@ INFO = ProviderInfo(
 
 
 def test_runtime_checks_plugin_and_core_keys() -> None:
-    rt = ProviderRuntime.build(INFO, {"token": "t-1", "mode": "b"}, EngineSettings())
+    rt = ProviderRuntime.build(INFO, {"token": "token-1", "mode": "b"}, EngineSettings())
     assert (rt.settings["mode"], rt.max_payload_bytes) == ("b", 5000)
     # A plugin that declares a core key keeps the core's range.
     with pytest.raises(ConfigError, match=r"\[providers.p\] max_payload_bytes"):
-        ProviderRuntime.build(INFO, {"token": "t", "max_payload_bytes": 0}, EngineSettings())
+        ProviderRuntime.build(INFO, {"token": "token-1", "max_payload_bytes": 0}, EngineSettings())
     with pytest.raises(ConfigError, match=r"\[providers.p\] mode must be one of"):
-        ProviderRuntime.build(INFO, {"token": "t", "mode": "c"}, EngineSettings())
+        ProviderRuntime.build(INFO, {"token": "token-1", "mode": "c"}, EngineSettings())
     with pytest.raises(ConfigError, match="needs setting 'token'"):
         ProviderRuntime.build(INFO, {}, EngineSettings())
 

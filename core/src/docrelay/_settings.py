@@ -20,7 +20,7 @@ import attrs
 
 from ._builtins import check_verify
 from ._models import ProviderInfo, RateLimit, Setting
-from ._redact import redact, register_secret
+from ._redact import MIN_SECRET_LENGTH, redact, register_secret
 from .exceptions import ConfigError
 
 __all__ = [
@@ -72,6 +72,11 @@ class Spec:
     nonempty: bool = False
     nullable: bool = False
     help: str = ""
+    #: ``secret``: the shortest value taken (shorter ones could not be told from ordinary
+    #: words, so redaction would not mask them, and are easy to guess).
+    min_length: int = MIN_SECRET_LENGTH
+    #: ``secret``: characters the value must not contain.
+    forbidden: str = ""
 
     def describe(self) -> str:
         """What is allowed, as the end of "must be ..."."""
@@ -95,7 +100,10 @@ class Spec:
         return {
             "bool": "true or false",
             "str": "a non-empty string" if self.nonempty else "a string",
-            "secret": "a string that is not empty or blank",
+            "secret": f"a string of at least {self.min_length} characters"
+            + (
+                f" without {' or '.join(repr(c) for c in self.forbidden)}" if self.forbidden else ""
+            ),
             "verify": "true, false or the path of an existing CA bundle file",
             "rate": "'REQUESTS/SECONDS' (e.g. '100/60'; REQUESTS a whole number >= 1, "
             "SECONDS a finite number > 0)",
@@ -142,7 +150,9 @@ class Spec:
             if not isinstance(value, str) or (self.nonempty and not value.strip()):
                 return False, None
         elif t == "secret":
-            return isinstance(value, str) and bool(value.strip()), value
+            ok = isinstance(value, str) and bool(value.strip())
+            ok = ok and len(value) >= self.min_length and not set(self.forbidden) & set(value)
+            return ok, value
         elif t == "verify":
             if isinstance(value, bool):
                 return True, value
@@ -287,7 +297,7 @@ CORE_PROVIDER_SETTINGS: Mapping[str, Spec] = {
                    help="TLS certificate verification: true, false or a CA bundle path"),
     "allow_insecure_http": Spec("bool", nullable=True,
                                 help="allow plain http to hosts other than loopback"),
-    "webhook_secret": Spec("secret", nullable=True,
+    "webhook_secret": Spec("secret", nullable=True, min_length=16, forbidden="/ ",
                            help="shared secret expected in the webhook URL path"),
     "max_payload_bytes": Spec("int", minimum=1, nullable=True,
                               help="refuse larger documents before sending"),
