@@ -140,14 +140,30 @@ def header_problem(headers: Mapping[str, object]) -> str | None:
 class _Watch:
     """One request in flight: its deadline and, once it has one, its connection."""
 
-    __slots__ = ("conn", "deadline", "done", "fired", "lock")
+    __slots__ = ("conn", "deadline", "done", "fired", "lock", "shadow")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.conn: HTTPConnection | None = None
+        #: A duplicate of a new connection's socket: during a TLS handshake the connection
+        #: has no usable ``sock`` yet (the SSL socket detaches the plain one), so a
+        #: handshake that drips would otherwise outlive the deadline.
+        self.shadow: socket.socket | None = None
         self.fired = False
         self.done = False
         self.lock = threading.Lock()
+
+    def connected(self, sock: socket.socket) -> None:
+        """A new connection for this request: keep a handle that can shut it down."""
+        with self.lock:
+            if self.done:
+                return
+            if self.shadow is not None:
+                self.shadow.close()
+            self.shadow = sock.dup()
+            if self.fired:
+                with contextlib.suppress(OSError):
+                    self.shadow.shutdown(socket.SHUT_RDWR)
 
     def fire(self) -> None:
         """Past the deadline: close the request's connection (unless it has finished)."""
@@ -155,15 +171,18 @@ class _Watch:
             if self.done:
                 return
             self.fired = True
-            sock = getattr(self.conn, "sock", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            for sock in (getattr(self.conn, "sock", None), self.shadow):
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
 
     def finish(self) -> bool:
         """The request is over; whether the deadline closed its connection first."""
         with self.lock:
             self.done = True
+            if self.shadow is not None:
+                self.shadow.close()
+                self.shadow = None
             return self.fired
 
 
@@ -178,6 +197,13 @@ class _WatchedMixin:
         if watch is not None:
             watch.conn = self  # type: ignore[assignment]
         return super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def _new_conn(self) -> socket.socket:
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        watch: _Watch | None = getattr(_current, "watch", None)
+        if watch is not None:
+            watch.connected(sock)
+        return sock
 
 
 class _HTTPConnection(_WatchedMixin, HTTPConnection):
