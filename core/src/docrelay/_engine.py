@@ -162,12 +162,19 @@ class Engine:
         return rt
 
     def http(
-        self, rt: ProviderRuntime, request: HttpRequest
+        self, rt: ProviderRuntime, request: HttpRequest, lease: tuple[str, str] | None = None
     ) -> tuple[HttpResponse | None, TransportError | None]:
-        """Every request to a provider goes out here, and takes its rate slot here."""
+        """Every request to a provider goes out here, and takes its rate slot here.
+
+        With *lease* (document id, owner), the document's lease is renewed right before the
+        request leaves, after the rate-limit wait: a worker that was stopped past its lease
+        (SIGSTOP, a paused VM) and whose document another worker took over gets
+        :class:`LeaseLost` instead of sending it again."""
         bucket = rate_bucket(rt, request.url)
         if bucket is not None and rt.rate is not None:
             self.limiter.wait(bucket, rt.rate, self.clock)
+        if lease is not None:
+            self.store.extend_lease(lease[0], lease[1], self.clock() + self.settings.lease_seconds)
         response, error = self.transport.send(rt, request)
         return (_scrubbed(response) if response is not None else None), error
 
@@ -620,7 +627,7 @@ class Engine:
         _crashpoint("after_intent")
         # self.http takes the rate slot right before the request leaves (after the intent's
         # commit), so the spacing the provider sees is not blurred by the store's latency.
-        response, error = self.http(rt, request)
+        response, error = self.http(rt, request, lease=(doc.id, owner))
         _crashpoint("after_response")
         if error is not None and error.kind in DOCRELAY_TRANSPORT_FAULTS:
             # A certificate that does not verify or a URL docrelay refused is a matter of
