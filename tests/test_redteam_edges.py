@@ -328,3 +328,58 @@ def test_redteam_a_token_url_with_a_bad_port_is_a_config_error_at_load(tmp_path:
             f"sqlite:///{tmp_path / 'x.db'}",
             providers={"siesmart": {**_SIESMART, "token_url": "http://127.0.0.1:70000/token"}},
         ).close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Header values: every control character, not only CR, LF and NUL
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["tok\x01en", "tok\x1b[2Jen", "tok\x7fen", "tok\x0ben", "tok\x0cen"],
+    ids=["soh", "escape", "del", "vertical-tab", "form-feed"],
+)
+def test_redteam_a_header_value_with_a_control_character_never_reaches_the_wire(
+    tmp_path: Path, value: str
+) -> None:
+    """RFC 9110 allows no control character but HTAB in a field value. docrelay refused
+    only CR, LF and NUL, so a token or setting with ESC, DEL or a vertical tab went out to
+    the provider, whose 400 would then blame the document (rejected) for a configuration
+    fault."""
+    from docrelay import Context, Document, hookimpl
+    from docrelay._acme import AcmeSandbox
+
+    class BadHeader:
+        @hookimpl
+        def prepare_headers(self, request: HttpRequest, ctx: Context) -> dict[str, str]:
+            return {"X-Tenant": value}
+
+    sbx = AcmeSandbox()
+    sbx.start()
+    relay = Relay(
+        f"sqlite:///{tmp_path / 'docrelay.db'}",
+        providers={
+            "acme": {
+                "base_url": sbx.url,
+                "client_id": "acme-client",
+                "client_secret": "acme-secret-value",
+            }
+        },
+        engine=FAST,
+        plugins=[AcmePlugin(), BadHeader()],
+        autoload=False,
+    )
+    try:
+        relay.submit(Document(id="inv-1", provider="acme", payload=b'{"amount": 10}'))
+        relay.run_until_idle()
+        st = relay.status("inv-1")
+        assert _acme_posts(sbx) == []
+        assert st.state.value == "failed", st
+        assert st.outcome is not None
+        assert st.outcome.kind.value == "config_error"
+        assert "X-Tenant" in (st.outcome.message or "")
+        assert value not in (st.reason or "")
+    finally:
+        relay.close()
+        sbx.stop()

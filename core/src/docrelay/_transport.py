@@ -118,11 +118,13 @@ def transport_error(exc: requests.RequestException) -> TransportError:
 
 #: A header name is an RFC 9110 token.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+#: Characters a header value must not hold (every control character but HTAB).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def header_problem(headers: Mapping[str, object]) -> str | None:
-    """Why these headers cannot be sent (CR/LF, NUL, non-latin-1), naming the header but
-    never its value; ``None`` when they can."""
+    """Why these headers cannot be sent (CR/LF, NUL, other controls, non-latin-1), naming
+    the header but never its value; ``None`` when they can."""
     for name, value in headers.items():
         if not isinstance(name, str) or not _TOKEN.match(name):
             return f"header name {name!r} is not a valid HTTP token"
@@ -130,6 +132,9 @@ def header_problem(headers: Mapping[str, object]) -> str | None:
             return f"header {name} has a {type(value).__name__} value, not text"
         if "\r" in value or "\n" in value or "\0" in value:
             return f"header {name} has a value with a line break or NUL: it cannot be sent"
+        if _CONTROL.search(value):
+            # RFC 9110: no control character but HTAB in a field value (ESC, DEL, VT...).
+            return f"header {name} has a value with a control character: it cannot be sent"
         try:
             value.encode("latin-1")
         except UnicodeEncodeError:
