@@ -383,3 +383,77 @@ def test_redteam_a_header_value_with_a_control_character_never_reaches_the_wire(
     finally:
         relay.close()
         sbx.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# A lease shorter than the lease keeper's beat
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="lease_seconds below the keeper's 0.05 s beat is accepted: a 2nd live worker claims",
+)
+def test_redteam_a_lease_shorter_than_the_keepers_beat_is_refused_or_still_kept(
+    tmp_path: Path,
+) -> None:
+    """``lease_seconds = 0.01`` passes the range check (> 0), but the lease keeper beats at
+        most every 0.05 s, so the lease is expired most of the time while an answer drips in: a
+        second live worker claims the document and sends it while the first is still reading
+        its answer (it looks the document up, finds it, and settles it under the first worker's
+    feet). Either such a lease is refused at load, or it is still kept alive."""
+    from docrelay import ConfigError, Document
+    from docrelay._acme import AcmeSandbox
+
+    sbx = AcmeSandbox(faults=["drip*1:0.05"])
+    sbx.start()
+    relays: list[Relay] = []
+    try:
+        try:
+            for _ in range(2):
+                relays.append(
+                    Relay(
+                        f"sqlite:///{tmp_path / 'docrelay.db'}",
+                        providers={
+                            "acme": {
+                                "base_url": sbx.url,
+                                "client_id": "acme-client",
+                                "client_secret": "acme-secret-value",
+                            }
+                        },
+                        engine={**FAST, "lease_seconds": 0.01, "request_deadline": 30.0},
+                        plugins=[AcmePlugin()],
+                        autoload=False,
+                    )
+                )
+        except ConfigError:
+            return  # refused at load: fine
+        first, second = relays
+        first.submit(Document(id="inv-1", provider="acme", payload=b'{"amount": 10}'))
+        stop = threading.Event()
+
+        def drain() -> None:
+            while not stop.is_set():
+                second.run_until_idle()
+                stop.wait(0.01)
+
+        worker = threading.Thread(target=first.run_until_idle)
+        worker.start()
+        for _ in range(200):
+            if _acme_posts(sbx):
+                break
+            time.sleep(0.01)
+        rival = threading.Thread(target=drain)
+        rival.start()
+        worker.join(timeout=60)
+        stop.set()
+        rival.join(timeout=60)
+        assert len(_acme_posts(sbx)) == 1, [r["status"] for r in _acme_posts(sbx)]
+        # The second live worker never claimed it: no lookup of an "interrupted" send.
+        lookups = [r for r in list(sbx.requests) if r["method"] == "GET"]
+        assert lookups == [], lookups
+        assert "reconcile" not in [a.action for a in first.history("inv-1")]
+    finally:
+        for r in relays:
+            r.close()
+        sbx.stop()
