@@ -457,3 +457,38 @@ def test_redteam_a_lease_shorter_than_the_keepers_beat_is_refused_or_still_kept(
         for r in relays:
             r.close()
         sbx.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate limits: a request to the provider's host counts however its URL spells the host
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.siesmart.test:443/oauth/token",
+        "https://API.SieSmart.test/proposals/1",
+        "HTTPS://api.siesmart.test:443/proposals/1",
+    ],
+    ids=["default-port", "upper-case", "scheme-and-port"],
+)
+def test_redteam_the_same_host_spelled_otherwise_still_takes_a_rate_slot(
+    tmp_path: Path, url: str
+) -> None:
+    """SieSmart's limit is per host and "every request counts". The bucket was chosen by
+    comparing netlocs as text, so a token URL or a provider-given URL that names the
+    default port explicitly was another server, not limited at all."""
+    from docrelay._limits import rate_bucket
+
+    relay = Relay(
+        f"sqlite:///{tmp_path / 'x.db'}",
+        providers={"siesmart": {**_SIESMART, "base_url": "https://api.siesmart.test",
+                                "token_url": "https://api.siesmart.test/oauth/token"}},
+    )  # fmt: skip
+    try:
+        rt = relay.engine.runtime("siesmart")
+        assert rate_bucket(rt, "/proposals") is not None
+        assert rate_bucket(rt, url) == rate_bucket(rt, "/proposals")
+    finally:
+        relay.close()
