@@ -492,3 +492,55 @@ def test_redteam_the_same_host_spelled_otherwise_still_takes_a_rate_slot(
         assert rate_bucket(rt, url) == rate_bucket(rt, "/proposals")
     finally:
         relay.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# An internal error while polling an accepted document
+# ---------------------------------------------------------------------------------------------
+
+
+def test_redteam_an_internal_error_while_polling_never_resends_an_accepted_document(
+    tmp_path: Path,
+) -> None:
+    """The provider accepted the document (202, validation pending); a bug in the plugin's
+    ``poll_status`` escapes. The internal-error path moves the document from ``accepted``
+    to ``retry_wait``, so it is *sent again*: the provider already has it (a second
+    validation at a provider without a key). It must end in a final state with the reason,
+    without another send."""
+    from docrelay import Context, Document, hookimpl
+    from docrelay._acme import AcmeSandbox
+
+    class BrokenPoll(AcmePlugin):
+        @hookimpl
+        def poll_status(self, document: Document, ctx: Context) -> Any:
+            raise RuntimeError("boom in poll_status")
+
+    sbx = AcmeSandbox()
+    sbx.start()
+    relay = Relay(
+        f"sqlite:///{tmp_path / 'docrelay.db'}",
+        providers={
+            "acme": {
+                "base_url": sbx.url,
+                "client_id": "acme-client",
+                "client_secret": "acme-secret-value",
+            }
+        },
+        engine={**FAST, "max_attempts": 3, "poll_initial": 0.01, "poll_max": 0.02},
+        plugins=[BrokenPoll()],
+        autoload=False,
+    )
+    try:
+        relay.submit(Document(id="inv-1", provider="acme", kind="async", payload=b'{"amount": 10}'))
+        for _ in range(200):
+            relay.run_until_idle()
+            if relay.status("inv-1").state.value in ("failed", "delivered", "rejected"):
+                break
+            time.sleep(0.02)
+        st = relay.status("inv-1")
+        assert len(_acme_posts(sbx)) == 1, [r["status"] for r in _acme_posts(sbx)]
+        assert st.state.value == "failed", st
+        assert "boom in poll_status" in (st.reason or "")
+    finally:
+        relay.close()
+        sbx.stop()

@@ -268,6 +268,24 @@ class Engine:
                 why = f"internal error in {attempts} attempts ({what})"
                 self._fail(current, owner, ctx, hooks, outcome, why, attempt, base)
                 return
+            if current.state == DocState.ACCEPTED:
+                # The provider has the document (a poll or a hold check broke): never send
+                # it again; look again later, within the budget, keeping its outcome.
+                wait = min(self.settings.max_wait, self.settings.deferral_initial)
+                self.store.update(
+                    record.id,
+                    owner,
+                    {
+                        **base,
+                        "lease_owner": None,
+                        "lease_until": None,
+                        "next_attempt_at": self.clock() + wait,
+                        "reason": f"accepted; internal error while checking on it ({what}); "
+                        f"checked again in {wait:.0f} s",
+                    },
+                    attempt=attempt,
+                )
+                return
             target = (
                 DocState.UNKNOWN
                 if current.state in (DocState.SENDING, DocState.UNKNOWN)
