@@ -152,11 +152,12 @@ def test_redteam_request_deadline_covers_a_dripping_tls_handshake(
 # ---------------------------------------------------------------------------------------------
 
 _WORKER = """
-import os, sys
+import json, os, sys
 from docrelay import Relay
 from docrelay._acme import AcmePlugin
 relay = Relay(
     os.environ["RT_STORE"],
+    store_options=json.loads(os.environ["RT_STORE_OPTIONS"]),
     providers={"acme": {"base_url": os.environ["RT_URL"], "client_id": "acme-client",
                         "client_secret": "acme-secret-value", "rate_limit": "1/3"}},
     engine={"lease_seconds": 1.0, "deferral_initial": 0.05},
@@ -179,14 +180,37 @@ def _acme_posts(sbx: Any, key: str | None = None) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_at(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(store URL, store options): a fresh SQLite file or PostgreSQL schema."""
+    import os
+    import uuid
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'docrelay.db'}", {}
+        return
+    url = os.environ.get("DOCRELAY_TEST_PG_URL", "")
+    if not url:
+        pytest.skip("PostgreSQL tests did not run: DOCRELAY_TEST_PG_URL not set")
+    import psycopg
+
+    schema = f"redteam_{uuid.uuid4().hex[:10]}"
+    yield url, {"schema": schema}
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
 def test_redteam_a_worker_continued_after_its_lease_was_taken_over_sends_nothing(
-    tmp_path: Path,
+    store_at: tuple[str, dict[str, Any]],
 ) -> None:
     """Worker A (a real ``python`` process) stores the intent for ``inv-b`` and then waits
     for its rate-limit slot. It is stopped (SIGSTOP) past its 1 s lease; worker B takes the
     document over and delivers it. When A is continued (SIGCONT) it must notice that the
     document is no longer its own; today it sends the delivered document again (a second
     live worker's request, after the delivery)."""
+    import json
     import os
     import signal
     import subprocess
@@ -197,9 +221,10 @@ def test_redteam_a_worker_continued_after_its_lease_was_taken_over_sends_nothing
 
     sbx = AcmeSandbox()
     sbx.start()
-    store = f"sqlite:///{tmp_path / 'docrelay.db'}"
+    store, options = store_at
     rival = Relay(
         store,
+        store_options=options,
         providers={
             "acme": {
                 "base_url": sbx.url,
@@ -215,7 +240,8 @@ def test_redteam_a_worker_continued_after_its_lease_was_taken_over_sends_nothing
     try:
         for doc_id in ("inv-a", "inv-b"):
             rival.submit(Document(id=doc_id, provider="acme", payload=b'{"amount": 10}'))
-        env = {**os.environ, "RT_STORE": store, "RT_URL": sbx.url}
+        env = {**os.environ, "RT_STORE": store, "RT_URL": sbx.url,
+               "RT_STORE_OPTIONS": json.dumps(options)}  # fmt: skip
         env.pop("DOCRELAY_CRASH_AT", None)
         proc = subprocess.Popen([sys.executable, "-c", _WORKER], env=env)
         # Wait (bounded) for A to have sent one document and stored its intent for the other.
