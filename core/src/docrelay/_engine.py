@@ -175,12 +175,19 @@ class Engine:
         return rt
 
     def http(
-        self, rt: ProviderRuntime, request: HttpRequest
+        self, rt: ProviderRuntime, request: HttpRequest, lease: tuple[str, str] | None = None
     ) -> tuple[HttpResponse | None, TransportError | None]:
-        """Every request to a provider goes out here, and takes its rate slot here."""
+        """Every request to a provider goes out here, and takes its rate slot here.
+
+        With *lease* (document id, owner), the document's lease is renewed right before the
+        request leaves, after the rate-limit wait: a worker that was stopped past its lease
+        (SIGSTOP, a paused VM) and whose document another worker took over gets
+        :class:`LeaseLost` instead of sending it again."""
         bucket = rate_bucket(rt, request.url)
         if bucket is not None and rt.rate is not None:
             self.limiter.wait(bucket, rt.rate, self.clock)
+        if lease is not None:
+            self.store.extend_lease(lease[0], lease[1], self.clock() + self.settings.lease_seconds)
         return self.transport.send(rt, request)
 
     def context(self, rt: ProviderRuntime, record: Record | None = None) -> Context:
@@ -272,6 +279,24 @@ class Engine:
             if attempts >= self.settings.max_attempts:
                 why = f"internal error in {attempts} attempts ({what})"
                 self._fail(current, owner, ctx, hooks, outcome, why, attempt, base)
+                return
+            if current.state == DocState.ACCEPTED:
+                # The provider has the document (a poll or a hold check broke): never send
+                # it again; look again later, within the budget, keeping its outcome.
+                wait = min(self.settings.max_wait, self.settings.deferral_initial)
+                self.store.update(
+                    record.id,
+                    owner,
+                    {
+                        **base,
+                        "lease_owner": None,
+                        "lease_until": None,
+                        "next_attempt_at": self.clock() + wait,
+                        "reason": f"accepted; internal error while checking on it ({what}); "
+                        f"checked again in {wait:.0f} s",
+                    },
+                    attempt=attempt,
+                )
                 return
             target = (
                 DocState.UNKNOWN
@@ -632,7 +657,7 @@ class Engine:
         _crashpoint("after_intent")
         # self.http takes the rate slot right before the request leaves (after the intent's
         # commit), so the spacing the provider sees is not blurred by the store's latency.
-        response, error = self.http(rt, request)
+        response, error = self.http(rt, request, lease=(doc.id, owner))
         if response is not None:
             response = _scrubbed(response)
         _crashpoint("after_response")

@@ -84,13 +84,24 @@ def open_token(key: bytes, credential: str, stored: str) -> str | None:
     return plain.decode("utf-8", "replace")
 
 
+def _origin(url: str) -> tuple[str, int | None]:
+    """Host and port of *url*, the scheme's default port spelled out (``https://h`` and
+    ``https://h:443`` are one server)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return (parts.hostname or "").lower(), port if port is not None else default
+
+
 def rate_bucket(rt: ProviderRuntime, url: str) -> str | None:
     """The rate-limit bucket a request to *url* counts against (``None``: not limited)."""
     if rt.rate is None:
         return None
     base = urlsplit(rt.base_url).netloc.lower()
-    target = urlsplit(url).netloc.lower() if "://" in url else base
-    if target != base:
+    if "://" in url and _origin(url) != _origin(rt.base_url):
         return None  # another server (an identity provider): not this provider's limit
     scope = rt.settings.get("rate_limit_scope") or rt.info.rate_limit_scope
     if scope == "host":

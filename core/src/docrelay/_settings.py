@@ -213,6 +213,21 @@ def _parse_rate(value: Any) -> RateLimit | None:
     return RateLimit(requests, seconds)
 
 
+def _checked_url(provider: str, key: str, url: str) -> Any:
+    """``urlsplit(url)``, or :class:`ConfigError` for a URL that cannot be used: a malformed
+    host (``https://[::1``) or a port outside 1..65535."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"provider {provider}: invalid {key} {redact(url)!r} ({exc})") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(
+            f"provider {provider}: invalid {key} {redact(url)!r} (port must be 1..65535)"
+        )
+    return parts
+
+
 _POSITIVE = Spec("number", above=0)
 _NON_NEGATIVE = Spec("number", minimum=0)
 _COUNT = Spec("int", minimum=1)
@@ -370,7 +385,7 @@ class ProviderRuntime:
                     f"(known: {', '.join(info.environments) or 'none'}); set base_url"
                 )
             base_url = info.environments[env]
-        parts = urlsplit(str(base_url))
+        parts = _checked_url(name, "base_url", str(base_url))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"provider {name}: invalid base_url {redact(str(base_url))!r}")
         insecure_ok = bool(settings.get("allow_insecure_http", False))
@@ -379,7 +394,7 @@ class ProviderRuntime:
             if key == "base_url" or not isinstance(value, str):
                 continue
             if value.startswith(("http://", "https://")):
-                p = urlsplit(value)
+                p = _checked_url(name, key, value)
                 if p.hostname:
                     hosts.add(p.hostname)
                     if p.scheme == "http" and not is_loopback(p.hostname) and not insecure_ok:

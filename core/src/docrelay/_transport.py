@@ -118,11 +118,13 @@ def transport_error(exc: requests.RequestException) -> TransportError:
 
 #: A header name is an RFC 9110 token.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+#: Characters a header value must not hold (every control character but HTAB).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def header_problem(headers: Mapping[str, object]) -> str | None:
-    """Why these headers cannot be sent (CR/LF, NUL, non-latin-1), naming the header but
-    never its value; ``None`` when they can."""
+    """Why these headers cannot be sent (CR/LF, NUL, other controls, non-latin-1), naming
+    the header but never its value; ``None`` when they can."""
     for name, value in headers.items():
         if not isinstance(name, str) or not _TOKEN.match(name):
             return f"header name {name!r} is not a valid HTTP token"
@@ -130,6 +132,9 @@ def header_problem(headers: Mapping[str, object]) -> str | None:
             return f"header {name} has a {type(value).__name__} value, not text"
         if "\r" in value or "\n" in value or "\0" in value:
             return f"header {name} has a value with a line break or NUL: it cannot be sent"
+        if _CONTROL.search(value):
+            # RFC 9110: no control character but HTAB in a field value (ESC, DEL, VT...).
+            return f"header {name} has a value with a control character: it cannot be sent"
         try:
             value.encode("latin-1")
         except UnicodeEncodeError:
@@ -140,14 +145,30 @@ def header_problem(headers: Mapping[str, object]) -> str | None:
 class _Watch:
     """One request in flight: its deadline and, once it has one, its connection."""
 
-    __slots__ = ("conn", "deadline", "done", "fired", "lock")
+    __slots__ = ("conn", "deadline", "done", "fired", "lock", "shadow")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.conn: HTTPConnection | None = None
+        #: A duplicate of a new connection's socket: during a TLS handshake the connection
+        #: has no usable ``sock`` yet (the SSL socket detaches the plain one), so a
+        #: handshake that drips would otherwise outlive the deadline.
+        self.shadow: socket.socket | None = None
         self.fired = False
         self.done = False
         self.lock = threading.Lock()
+
+    def connected(self, sock: socket.socket) -> None:
+        """A new connection for this request: keep a handle that can shut it down."""
+        with self.lock:
+            if self.done:
+                return
+            if self.shadow is not None:
+                self.shadow.close()
+            self.shadow = sock.dup()
+            if self.fired:
+                with contextlib.suppress(OSError):
+                    self.shadow.shutdown(socket.SHUT_RDWR)
 
     def fire(self) -> None:
         """Past the deadline: close the request's connection (unless it has finished)."""
@@ -155,15 +176,18 @@ class _Watch:
             if self.done:
                 return
             self.fired = True
-            sock = getattr(self.conn, "sock", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            for sock in (getattr(self.conn, "sock", None), self.shadow):
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
 
     def finish(self) -> bool:
         """The request is over; whether the deadline closed its connection first."""
         with self.lock:
             self.done = True
+            if self.shadow is not None:
+                self.shadow.close()
+                self.shadow = None
             return self.fired
 
 
@@ -178,6 +202,13 @@ class _WatchedMixin:
         if watch is not None:
             watch.conn = self  # type: ignore[assignment]
         return super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def _new_conn(self) -> socket.socket:
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        watch: _Watch | None = getattr(_current, "watch", None)
+        if watch is not None:
+            watch.connected(sock)
+        return sock
 
 
 class _HTTPConnection(_WatchedMixin, HTTPConnection):
