@@ -290,27 +290,16 @@ _SIESMART = {
     "client_secret": "rt-siesmart-secret",
     "audience": "a",
 }
-#: Declaring ``choices=`` on these settings fixes them, but existing tests pin today's
-#: behaviour (SieSmart's ``test_on_conflict_bad_value_is_a_config_error`` expects the late
-#: failure; ``test_plugin_settings_are_typed`` expects "must be a string" for ``url_style =
-#: 2``, while a Spec with choices says "must be one of"); the lead decides.
-_ON_CONFLICT_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="siesmart on_conflict = 'yes' is taken at load; it fails only at the first 412",
-)
-_EBH_XFAIL = pytest.mark.xfail(
-    strict=True, reason="ebh url_style/api_version outside their values are taken at load"
-)
 _EBH = {"base_url": "http://127.0.0.1:9", "producer_id": "p", "provider_key": "rt-ebh-key-1"}
 
 
 @pytest.mark.parametrize(
     ("provider", "extra"),
     [
-        pytest.param("siesmart", {"on_conflict": "yes"}, marks=_ON_CONFLICT_XFAIL),
-        pytest.param("siesmart", {"on_conflict": "overwrite-always"}, marks=_ON_CONFLICT_XFAIL),
-        pytest.param("ebh", {"url_style": "newest"}, marks=_EBH_XFAIL),
-        pytest.param("ebh", {"api_version": "v3"}, marks=_EBH_XFAIL),
+        pytest.param("siesmart", {"on_conflict": "yes"}),
+        pytest.param("siesmart", {"on_conflict": "overwrite-always"}),
+        pytest.param("ebh", {"url_style": "newest"}),
+        pytest.param("ebh", {"api_version": "v3"}),
     ],
     ids=["on_conflict-yes", "on_conflict-typo", "url_style", "api_version"],
 )
@@ -416,10 +405,6 @@ def test_redteam_a_header_value_with_a_control_character_never_reaches_the_wire(
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lease_seconds below the keeper's 0.05 s beat is accepted: a 2nd live worker claims",
-)
 def test_redteam_a_lease_shorter_than_the_keepers_beat_is_refused_or_still_kept(
     tmp_path: Path,
 ) -> None:

@@ -255,7 +255,7 @@ def test_check_payload_false_leaves_the_refusal_to_delivery(
         ("ebh", 'producer_id = "p"\nprovider_key = "${API_SECRET}"\npoll_interval = -1',
          "[providers.ebh] poll_interval"),
         ("ebh", 'producer_id = "p"\nprovider_key = "${API_SECRET}"\nurl_style = 2',
-         "[providers.ebh] url_style must be a string"),
+         "[providers.ebh] url_style must be one of 'new', 'old'"),
         ("econnect", 'client_id = "c"\nclient_secret = "${API_SECRET}"\nparty_id = "p"\n'
          "token_url = 5", "[providers.econnect] token_url must be a string"),
         ("siesmart", 'client_id = "c"\nclient_secret = "${API_SECRET}"\ntoken_url = true',

@@ -105,7 +105,7 @@ CASES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "max-attempts-0": ("engine", "max_attempts = 0", ("[engine] max_attempts", ">= 1")),
     "max-attempts-negative": ("engine", "max_attempts = -1", ("[engine] max_attempts",)),
     "max-attempts-string": ("engine", 'max_attempts = "8"', ("[engine] max_attempts", "number")),
-    "lease-seconds-0": ("engine", "lease_seconds = 0", ("[engine] lease_seconds", "> 0")),
+    "lease-seconds-0": ("engine", "lease_seconds = 0", ("[engine] lease_seconds", ">= 0.5")),
     "rate-margin-1": ("engine", "rate_margin = 1.0", ("[engine] rate_margin",)),
     "engine-max-payload-0": ("engine", "max_payload_bytes = 0", ("[engine] max_payload_bytes",)),
     "provider-read-timeout-0": (

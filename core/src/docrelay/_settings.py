@@ -275,7 +275,9 @@ class EngineSettings:
     request_deadline: float = _field(60.0, _POSITIVE)
     #: The longest wait docrelay accepts from a provider (Retry-After) or its own backoff.
     max_wait: float = _field(86400.0, _POSITIVE)
-    lease_seconds: float = _field(120.0, _POSITIVE)
+    #: At least half a second: the lease keeper renews every third of it, and a shorter lease
+    #: could run out between two beats while an answer comes in.
+    lease_seconds: float = _field(120.0, Spec("number", minimum=0.5))
     #: How long a provider stays paused after a config error (``None``: until a requeue).
     pause_seconds: float | None = _field(900.0, Spec("number", minimum=0, nullable=True))
     batch_size: int = _field(8, Spec("int", minimum=1, maximum=10_000))

@@ -11,7 +11,7 @@ import docrelay
 import docrelay_siesmart as plugin
 import pytest
 import requests
-from docrelay import DocState, Document, OutcomeKind
+from docrelay import ConfigError, DocState, Document, OutcomeKind
 from docrelay.sandbox import TokenIssuer
 from docrelay_siesmart.sandbox import SieSmartSandbox
 
@@ -460,19 +460,11 @@ def test_on_conflict_overwrite_resends_and_overwrites(
 
 
 def test_on_conflict_bad_value_is_a_config_error(tmp_path: Path, sandbox: SieSmartSandbox) -> None:
-    relay = make_relay(tmp_path, sandbox, on_conflict="merge")
-    try:
-        relay.submit(doc("p", "proposal", PROPOSAL))
-        relay.run_until_settled(timeout=10)
-        st = relay.status("p")
-        assert st.state == DocState.FAILED
-        assert st.outcome.kind == OutcomeKind.CONFIG_ERROR
-        assert st.outcome.message == (
-            "siesmart: on_conflict must be 'reject' or 'overwrite', not 'merge'"
-        )
-        assert effects(sandbox) == []
-    finally:
-        relay.close()
+    """A value outside 'reject'/'overwrite' is refused when the configuration loads, before
+    anything is sent (not at the first 412, pausing the provider mid-run)."""
+    with pytest.raises(ConfigError, match="on_conflict must be one of 'reject', 'overwrite'"):
+        make_relay(tmp_path, sandbox, on_conflict="merge")
+    assert effects(sandbox) == []
 
 
 def test_missing_if_match_without_foreign_change_is_retried(

@@ -74,12 +74,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "url_style",
         default="new",
+        choices=("new", "old"),
         help='"new": {base}/ebh/validations/{v}/...; "old" (deprecated by eBillingHub): '
         "{base}/validations/api/{v}/...",
     ),
     Setting(
         "api_version",
         default="v2",
+        choices=("v1", "v2"),
         help='"v1" (eSF 2.0.2, TimeEntryESF 2.0.1) or "v2" (eSF 3.1.2, TimeEntryESF 3.1.1).',
     ),
     Setting(

@@ -125,6 +125,7 @@ SETTINGS = (
     Setting(
         "on_conflict",
         "reject",
+        choices=("reject", "overwrite"),
         help="after a 412, when the proposal changed at SieSmart since the version docrelay "
         "knew: 'reject' (the document ends rejected: review and resubmit) or 'overwrite' "
         "(resend with the fresh ETag, replacing the other change)",
