@@ -188,7 +188,29 @@ class _Progress:
             self._progress.stop()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Usage errors (a missing option, an unknown command, a bad value) are one line on
+    stderr and exit code 2, as every other error: no "Usage:" block."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            _fail("interrupted", 130)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # `docrelay` alone: the help, as click prints it
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            _fail(exc.format_message() + hint)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -216,6 +238,19 @@ def _config(ctx: click.Context) -> Config:
 
 def _relay(config: Config) -> Relay:
     return Relay.from_config(config)
+
+
+def _stored_relay(config: Config, doc_ids: Sequence[str] = ()) -> Relay:
+    """A relay on a store that exists: commands that look at documents never create one
+    (a wrong working directory or ``[store] url`` would show an empty, fine-looking store)."""
+    path = config.store_url.removeprefix("sqlite://") if config.store_url.startswith(
+        "sqlite://") else ""  # fmt: skip
+    path = path[1:] if path.startswith("/") else path
+    if path and path != ":memory:" and not Path(path).exists():
+        what = f"no document {doc_ids[0]!r}: " if doc_ids else ""
+        raise ConfigError(f"{what}there is no store at {path!r} (check [store] url in the "
+                          "configuration and the working directory)")  # fmt: skip
+    return _relay(config)
 
 
 def _parse_meta(values: Sequence[str]) -> dict[str, str]:
@@ -357,11 +392,19 @@ def run(ctx: click.Context, provider: str | None, workers: int, until_idle: bool
         if provider:
             relay.host.provider(provider)
         if until_idle:
+            touched: set[str] = set()
+            relay.on_change(lambda rec, old, new: touched.add(rec.id))
             n = relay.run_until_idle(workers=workers, provider=provider)
             counts = relay.store.counts()
             err.print(f"processed {n} document(s); " + ", ".join(
                 f"{k} {v}" for k, v in sorted(counts.items())), markup=False)  # fmt: skip
-            return
+            # Exit 1 when a document this run handled ended rejected or failed (cron mails it).
+            ended = relay.statuses(ids=sorted(touched)) if touched else []
+            bad = [s.id for s in ended if s.state in (DocState.REJECTED, DocState.FAILED)]
+            if bad:
+                err.print(f"rejected or failed: {', '.join(bad)} (see `docrelay why ID`)",
+                          markup=False)  # fmt: skip
+            sys.exit(1 if bad else 0)
         stop = threading.Event()
 
         def _stop(signum: int, frame: object) -> None:
@@ -388,7 +431,7 @@ def status(
     as_json: bool,
 ) -> None:
     """Show documents and where they are."""
-    relay = _relay(_config(ctx))
+    relay = _stored_relay(_config(ctx), doc_ids)
     with relay:
         if doc_ids:
             statuses = [relay.status(i) for i in doc_ids]
@@ -453,7 +496,7 @@ def explain(relay: Relay, doc_id: str) -> dict[str, Any]:
 @_guard
 def why(ctx: click.Context, doc_id: str, as_json: bool) -> None:
     """Explain a document: every attempt and outcome, and the next step."""
-    relay = _relay(_config(ctx))
+    relay = _stored_relay(_config(ctx), [doc_id])
     with relay:
         data = explain(relay, doc_id)
     if as_json:
@@ -506,7 +549,7 @@ def why(ctx: click.Context, doc_id: str, as_json: bool) -> None:
 def requeue(ctx: click.Context, doc_id: str) -> None:
     """Send a failed, rejected, held or unknown document again (same key); resume its
     provider if it was paused."""
-    relay = _relay(_config(ctx))
+    relay = _stored_relay(_config(ctx), [doc_id])
     with relay:
         s = relay.requeue(doc_id)
     out.print(f"{s.id}: {s.state.value} (next attempt now)", markup=False)
