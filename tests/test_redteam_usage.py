@@ -372,3 +372,13 @@ def test_the_kit_refuses_overrides_that_hide_a_failure() -> None:
         pass
 
     assert TestChild.test_duplicate_answer_is_duplicate is not None
+
+
+@pytest.mark.parametrize("name", ["procuros", "econnect"])
+def test_new_plugin_refuses_the_name_of_an_installed_plugin(tmp_path: Path, name: str) -> None:
+    """``docrelay new-plugin procuros`` wrote ``docrelay-procuros`` with the entry point
+    ``procuros``: the tutorial's next step (``pip install -e``) replaces the shipped Procuros
+    plugin with the template's imaginary API. Now one line, exit 2, nothing written."""
+    line = one_error_line(run(["new-plugin", name], tmp_path))
+    assert "installed" in line, line
+    assert list(tmp_path.iterdir()) == []
