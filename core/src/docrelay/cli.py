@@ -240,19 +240,6 @@ def _relay(config: Config) -> Relay:
     return Relay.from_config(config)
 
 
-def _stored_relay(config: Config, doc_ids: Sequence[str] = ()) -> Relay:
-    """A relay on a store that exists: commands that look at documents never create one
-    (a wrong working directory or ``[store] url`` would show an empty, fine-looking store)."""
-    path = config.store_url.removeprefix("sqlite://") if config.store_url.startswith(
-        "sqlite://") else ""  # fmt: skip
-    path = path[1:] if path.startswith("/") else path
-    if path and path != ":memory:" and not Path(path).exists():
-        what = f"no document {doc_ids[0]!r}: " if doc_ids else ""
-        raise ConfigError(f"{what}there is no store at {path!r} (check [store] url in the "
-                          "configuration and the working directory)")  # fmt: skip
-    return _relay(config)
-
-
 def _parse_meta(values: Sequence[str]) -> dict[str, str]:
     meta = {}
     for v in values:
@@ -431,7 +418,7 @@ def status(
     as_json: bool,
 ) -> None:
     """Show documents and where they are."""
-    relay = _stored_relay(_config(ctx), doc_ids)
+    relay = _relay(_config(ctx))
     with relay:
         if doc_ids:
             statuses = [relay.status(i) for i in doc_ids]
@@ -496,7 +483,7 @@ def explain(relay: Relay, doc_id: str) -> dict[str, Any]:
 @_guard
 def why(ctx: click.Context, doc_id: str, as_json: bool) -> None:
     """Explain a document: every attempt and outcome, and the next step."""
-    relay = _stored_relay(_config(ctx), [doc_id])
+    relay = _relay(_config(ctx))
     with relay:
         data = explain(relay, doc_id)
     if as_json:
@@ -549,7 +536,7 @@ def why(ctx: click.Context, doc_id: str, as_json: bool) -> None:
 def requeue(ctx: click.Context, doc_id: str) -> None:
     """Send a failed, rejected, held or unknown document again (same key); resume its
     provider if it was paused."""
-    relay = _stored_relay(_config(ctx), [doc_id])
+    relay = _relay(_config(ctx))
     with relay:
         s = relay.requeue(doc_id)
     out.print(f"{s.id}: {s.state.value} (next attempt now)", markup=False)
