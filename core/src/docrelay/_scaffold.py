@@ -44,7 +44,29 @@ def validate_name(name: str) -> str:
         )
     if keyword.iskeyword(name) or name in _RESERVED:
         raise ConfigError(f"invalid plugin name {name!r}: it is reserved; choose another")
+    _refuse_installed(name)
     return name
+
+
+def _refuse_installed(name: str) -> None:
+    """A name an installed plugin already has: installing the generated distribution
+    (``docrelay-NAME``, entry point ``NAME``) would replace or shadow that plugin."""
+    from importlib import metadata
+
+    dist = f"docrelay-{name.replace('_', '-')}"
+    taken = {ep.name for ep in metadata.entry_points(group="docrelay.plugins")}
+    try:
+        metadata.distribution(dist)
+    except metadata.PackageNotFoundError:
+        installed = False
+    else:
+        installed = True
+    if name in taken or installed:
+        raise ConfigError(
+            f"invalid plugin name {name!r}: an installed plugin is already called {name} "
+            f"(or the distribution {dist} is installed); installing this one would replace "
+            "it: choose another name"
+        )
 
 
 def _renamer(name: str) -> tuple[re.Pattern[str], dict[str, str]]:

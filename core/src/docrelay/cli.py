@@ -188,7 +188,29 @@ class _Progress:
             self._progress.stop()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Usage errors (a missing option, an unknown command, a bad value) are one line on
+    stderr and exit code 2, as every other error: no "Usage:" block."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            _fail("interrupted", 130)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # `docrelay` alone: the help, as click prints it
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            _fail(exc.format_message() + hint)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -357,11 +379,19 @@ def run(ctx: click.Context, provider: str | None, workers: int, until_idle: bool
         if provider:
             relay.host.provider(provider)
         if until_idle:
+            touched: set[str] = set()
+            relay.on_change(lambda rec, old, new: touched.add(rec.id))
             n = relay.run_until_idle(workers=workers, provider=provider)
             counts = relay.store.counts()
             err.print(f"processed {n} document(s); " + ", ".join(
                 f"{k} {v}" for k, v in sorted(counts.items())), markup=False)  # fmt: skip
-            return
+            # Exit 1 when a document this run handled ended rejected or failed (cron mails it).
+            ended = relay.statuses(ids=sorted(touched)) if touched else []
+            bad = [s.id for s in ended if s.state in (DocState.REJECTED, DocState.FAILED)]
+            if bad:
+                err.print(f"rejected or failed: {', '.join(bad)} (see `docrelay why ID`)",
+                          markup=False)  # fmt: skip
+            sys.exit(1 if bad else 0)
         stop = threading.Event()
 
         def _stop(signum: int, frame: object) -> None:
