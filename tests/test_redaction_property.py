@@ -45,7 +45,17 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
+from docrelay._redact import secrets_scope
 from test_redaction import SAMPLE, load_echo
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_secrets_of_each_test() -> Iterator[None]:
+    """These tests register hundreds of odd secrets; later tests in the same worker must not
+    pay for them in every redact() call."""
+    with secrets_scope():
+        yield
+
 
 ENGINE = {"max_attempts": 2, "retry_wait_initial": 0.01, "retry_wait_max": 0.02,
           "deferral_initial": 0.01, "inprocess_attempts": 1}  # fmt: skip

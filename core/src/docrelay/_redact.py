@@ -9,12 +9,13 @@ their own.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -188,6 +189,20 @@ def _register_form(value: str) -> None:
         # Longest first, so a secret containing another is masked whole.
         _compiled = tuple(sorted((*_compiled, entry), key=lambda s: s.length, reverse=True))
         _b64_cores = tuple(dict.fromkeys(c for s in _compiled for c in s.b64))
+
+
+@contextlib.contextmanager
+def secrets_scope() -> Iterator[None]:
+    """Forget, on leaving, the secrets registered inside (tests that register many: the
+    registry lives as long as the process, and every :func:`redact` looks at each one)."""
+    global _secrets, _compiled, _b64_cores
+    with _lock:
+        saved = (_secrets, _compiled, _b64_cores)
+    try:
+        yield
+    finally:
+        with _lock:
+            _secrets, _compiled, _b64_cores = saved
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
