@@ -23,6 +23,22 @@ def _drain(relay: Relay, stop: threading.Event) -> None:
         stop.wait(0.05)
 
 
+def _race(first: Relay, second: Relay, sbx: AcmeSandbox, acme: Any) -> None:
+    """*first* delivers in a thread; once its request is at the sandbox, *second* keeps
+    claiming due documents (a second live worker) until *first* is done."""
+    stop = threading.Event()
+    worker = threading.Thread(target=first.run_until_idle)
+    worker.start()
+    deadline = time.monotonic() + 0.5
+    while not acme.posts(sbx) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rival = threading.Thread(target=_drain, args=(second, stop))
+    rival.start()
+    worker.join(timeout=30)
+    stop.set()
+    rival.join(timeout=30)
+
+
 def test_a_dripping_answer_is_never_sent_twice_by_a_second_live_worker(
     make_relay: MakeRelay, make_sandbox: Callable[..., AcmeSandbox], acme: Any
 ) -> None:
@@ -35,17 +51,7 @@ def test_a_dripping_answer_is_never_sent_twice_by_a_second_live_worker(
     second = make_relay(sbx, engine=engine)
     first.submit(acme.doc("inv-1"))
 
-    stop = threading.Event()
-    worker = threading.Thread(target=first.run_until_idle)
-    worker.start()
-    deadline = time.monotonic() + 0.5
-    while not acme.posts(sbx) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    rival = threading.Thread(target=_drain, args=(second, stop))
-    rival.start()
-    worker.join(timeout=30)
-    stop.set()
-    rival.join(timeout=30)
+    _race(first, second, sbx, acme)
 
     assert len(acme.posts(sbx)) == 1, [r["status"] for r in acme.posts(sbx)]
     st = first.status("inv-1")
@@ -173,17 +179,7 @@ def test_an_answer_that_comes_after_the_lease_ran_out_is_kept(
     second = make_relay(sbx, engine=engine)
     first.submit(acme.doc("inv-1"))
 
-    stop = threading.Event()
-    worker = threading.Thread(target=first.run_until_idle)
-    worker.start()
-    deadline = time.monotonic() + 0.5
-    while not acme.posts(sbx) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    rival = threading.Thread(target=_drain, args=(second, stop))
-    rival.start()
-    worker.join(timeout=30)
-    stop.set()
-    rival.join(timeout=30)
+    _race(first, second, sbx, acme)
 
     sends = [a for a in second.history("inv-1") if a.action == "send"]
     assert 200 in [a.status for a in sends], [(a.status, a.outcome) for a in sends]
