@@ -5,6 +5,7 @@ store's bytes."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -130,35 +132,16 @@ def test_a_secret_cut_in_half_by_a_plugin_leaks_no_prefix(tmp_path: Path) -> Non
     """A provider echoes the client secret in a 400 where the plugin cuts its message
     (eConnect keeps 500 characters): the core masks secrets in every answer before any
     plugin reads it, so not even the first half of the secret is stored or shown."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     secret = f"cut-{uuid.uuid4().hex}"
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            return
+    def answer(path: str, headers: Mapping[str, str]) -> tuple[int, Any]:
+        if path.endswith("/token"):
+            return 200, {"access_token": f"tok-{uuid.uuid4().hex}", "expires_in": 3600}
+        # the cut at 499 characters falls in the middle of the secret
+        return 400, {"message": "x" * 480 + secret + " and more"}
 
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.path.endswith("/token"):
-                body = json.dumps({"access_token": f"tok-{uuid.uuid4().hex}",
-                                   "expires_in": 3600}).encode()  # fmt: skip
-                status = 200
-            else:
-                # the cut at 499 characters falls in the middle of the secret
-                body = json.dumps({"message": "x" * 480 + secret + " and more"}).encode()
-                status = 400
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
     db = tmp_path / "cut.db"
-    try:
+    with json_server(answer) as url:
         settings = {"base_url": url, "token_url": f"{url}/token", "client_id": "client-1",
                     "party_id": "NL:KVK:12345678", "client_secret": secret}  # fmt: skip
         with Relay(f"sqlite:///{db}", providers={"econnect": settings}, engine=ENGINE) as relay:
@@ -170,9 +153,6 @@ def test_a_secret_cut_in_half_by_a_plugin_leaks_no_prefix(tmp_path: Path) -> Non
             [status] = settle(relay, ["cut-1"], timeout=20)
             text = repr(status) + json.dumps(status.to_dict(), default=str)
             text += repr(relay.history("cut-1"))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert status.state.value == "rejected", status
     half = secret[: len(secret) // 2]
     assert half not in text
@@ -184,41 +164,24 @@ def test_a_token_endpoint_that_issues_the_same_token_again_still_works(tmp_path:
     second relay in the same process, where the token is already a registered secret) must
     get the token itself, not a masked one: answers are scrubbed of secrets, but a token
     endpoint's good answer is the token."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     token = f"same-token-{uuid.uuid4().hex}"
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            return
+    def answer(path: str, headers: Mapping[str, str]) -> tuple[int, Any]:
+        if path.endswith("/token"):
+            return 200, {"access_token": token, "expires_in": 3600}
+        if headers.get("Authorization") == f"Bearer {token}":
+            return 200, {"documentId": "x"}
+        return 401, {"message": "no valid bearer token"}
 
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.path.endswith("/token"):
-                status, body = 200, json.dumps({"access_token": token, "expires_in": 3600})
-            elif self.headers.get("Authorization") == f"Bearer {token}":
-                status, body = 200, json.dumps({"documentId": "x"})
-            else:
-                status, body = 401, json.dumps({"message": "no valid bearer token"})
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    settings = {
-        "base_url": url,
-        "token_url": f"{url}/token",
-        "client_id": "client-1",
-        "party_id": "NL:KVK:12345678",
-        "client_secret": f"cs-{uuid.uuid4().hex}",
-    }
     states = []
-    try:
+    with json_server(answer) as url:
+        settings = {
+            "base_url": url,
+            "token_url": f"{url}/token",
+            "client_id": "client-1",
+            "party_id": "NL:KVK:12345678",
+            "client_secret": f"cs-{uuid.uuid4().hex}",
+        }
         from docrelay import Document
 
         for n in (1, 2):
@@ -230,7 +193,35 @@ def test_a_token_endpoint_that_issues_the_same_token_again_still_works(tmp_path:
                                       content_type="application/xml"))  # fmt: skip
                 [status] = settle(relay, [f"same-{n}"], timeout=20)
                 states.append(status.state.value)
+    assert states == ["delivered", "delivered"], states
+
+
+@contextlib.contextmanager
+def json_server(
+    answer: Callable[[str, Mapping[str, str]], tuple[int, Any]],
+) -> Iterator[str]:
+    """A loopback server whose every POST gets ``answer(path, headers)`` as JSON; yields its
+    base URL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, data = answer(self.path, self.headers)
+            body = json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
-    assert states == ["delivered", "delivered"], states
