@@ -130,8 +130,8 @@ def test_fault_batch_leaks_no_secret(
 def test_store_redacts_every_outcome_field(tmp_path: Path) -> None:
     """Direct check of the store: an outcome carrying a registered secret in any text field."""
     from docrelay._models import Attempt, Outcome
-    from docrelay._store import Transition
     from docrelay._redact import register_secret
+    from docrelay._store import Transition
 
     secret = "outcome-field-secret-4411"
     register_secret(secret)
