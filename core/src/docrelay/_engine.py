@@ -654,47 +654,15 @@ class Engine:
             outcome=outcome,
             attempt=attempt,
         )
-        if kind in (OutcomeKind.DELIVERED, OutcomeKind.DUPLICATE, OutcomeKind.NO_ACTION):
-            new = DocState(kind.value)
-            reason = {
-                OutcomeKind.DELIVERED: "delivered",
-                OutcomeKind.DUPLICATE: "the provider already had it (counts as delivered)",
-                OutcomeKind.NO_ACTION: "accepted by the provider, not forwarded",
-            }[kind] + with_warnings(outcome)
-            if kind == OutcomeKind.DUPLICATE and outcome.message:
-                reason += f": {outcome.message}"[:300]
-            rec = self._set(
-                record, owner, attrs.evolve(base, state=new, reason=reason, next_at=None)
-            )
-            self.store.wake_held(record.provider, now)
-            return rec
-        if kind == OutcomeKind.ACCEPTED:
-            if rt.info.async_validation == "poll":
-                wait = outcome.wait if outcome.wait is not None else s.poll_initial
-                t = attrs.evolve(
-                    base,
-                    next_at=now + wait,
-                    polls=0,
-                    reason="accepted; validation pending, polling",
-                )
+        answered = _answered(base, record, outcome, rt, s, now)
+        if answered is not None:
+            rec = self._set(record, owner, answered)
+            if rec.state == DocState.ACCEPTED:
+                return self._apply_pending(rec)
+            if rec.state == DocState.REJECTED:
+                self._on_failure(rec, ctx, hooks, outcome)
             else:
-                t = attrs.evolve(
-                    base,
-                    next_at=now + s.notification_timeout,
-                    reason="accepted; waiting for the provider's notification",
-                )
-            rec = self._set(record, owner, attrs.evolve(t, state=DocState.ACCEPTED))
-            return self._apply_pending(rec)
-        if kind == OutcomeKind.REJECTED:
-            t = attrs.evolve(
-                base,
-                state=DocState.REJECTED,
-                next_at=None,
-                failures=record.failures + 1,
-                reason=_rejection_reason(outcome),
-            )
-            rec = self._set(record, owner, t)
-            self._on_failure(rec, ctx, hooks, outcome)
+                self.store.wake_held(record.provider, now)
             return rec
         if kind == OutcomeKind.CONFIG_ERROR:
             until = now + s.pause_seconds if s.pause_seconds is not None else None
@@ -899,30 +867,9 @@ class Engine:
                 return self._apply_pending(self._set(record, owner, Transition(), quiet=True))
             t = Transition(next_at=None, reason=overdue_reason(s.notification_timeout))
             return self._set(record, owner, t, quiet=True)
-        number = self.store.next_attempt_number(record.id)
-        started = now
-        try:
-            outcome = hooks.poll_status(record.document, ctx)
-        except OutcomeError as exc:
-            outcome = exc.outcome
-        except TransportFailure as exc:
-            outcome = Outcome(
-                kind=OutcomeKind.RETRY, message=exc.error.message, rule="poll:transport"
-            )
-        if outcome is None:
-            outcome = Outcome(kind=OutcomeKind.ACCEPTED, message="no poll answer")
-        outcome = redact_outcome(outcome)
-        attempt = Attempt(
-            doc_id=record.id,
-            number=number,
-            revision=record.document.revision,
-            key=record.key,
-            action="poll",
-            started_at=started,
-            status=outcome.status,
-            outcome=outcome,
-            duration=self.clock() - started,
-        )
+        attempt = self._poll_once(record, ctx, hooks)
+        outcome = attempt.outcome
+        assert outcome is not None
         polls = record.polls + 1
         if outcome.kind == OutcomeKind.RETRY and outcome.resend:
             t = Transition(
@@ -964,6 +911,33 @@ class Engine:
             return self._set(record, owner, t, quiet=True)
         return self._finish(
             attrs.evolve(record, polls=polls), owner, ctx, hooks, rt, outcome, attempt
+        )
+
+    def _poll_once(self, record: Record, ctx: Context, hooks: ProviderHooks) -> Attempt:
+        """Ask the provider how the validation stands: the poll attempt, with its outcome."""
+        number = self.store.next_attempt_number(record.id)
+        started = self.clock()
+        try:
+            outcome = hooks.poll_status(record.document, ctx)
+        except OutcomeError as exc:
+            outcome = exc.outcome
+        except TransportFailure as exc:
+            outcome = Outcome(
+                kind=OutcomeKind.RETRY, message=exc.error.message, rule="poll:transport"
+            )
+        if outcome is None:
+            outcome = Outcome(kind=OutcomeKind.ACCEPTED, message="no poll answer")
+        outcome = redact_outcome(outcome)
+        return Attempt(
+            doc_id=record.id,
+            number=number,
+            revision=record.document.revision,
+            key=record.key,
+            action="poll",
+            started_at=started,
+            status=outcome.status,
+            outcome=outcome,
+            duration=self.clock() - started,
         )
 
     def _apply_pending(self, rec: Record) -> Record:
@@ -1025,6 +999,45 @@ class Engine:
         else:
             self.store.wake_held(rec.provider, self.clock())
         return out
+
+
+def _answered(
+    base: Transition,
+    record: Record,
+    outcome: Outcome,
+    rt: ProviderRuntime,
+    s: EngineSettings,
+    now: float,
+) -> Transition | None:
+    """The transition of a provider's answer that settles the round (delivered, duplicate,
+    no action, accepted, rejected); ``None`` for the others (deferred or failed)."""
+    kind = outcome.kind
+    if kind in (OutcomeKind.DELIVERED, OutcomeKind.DUPLICATE, OutcomeKind.NO_ACTION):
+        reason = {
+            OutcomeKind.DELIVERED: "delivered",
+            OutcomeKind.DUPLICATE: "the provider already had it (counts as delivered)",
+            OutcomeKind.NO_ACTION: "accepted by the provider, not forwarded",
+        }[kind] + with_warnings(outcome)
+        if kind == OutcomeKind.DUPLICATE and outcome.message:
+            reason += f": {outcome.message}"[:300]
+        return attrs.evolve(base, state=DocState(kind.value), reason=reason, next_at=None)
+    if kind == OutcomeKind.ACCEPTED:
+        if rt.info.async_validation == "poll":
+            wait = outcome.wait if outcome.wait is not None else s.poll_initial
+            when, reason = now + wait, "accepted; validation pending, polling"
+            return attrs.evolve(base, state=DocState.ACCEPTED, next_at=when, polls=0, reason=reason)
+        when = now + s.notification_timeout
+        reason = "accepted; waiting for the provider's notification"
+        return attrs.evolve(base, state=DocState.ACCEPTED, next_at=when, reason=reason)
+    if kind == OutcomeKind.REJECTED:
+        return attrs.evolve(
+            base,
+            state=DocState.REJECTED,
+            next_at=None,
+            failures=record.failures + 1,
+            reason=_rejection_reason(outcome),
+        )
+    return None
 
 
 def with_warnings(outcome: Outcome) -> str:

@@ -1,7 +1,8 @@
 """The state store: a typed interface (:class:`Store`, :class:`Record`, :class:`Transition`)
 and one SQL implementation shared by the SQLite and PostgreSQL backends.
 
-Modules, one job each: ``records`` (the typed values), ``base`` (the interface), ``schema``,
+The typed values live in :mod:`docrelay._records` (shared with the lifecycle rules).
+Modules, one job each: ``base`` (the interface), ``schema``,
 ``sql`` (dialect, transactions, rows), ``documents``, ``claims`` (claims and leases),
 ``transitions``, ``notes`` (notifications), ``limits`` (pauses, rate slots, tokens),
 ``owners`` (lease owners), ``shared`` (the SQL store), ``sqlite``, ``postgres``. The

@@ -103,7 +103,8 @@ class Store(abc.ABC):
     ) -> Record:
         """Change a document by column names (repairs, tests): :meth:`apply` of
         :meth:`Transition.from_columns`, then read back."""
-        self.apply(doc_id, owner, Transition.from_columns(changes), now or time.time())
+        when = time.time() if now is None else now
+        self.apply(doc_id, owner, Transition.from_columns(changes), when)
         rec = self.get(doc_id)
         assert rec is not None
         return rec
