@@ -131,6 +131,7 @@ def test_store_redacts_every_outcome_field(tmp_path: Path) -> None:
     """Direct check of the store: an outcome carrying a registered secret in any text field."""
     from docrelay._models import Attempt, Outcome
     from docrelay._redact import register_secret
+    from docrelay._store import Transition
 
     secret = "outcome-field-secret-4411"
     register_secret(secret)
@@ -143,7 +144,8 @@ def test_store_redacts_every_outcome_field(tmp_path: Path) -> None:
             outcome = Outcome(kind=OutcomeKind.REJECTED, **{field: f"x {secret} y"})
             attempt = Attempt(doc_id="o-1", number=1, revision=doc.revision, key="k",
                               action="send", started_at=0.0, outcome=outcome)  # fmt: skip
-            relay.store.update("o-1", None, {"outcome": outcome}, attempt=attempt)
+            change = Transition(outcome=outcome, attempt=attempt)
+            relay.store.apply("o-1", None, change, 0.0)
             dumped = json.dumps(relay.store.history("o-1")[0].outcome.to_dict())
             stored = relay.store.get("o-1")
             assert stored is not None

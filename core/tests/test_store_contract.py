@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 from docrelay import DocState, Document, Outcome, OutcomeKind
 from docrelay._models import Attempt
-from docrelay._store import SCHEMA_VERSION, LeaseLost, Store, open_store
+from docrelay._store import SCHEMA_VERSION, LeaseLost, Store, Transition, open_store
 from docrelay.exceptions import DocumentError, NotFoundError, SchemaTooNewError, StoreError
 
 PG_URL = os.environ.get("DOCRELAY_TEST_PG_URL", "")
@@ -298,13 +298,15 @@ def test_update_rules(store: Store) -> None:
 def test_expect_state(store: Store) -> None:
     store.submit(doc(1), T0)
     store.update("doc-1", None, {"state": "accepted"})
+    delivered = Transition(state=DocState.DELIVERED, release=False)
     with pytest.raises(LeaseLost):
-        store.update("doc-1", None, {"state": "delivered"}, now=T0, expect_state="queued")
+        store.apply("doc-1", None, delivered, T0, expect_state="queued")
     (_r,) = store.claim("w", T0, 30.0, 1)
     with pytest.raises(LeaseLost):  # leased: the worker will apply it
-        store.update("doc-1", None, {"state": "delivered"}, now=T0 + 1, expect_state="accepted")
-    rec = store.update("doc-1", None, {"state": "delivered"}, now=T0 + 31,
-                       expect_state="accepted")  # fmt: skip
+        store.apply("doc-1", None, delivered, T0 + 1, expect_state="accepted")
+    store.apply("doc-1", None, delivered, T0 + 31, expect_state="accepted")
+    rec = store.get("doc-1")
+    assert rec is not None
     assert rec.state == DocState.DELIVERED
 
 
@@ -393,11 +395,12 @@ def test_history_and_attempt_numbers(store: Store) -> None:
     store.submit(doc(1), T0)
     assert store.next_attempt_number("doc-1") == 1
     assert store.history("doc-1") == []
-    store.update("doc-1", None, {"state": "sending"}, attempt=attempt("doc-1", 1))
+    store.apply("doc-1", None, Transition(state=DocState.SENDING, attempt=attempt("doc-1", 1)), T0)
     done = attempt("doc-1", 1, status=200, duration=0.5,
                    outcome=Outcome(kind=OutcomeKind.DELIVERED, status=200))  # fmt: skip
-    store.update("doc-1", None, {"state": "delivered"}, attempt=done)  # replaces attempt 1
-    store.update("doc-1", None, {}, attempt=attempt("doc-1", 2, action="poll", started_at=T0 + 1))
+    store.apply("doc-1", None, Transition(state=DocState.DELIVERED, attempt=done), T0)  # replaces 1
+    poll = attempt("doc-1", 2, action="poll", started_at=T0 + 1)
+    store.apply("doc-1", None, Transition(attempt=poll), T0 + 1)
     hist = store.history("doc-1")
     assert [(a.number, a.action, a.status) for a in hist] == [(1, "send", 200), (2, "poll", None)]
     assert hist[0].outcome is not None
@@ -797,9 +800,12 @@ def test_sqlite_token_fetch_lease_of_a_dead_worker_is_taken_over(tmp_path: Path)
         s.close()
 
 
-@pytest.mark.postgres
-def test_heartbeat_keeps_live_leases_only(pg: PostgresBackend) -> None:
-    s = pg.open(heartbeat=0.1)
+def test_lease_keeper_keeps_live_leases_only(backend: Backend) -> None:
+    """The one lease keeper (both backends): extends held leases in one statement per owner,
+    never a released one; once the worker stops (a dead worker), the lease expires."""
+    from docrelay._leases import LeaseKeeper
+
+    s = backend.open(heartbeat=0.1) if isinstance(backend, PostgresBackend) else backend.open()
     try:
         now = time.time()
         s.submit_many([doc(1), doc(2)], now)
@@ -807,9 +813,10 @@ def test_heartbeat_keeps_live_leases_only(pg: PostgresBackend) -> None:
         assert len(claimed) == 2
         first_until = claimed[0].lease_until
         assert first_until is not None
+        keeper = LeaseKeeper(s, 0.6)
+        keeper.hold("w-alive", ["doc-1", "doc-2"])
         # doc-2 finishes: its lease is released and must not be extended.
-        s.update("doc-2", "w-alive", {"state": "delivered", "lease_owner": None,
-                                      "lease_until": None, "next_attempt_at": None})  # fmt: skip
+        s.apply("doc-2", "w-alive", Transition(state=DocState.DELIVERED, next_at=None), now)
         time.sleep(1.2)
         r1, r2 = s.get("doc-1"), s.get("doc-2")
         assert r1 is not None
@@ -821,16 +828,76 @@ def test_heartbeat_keeps_live_leases_only(pg: PostgresBackend) -> None:
         assert r1.next_attempt_at == r1.lease_until
         assert r2.lease_until is None
         assert r2.next_attempt_at is None
+        assert not keeper.holds("doc-2")
+        with pytest.raises(LeaseLost):
+            keeper.renew("doc-2", "w-alive")
+        keeper.release("doc-1")
     finally:
         s.close()
-    # A closed store (a dead worker) no longer extends: the lease expires and is recovered.
+    # A worker that stopped no longer extends: the lease expires and is recovered.
     time.sleep(0.8)
-    other = pg.open()
+    other = backend.open()
     try:
         got = other.claim("w-other", time.time(), 30.0, 5)
         assert [r.id for r in got] == ["doc-1"]
     finally:
         other.close()
+
+
+def test_apply_many_is_one_transaction_and_reports_lost_leases(store: Store) -> None:
+    """Group commit groundwork: the intents of a claimed batch in one transaction; a change
+    whose lease is gone is not applied and is reported, the others are."""
+    store.submit_many([doc(1), doc(2), doc(3)], T0)
+    claimed = store.claim("w1", T0, 30.0, 2)
+    assert [r.id for r in claimed] == ["doc-1", "doc-2"]
+    intent = Transition(state=DocState.SENDING, key="K", reason="in flight", release=False)
+    lost = store.apply_many(
+        [("doc-1", "w1", intent), ("doc-2", "w1", intent), ("doc-3", "w1", intent)], T0 + 1
+    )
+    assert lost == ["doc-3"]
+    got = {r.id: r for r in store.select()}
+    assert [got[i].state for i in ("doc-1", "doc-2", "doc-3")] == [
+        DocState.SENDING,
+        DocState.SENDING,
+        DocState.QUEUED,
+    ]
+    assert got["doc-1"].lease_owner == "w1"  # release=False keeps the lease
+    assert got["doc-1"].key == "K"
+    assert store.apply_many([], T0) == []
+
+
+def test_transition_applied_matches_the_stored_record(store: Store) -> None:
+    """:meth:`Transition.applied` is what the store holds after :meth:`Store.apply` (the
+    engine does not read the record back)."""
+    store.submit(doc(1), T0)
+    (rec,) = store.claim("w", T0, 30.0, 1)
+    t = Transition(
+        state=DocState.RETRY_WAIT,
+        reason="later",
+        next_at=T0 + 60,
+        outcome=Outcome(kind=OutcomeKind.RETRY, status=503),
+        attempts=1,
+        provider_state={"etag": "E"},
+        first_attempt_at=T0,
+    )
+    store.apply("doc-1", "w", t, T0 + 1)
+    assert store.get("doc-1") == t.applied(rec, T0 + 1)
+
+
+def test_requeue_rules_live_in_the_lifecycle(store: Store) -> None:
+    from docrelay import _lifecycle
+
+    store.submit(doc(1), T0)
+    store.update("doc-1", None, {"state": "failed", "next_attempt_at": None, "attempts": 3})
+    rec = store.get("doc-1")
+    assert rec is not None
+    t = _lifecycle.requeue(rec, "doc-1", T0 + 5)
+    assert t.state == DocState.QUEUED
+    assert t.attempts == 0
+    assert store.requeue("doc-1", T0 + 5) == t.applied(rec, T0 + 5)
+    store.update("doc-1", None, {"state": "delivered"})
+    with pytest.raises(DocumentError):
+        _lifecycle.requeue(store.get("doc-1"), "doc-1", T0 + 6)
 
 
 @pytest.mark.postgres

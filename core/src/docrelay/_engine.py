@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import attrs
 import stamina
@@ -44,7 +43,7 @@ from ._models import (
 from ._notify import overdue_reason
 from ._redact import redact, redact_outcome, register_secret
 from ._settings import EngineSettings, ProviderRuntime
-from ._store import LeaseLost, Record, Store, process_identity
+from ._store import KEEP, LeaseLost, Record, Store, Transition, process_identity
 from ._transport import Transport
 from .exceptions import ConfigError, DocumentError, OutcomeError
 
@@ -187,7 +186,7 @@ class Engine:
         if bucket is not None and rt.rate is not None:
             self.limiter.wait(bucket, rt.rate, self.clock)
         if lease is not None:
-            self.store.extend_lease(lease[0], lease[1], self.clock() + self.settings.lease_seconds)
+            self.leases.renew(lease[0], lease[1])
         return self.transport.send(rt, request)
 
     def context(self, rt: ProviderRuntime, record: Record | None = None) -> Context:
@@ -275,7 +274,7 @@ class Engine:
                 attempts=attempts,
                 first_attempt_at=current.first_attempt_at or attempt.started_at,
             )
-            base = {"attempts": attempts, "first_attempt_at": current.first_attempt_at}
+            base = Transition(attempts=attempts, first_attempt_at=current.first_attempt_at)
             if attempts >= self.settings.max_attempts:
                 why = f"internal error in {attempts} attempts ({what})"
                 self._fail(current, owner, ctx, hooks, outcome, why, attempt, base)
@@ -284,19 +283,12 @@ class Engine:
                 # The provider has the document (a poll or a hold check broke): never send
                 # it again; look again later, within the budget, keeping its outcome.
                 wait = min(self.settings.max_wait, self.settings.deferral_initial)
-                self.store.update(
-                    record.id,
-                    owner,
-                    {
-                        **base,
-                        "lease_owner": None,
-                        "lease_until": None,
-                        "next_attempt_at": self.clock() + wait,
-                        "reason": f"accepted; internal error while checking on it ({what}); "
-                        f"checked again in {wait:.0f} s",
-                    },
-                    attempt=attempt,
+                reason = (
+                    f"accepted; internal error while checking on it ({what}); "
+                    f"checked again in {wait:.0f} s"
                 )
+                t = attrs.evolve(base, next_at=self.clock() + wait, reason=reason, attempt=attempt)
+                self._set(current, owner, t, quiet=True)
                 return
             target = (
                 DocState.UNKNOWN
@@ -312,15 +304,9 @@ class Engine:
         self, record: Record, owner: str, reason: str | None, delay: float | None = None
     ) -> None:
         wait = self.settings.deferral_initial if delay is None else delay
-        changes: dict[str, Any] = {
-            "lease_owner": None,
-            "lease_until": None,
-            "next_attempt_at": self.clock() + wait,
-        }
-        if reason is not None:
-            changes["reason"] = reason
+        t = Transition(next_at=self.clock() + wait, reason=KEEP if reason is None else reason)
         try:
-            self.store.write(record.id, owner, changes)
+            self._set(record, owner, t, quiet=True)
         except Exception:
             log.exception("could not release %s", record.id)
 
@@ -331,46 +317,21 @@ class Engine:
         now = self.clock()
         state = record.state
         if rt.settings.get("enabled") is False:
-            return self._set(
-                record,
-                owner,
-                ctx,
-                state,
-                None,
-                {
-                    "next_attempt_at": None,
-                    "lease_owner": None,
-                    "lease_until": None,
-                    "reason": f"provider {rt.info.name} is disabled in the configuration",
-                },
-            )
+            why = f"provider {rt.info.name} is disabled in the configuration"
+            return self._set(record, owner, Transition(next_at=None, reason=why))
         if state == DocState.ACCEPTED:
             return self._poll(record, owner, ctx, hooks, rt)
         if state in FINAL_STATES:
             # Never sent again: clear a stray lease and stop.
-            return self.store.update(
-                record.id,
-                owner,
-                {"next_attempt_at": None, "lease_owner": None, "lease_until": None},
-            )
+            return self._set(record, owner, Transition(next_at=None), quiet=True)
         if record.first_attempt_at and now - record.first_attempt_at > self.settings.max_age:
             return self._fail(record, owner, ctx, hooks, record.outcome, "time budget spent")
         if hooks.implements("hold"):
             reason = hooks.hold(record.document, ctx)
             if reason:
-                return self._set(
-                    record,
-                    owner,
-                    ctx,
-                    DocState.HELD,
-                    None,
-                    {
-                        "reason": reason,
-                        "next_attempt_at": now + self.settings.held_recheck,
-                        "lease_owner": None,
-                        "lease_until": None,
-                    },
-                )
+                when = now + self.settings.held_recheck
+                t = Transition(state=DocState.HELD, reason=reason, next_at=when)
+                return self._set(record, owner, t)
         if state in (DocState.SENDING, DocState.UNKNOWN):
             # The previous request may have taken effect: look it up or resend with the key.
             resolved = self._resolve_unknown(record, owner, ctx, hooks, rt)
@@ -427,7 +388,8 @@ class Engine:
             return self._park_unknown(record, owner, ctx, record.outcome, attempt)
         if outcome.kind == OutcomeKind.RETRY:
             # Certainly not at the provider: record the lookup, then send again.
-            self.store.write(record.id, owner, {"provider_state": ctx.state}, attempt=attempt)
+            t = Transition(provider_state=ctx.state, attempt=attempt, release=False)
+            self._set(record, owner, t, quiet=True)
             return None
         if outcome.kind == OutcomeKind.UNKNOWN:
             return self._park_unknown(record, owner, ctx, outcome, attempt)
@@ -447,15 +409,10 @@ class Engine:
             "outcome unknown and the provider cannot deduplicate: check the document at the "
             "provider, then `docrelay requeue` to send it again"
         )
-        return self._set(
-            record,
-            owner,
-            ctx,
-            DocState.UNKNOWN,
-            outcome,
-            {"reason": reason, "next_attempt_at": None, "lease_owner": None, "lease_until": None},
-            attempt,
+        t = Transition(
+            state=DocState.UNKNOWN, outcome=outcome, reason=reason, next_at=None, attempt=attempt
         )
+        return self._set(record, owner, t)
 
     def _ensure_key(self, record: Record, ctx: Context, hooks: ProviderHooks) -> str:
         if ctx.key is not None:
@@ -582,17 +539,15 @@ class Engine:
         first_attempt_at: float | None,
     ) -> None:
         """Store an attempt that will be retried in process (the state stays ``sending``)."""
-        self.store.write(
-            record.id,
-            owner,
-            {
-                "attempts": attempts,
-                "provider_state": ctx.state,
-                "outcome": attempt.outcome,
-                "first_attempt_at": first_attempt_at,
-            },
+        t = Transition(
+            attempts=attempts,
+            provider_state=ctx.state,
+            outcome=attempt.outcome,
+            first_attempt_at=first_attempt_at,
             attempt=attempt,
+            release=False,
         )
+        self._set(record, owner, t, quiet=True)
 
     def _send_once(
         self,
@@ -641,19 +596,17 @@ class Engine:
         started = self.clock()
         base = attrs.evolve(base, started_at=started, request=request.summary())
         # Invariant 2: the key and the intent are committed before the request leaves.
-        self.store.write(
-            doc.id,
-            owner,
-            {
-                "state": DocState.SENDING.value,
-                "key": key,
-                "key_revision": doc.revision,
-                "provider_state": ctx.state,
-                "first_attempt_at": first_attempt_at or started,
-                "reason": f"attempt {number} in flight",
-            },
+        intent = Transition(
+            state=DocState.SENDING,
+            key=key,
+            key_revision=doc.revision,
+            provider_state=ctx.state,
+            first_attempt_at=first_attempt_at or started,
+            reason=f"attempt {number} in flight",
             attempt=base,
+            release=False,
         )
+        self._set(record, owner, intent, quiet=True)
         _crashpoint("after_intent")
         # self.http takes the rate slot right before the request leaves (after the intent's
         # commit), so the spacing the provider sees is not blurred by the store's latency.
@@ -691,71 +644,25 @@ class Engine:
         s = self.settings
         now = self.clock()
         kind = outcome.kind
-        base: dict[str, Any] = {
-            "lease_owner": None,
-            "lease_until": None,
-            "provider_state": ctx.state,
-            "attempts": record.attempts,
-            "first_attempt_at": record.first_attempt_at,
-        }
-        if outcome.provider_ref:
-            base["provider_ref"] = outcome.provider_ref
-        if ctx.key is not None:
-            base["key"] = ctx.key
-            base["key_revision"] = record.document.revision
-        if kind in (OutcomeKind.DELIVERED, OutcomeKind.DUPLICATE, OutcomeKind.NO_ACTION):
-            new = DocState(kind.value)
-            reason = {
-                OutcomeKind.DELIVERED: "delivered",
-                OutcomeKind.DUPLICATE: "the provider already had it (counts as delivered)",
-                OutcomeKind.NO_ACTION: "accepted by the provider, not forwarded",
-            }[kind] + with_warnings(outcome)
-            if kind == OutcomeKind.DUPLICATE and outcome.message:
-                reason += f": {outcome.message}"[:300]
-            rec = self._set(
-                record,
-                owner,
-                ctx,
-                new,
-                outcome,
-                {**base, "reason": reason, "next_attempt_at": None},
-                attempt,
-            )
-            self.store.wake_held(record.provider, now)
-            return rec
-        if kind == OutcomeKind.ACCEPTED:
-            if rt.info.async_validation == "poll":
-                wait = outcome.wait if outcome.wait is not None else s.poll_initial
-                changes = {
-                    **base,
-                    "next_attempt_at": now + wait,
-                    "polls": 0,
-                    "reason": "accepted; validation pending, polling",
-                }
+        base = Transition(
+            provider_state=ctx.state,
+            attempts=record.attempts,
+            first_attempt_at=record.first_attempt_at,
+            provider_ref=outcome.provider_ref or KEEP,
+            key=KEEP if ctx.key is None else ctx.key,
+            key_revision=KEEP if ctx.key is None else record.document.revision,
+            outcome=outcome,
+            attempt=attempt,
+        )
+        answered = _answered(base, record, outcome, rt, s, now)
+        if answered is not None:
+            rec = self._set(record, owner, answered)
+            if rec.state == DocState.ACCEPTED:
+                return self._apply_pending(rec)
+            if rec.state == DocState.REJECTED:
+                self._on_failure(rec, ctx, hooks, outcome)
             else:
-                changes = {
-                    **base,
-                    "next_attempt_at": now + s.notification_timeout,
-                    "reason": "accepted; waiting for the provider's notification",
-                }
-            rec = self._set(record, owner, ctx, DocState.ACCEPTED, outcome, changes, attempt)
-            return self._apply_pending(rec)
-        if kind == OutcomeKind.REJECTED:
-            rec = self._set(
-                record,
-                owner,
-                ctx,
-                DocState.REJECTED,
-                outcome,
-                {
-                    **base,
-                    "next_attempt_at": None,
-                    "failures": record.failures + 1,
-                    "reason": _rejection_reason(outcome),
-                },
-                attempt,
-            )
-            self._on_failure(rec, ctx, hooks, outcome)
+                self.store.wake_held(record.provider, now)
             return rec
         if kind == OutcomeKind.CONFIG_ERROR:
             until = now + s.pause_seconds if s.pause_seconds is not None else None
@@ -794,7 +701,7 @@ class Engine:
         outcome: Outcome,
         attempt: Attempt | None,
         target: DocState,
-        base: Mapping[str, Any] | None = None,
+        base: Transition | None = None,
     ) -> Record:
         s = self.settings
         n = max(1, record.attempts)
@@ -816,15 +723,16 @@ class Engine:
             f"{outcome.kind.value}: {outcome.describe()}; next attempt in {wait:.0f} s "
             f"({record.attempts}/{s.max_attempts} attempts used)"
         )
-        changes = {
-            **(base or {}),
-            "lease_owner": None,
-            "lease_until": None,
-            "provider_state": ctx.state,
-            "next_attempt_at": when,
-            "reason": reason,
-        }
-        return self._set(record, owner, ctx, target, outcome, changes, attempt)
+        t = attrs.evolve(
+            base or Transition(),
+            state=target,
+            outcome=outcome,
+            attempt=attempt,
+            provider_state=ctx.state,
+            next_at=when,
+            reason=reason,
+        )
+        return self._set(record, owner, t)
 
     def _fail(
         self,
@@ -835,30 +743,24 @@ class Engine:
         outcome: Outcome | None,
         why: str,
         attempt: Attempt | None = None,
-        base: Mapping[str, Any] | None = None,
+        base: Transition | None = None,
         next_step: str | None = None,
     ) -> Record:
         """End the round in ``failed`` (one transaction, with the last attempt), then tell
         the ``on_failure`` hooks."""
         last = f" (last: {outcome.describe()})" if outcome else ""
         step = next_step or f"`docrelay requeue {record.id}` sends it again"
-        rec = self._set(
-            record,
-            owner,
-            ctx,
-            DocState.FAILED,
-            outcome,
-            {
-                **(base or {}),
-                "next_attempt_at": None,
-                "lease_owner": None,
-                "lease_until": None,
-                "failures": record.failures + 1,
-                "attempts": record.attempts,
-                "reason": f"{why}{last}; {step}",
-            },
-            attempt,
+        t = attrs.evolve(
+            base or Transition(),
+            state=DocState.FAILED,
+            outcome=KEEP if outcome is None else outcome,
+            attempt=attempt,
+            next_at=None,
+            failures=record.failures + 1,
+            attempts=record.attempts,
+            reason=f"{why}{last}; {step}",
         )
+        rec = self._set(record, owner, t)
         self._on_failure(rec, ctx, hooks, outcome or Outcome(kind=OutcomeKind.RETRY, message=why))
         return rec
 
@@ -866,53 +768,51 @@ class Engine:
         self,
         record: Record,
         owner: str | None,
-        ctx: Context,
-        new: DocState,
-        outcome: Outcome | None,
-        changes: Mapping[str, Any],
-        attempt: Attempt | None = None,
+        t: Transition,
+        *,
         expect_state: str | None = None,
+        quiet: bool = False,
     ) -> Record:
-        values = dict(changes)
-        values["state"] = new.value
-        if outcome is not None:
-            values["outcome"] = outcome
+        """The one transition function: apply *t* (which releases the lease unless it says
+        otherwise) in one write, and return the record as stored, without reading it back.
+
+        A state change is told to the hooks and listeners, and a lost lease rescues the
+        round's answer. *quiet*: a write within the round (the intent, an in-process retry,
+        a lookup, a release) that is no round's end."""
+        now = self.clock()
+        if quiet:
+            self.store.apply(record.id, owner, t, now, expect_state=expect_state)
+            return t.applied(record, now)
         _crashpoint("before_commit")
         try:
-            rec = self.store.update(
-                record.id,
-                owner,
-                values,
-                attempt=attempt,
-                now=self.clock(),
-                expect_state=expect_state,
-            )
+            self.store.apply(record.id, owner, t, now, expect_state=expect_state)
         except LeaseLost:
-            if owner is not None and attempt is not None:
-                self._rescue(record, new, values, attempt)
+            if owner is not None and t.attempt is not None:
+                self._rescue(record, t)
             raise
-        old = record.state.value
-        if old != new.value or (attempt is not None and attempt.action == "notification"):
-            self._changed(rec, old, new.value, outcome)
+        rec = t.applied(record, now)
+        if rec.state != record.state:
+            outcome = None if t.outcome is KEEP else t.outcome
+            self._changed(rec, record.state.value, rec.state.value, outcome)
         return rec
 
-    def _rescue(
-        self, record: Record, new: DocState, values: Mapping[str, Any], attempt: Attempt
-    ) -> None:
+    def _rescue(self, record: Record, t: Transition) -> None:
         """The lease ran out before this round's result was stored (the process stalled past
         it). The provider's answer may be the only record of a business effect, so it is kept:
         the attempt goes into the history, and a delivery, rejection or acceptance moves the
         document when no other worker holds it now. Another worker sending meanwhile resends
         with the same key, and the provider recognises it."""
+        assert t.attempt is not None
         log.warning(
             "lease on %s ran out before its %s result was stored; keeping the answer",
             record.id,
-            new.value,
+            t.state.value if t.state is not KEEP else record.state.value,
         )
         try:
             number = self.store.next_attempt_number(record.id)
-            self.store.write(record.id, None, {}, attempt=attrs.evolve(attempt, number=number))
-            if new not in _EVIDENCE:
+            kept = Transition(attempt=attrs.evolve(t.attempt, number=number), release=False)
+            self.store.apply(record.id, None, kept, self.clock())
+            if t.state not in _EVIDENCE:
                 return
             current = self.store.get(record.id)
             if (
@@ -921,10 +821,8 @@ class Engine:
                 or current.document.revision != record.document.revision
             ):
                 return
-            changes = {k: v for k, v in values.items() if k not in ("lease_owner", "lease_until")}
-            self.store.update(
-                record.id, None, changes, now=self.clock(), expect_state=current.state.value
-            )
+            late = attrs.evolve(t, attempt=None, release=False)
+            self.store.apply(record.id, None, late, self.clock(), expect_state=current.state.value)
         except LeaseLost:
             pass  # another worker holds it right now: its resend meets the provider's record
         except Exception:
@@ -964,60 +862,26 @@ class Engine:
     ) -> Record:
         s = self.settings
         now = self.clock()
-        keep = {"lease_owner": None, "lease_until": None}
         if rt.info.async_validation != "poll" or not hooks.implements("poll_status"):
             if self.store.pending_notifications(record.provider, record.id):
-                return self._apply_pending(self.store.update(record.id, owner, keep))
-            return self.store.update(
-                record.id,
-                owner,
-                {
-                    **keep,
-                    "next_attempt_at": None,
-                    "reason": overdue_reason(s.notification_timeout),
-                },
-            )
-        number = self.store.next_attempt_number(record.id)
-        started = now
-        try:
-            outcome = hooks.poll_status(record.document, ctx)
-        except OutcomeError as exc:
-            outcome = exc.outcome
-        except TransportFailure as exc:
-            outcome = Outcome(
-                kind=OutcomeKind.RETRY, message=exc.error.message, rule="poll:transport"
-            )
-        if outcome is None:
-            outcome = Outcome(kind=OutcomeKind.ACCEPTED, message="no poll answer")
-        outcome = redact_outcome(outcome)
-        attempt = Attempt(
-            doc_id=record.id,
-            number=number,
-            revision=record.document.revision,
-            key=record.key,
-            action="poll",
-            started_at=started,
-            status=outcome.status,
-            outcome=outcome,
-            duration=self.clock() - started,
-        )
+                return self._apply_pending(self._set(record, owner, Transition(), quiet=True))
+            t = Transition(next_at=None, reason=overdue_reason(s.notification_timeout))
+            return self._set(record, owner, t, quiet=True)
+        attempt = self._poll_once(record, ctx, hooks)
+        outcome = attempt.outcome
+        assert outcome is not None
         polls = record.polls + 1
         if outcome.kind == OutcomeKind.RETRY and outcome.resend:
-            return self._set(
-                record,
-                owner,
-                ctx,
-                DocState.RETRY_WAIT,
-                outcome,
-                {
-                    **keep,
-                    "next_attempt_at": now,
-                    "polls": 0,
-                    "provider_state": ctx.state,
-                    "reason": "the provider lost the validation: sending again",
-                },
-                attempt,
+            t = Transition(
+                state=DocState.RETRY_WAIT,
+                outcome=outcome,
+                attempt=attempt,
+                next_at=now,
+                polls=0,
+                provider_state=ctx.state,
+                reason="the provider lost the validation: sending again",
             )
+            return self._set(record, owner, t)
         if outcome.kind in (
             OutcomeKind.ACCEPTED,
             OutcomeKind.RETRY,
@@ -1033,25 +897,47 @@ class Engine:
                     outcome,
                     f"validation not finished after {polls} polls",
                     attempt,
-                    {"polls": polls, "provider_state": ctx.state},
+                    Transition(polls=polls, provider_state=ctx.state),
                 )
             wait = min(s.poll_max, s.poll_initial * 1.5 ** min(polls, 40))
             wait = min(s.max_wait, max(wait, outcome.wait or 0.0))
-            return self.store.update(
-                record.id,
-                owner,
-                {
-                    **keep,
-                    "polls": polls,
-                    "next_attempt_at": now + wait,
-                    "provider_state": ctx.state,
-                    "reason": f"accepted; validation pending (poll {polls}), next poll in "
-                    f"{wait:.0f} s",
-                },
+            t = Transition(
+                polls=polls,
+                next_at=now + wait,
+                provider_state=ctx.state,
+                reason=f"accepted; validation pending (poll {polls}), next poll in {wait:.0f} s",
                 attempt=attempt,
             )
+            return self._set(record, owner, t, quiet=True)
         return self._finish(
             attrs.evolve(record, polls=polls), owner, ctx, hooks, rt, outcome, attempt
+        )
+
+    def _poll_once(self, record: Record, ctx: Context, hooks: ProviderHooks) -> Attempt:
+        """Ask the provider how the validation stands: the poll attempt, with its outcome."""
+        number = self.store.next_attempt_number(record.id)
+        started = self.clock()
+        try:
+            outcome = hooks.poll_status(record.document, ctx)
+        except OutcomeError as exc:
+            outcome = exc.outcome
+        except TransportFailure as exc:
+            outcome = Outcome(
+                kind=OutcomeKind.RETRY, message=exc.error.message, rule="poll:transport"
+            )
+        if outcome is None:
+            outcome = Outcome(kind=OutcomeKind.ACCEPTED, message="no poll answer")
+        outcome = redact_outcome(outcome)
+        return Attempt(
+            doc_id=record.id,
+            number=number,
+            revision=record.document.revision,
+            key=record.key,
+            action="poll",
+            started_at=started,
+            status=outcome.status,
+            outcome=outcome,
+            duration=self.clock() - started,
         )
 
     def _apply_pending(self, rec: Record) -> Record:
@@ -1093,16 +979,19 @@ class Engine:
             if outcome.kind == OutcomeKind.REJECTED
             else DocState(outcome.kind.value)
         )
-        changes: dict[str, Any] = {"next_attempt_at": None}
+        t = Transition(state=new, outcome=outcome, attempt=attempt, next_at=None)
         if new == DocState.REJECTED:
-            changes["failures"] = rec.failures + 1
-            changes["reason"] = "rejected by the provider: correct the document and submit it again"
-        else:
-            changes["reason"] = "confirmed by the provider's notification" + with_warnings(outcome)
-        try:
-            out = self._set(
-                rec, None, ctx, new, outcome, changes, attempt, expect_state=DocState.ACCEPTED.value
+            t = attrs.evolve(
+                t,
+                failures=rec.failures + 1,
+                reason="rejected by the provider: correct the document and submit it again",
             )
+        else:
+            t = attrs.evolve(
+                t, reason="confirmed by the provider's notification" + with_warnings(outcome)
+            )
+        try:
+            out = self._set(rec, None, t, expect_state=DocState.ACCEPTED.value)
         except LeaseLost:
             return None
         if new == DocState.REJECTED:
@@ -1110,6 +999,45 @@ class Engine:
         else:
             self.store.wake_held(rec.provider, self.clock())
         return out
+
+
+def _answered(
+    base: Transition,
+    record: Record,
+    outcome: Outcome,
+    rt: ProviderRuntime,
+    s: EngineSettings,
+    now: float,
+) -> Transition | None:
+    """The transition of a provider's answer that settles the round (delivered, duplicate,
+    no action, accepted, rejected); ``None`` for the others (deferred or failed)."""
+    kind = outcome.kind
+    if kind in (OutcomeKind.DELIVERED, OutcomeKind.DUPLICATE, OutcomeKind.NO_ACTION):
+        reason = {
+            OutcomeKind.DELIVERED: "delivered",
+            OutcomeKind.DUPLICATE: "the provider already had it (counts as delivered)",
+            OutcomeKind.NO_ACTION: "accepted by the provider, not forwarded",
+        }[kind] + with_warnings(outcome)
+        if kind == OutcomeKind.DUPLICATE and outcome.message:
+            reason += f": {outcome.message}"[:300]
+        return attrs.evolve(base, state=DocState(kind.value), reason=reason, next_at=None)
+    if kind == OutcomeKind.ACCEPTED:
+        if rt.info.async_validation == "poll":
+            wait = outcome.wait if outcome.wait is not None else s.poll_initial
+            when, reason = now + wait, "accepted; validation pending, polling"
+            return attrs.evolve(base, state=DocState.ACCEPTED, next_at=when, polls=0, reason=reason)
+        when = now + s.notification_timeout
+        reason = "accepted; waiting for the provider's notification"
+        return attrs.evolve(base, state=DocState.ACCEPTED, next_at=when, reason=reason)
+    if kind == OutcomeKind.REJECTED:
+        return attrs.evolve(
+            base,
+            state=DocState.REJECTED,
+            next_at=None,
+            failures=record.failures + 1,
+            reason=_rejection_reason(outcome),
+        )
+    return None
 
 
 def with_warnings(outcome: Outcome) -> str:

@@ -5,9 +5,11 @@ A lease says "this worker is on it"; when it runs out, another worker may claim 
 It must therefore never run out while its worker is alive and busy with the document: not
 while a batch waits its turn, not while an answer drips in, not while a rate-limit slot or an
 in-process retry is awaited. One daemon thread per engine extends the held leases every third
-of the lease; a worker that dies stops extending them, so they run out and the document is
-claimed again (or sooner, when the owner is provably gone). A lease is kept for at most
-*max_hold* seconds, so a hung worker does not keep a document for ever.
+of the lease (one statement per owner), on SQLite and PostgreSQL alike, and
+:meth:`LeaseKeeper.renew` extends a lease right before its request leaves: one mechanism, no
+other. A worker that dies stops extending them, so they run out and the document is claimed
+again (or sooner, when the owner is provably gone). A lease is kept for at most *max_hold*
+seconds, so a hung worker does not keep a document for ever.
 """
 
 from __future__ import annotations
@@ -25,19 +27,22 @@ log = logging.getLogger("docrelay.engine")
 
 
 class LeaseKeeper:
-    """Extends the leases of held documents every ``lease / 3`` seconds."""
+    """Extends the leases of held documents every ``lease / 3`` seconds (or the store's
+    :attr:`~docrelay._store.Store.renew_every`), one statement per owner, on any backend;
+    :meth:`renew` extends one lease right before its request leaves."""
 
     def __init__(
         self,
         store: Store,
         lease: float,
         clock: Callable[[], float] = time.time,
-        max_hold: float = 3600.0,
+        max_hold: float | None = None,
     ) -> None:
         self._store = store
         self._lease = lease
         self._clock = clock
-        self._max_hold = max_hold
+        self._max_hold = store.max_hold if max_hold is None else max_hold
+        self._every = store.renew_every or max(0.05, lease / 3.0)
         #: doc id -> (owner, when the hold began, on the monotonic clock)
         self._held: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
@@ -63,13 +68,21 @@ class LeaseKeeper:
         with self._lock:
             return doc_id in self._held
 
+    def renew(self, doc_id: str, owner: str) -> None:
+        """Extend one lease now (right before a request leaves); :class:`LeaseLost` when
+        *owner* no longer holds it (a stalled worker whose document was taken over)."""
+        until = self._clock() + self._lease
+        if doc_id not in self._store.extend_leases(owner, [doc_id], until):
+            self._drop(doc_id, owner)
+            raise LeaseLost(f"lease on {doc_id!r} lost")
+
     def beat(self) -> int:
         """Extend every held lease now; returns how many are still held."""
         now_mono = time.monotonic()
         with self._lock:
             held = dict(self._held)
         until = self._clock() + self._lease
-        kept = 0
+        groups: dict[str, list[str]] = {}
         for doc_id, (owner, started) in held.items():
             if now_mono - started > self._max_hold:
                 log.warning(
@@ -77,14 +90,18 @@ class LeaseKeeper:
                 )
                 self._drop(doc_id, owner)
                 continue
+            groups.setdefault(owner, []).append(doc_id)
+        kept = 0
+        for owner, ids in groups.items():
             try:
-                self._store.extend_lease(doc_id, owner, until)
-                kept += 1
-            except LeaseLost:
-                self._drop(doc_id, owner)  # finished meanwhile, or taken over
+                alive = self._store.extend_leases(owner, ids, until)
             except Exception:  # the next beat tries again
-                log.warning("could not extend the lease on %s", doc_id, exc_info=True)
-                kept += 1
+                log.warning("could not extend the leases of %s", owner, exc_info=True)
+                kept += len(ids)
+                continue
+            kept += len(alive)
+            for doc_id in set(ids) - alive:
+                self._drop(doc_id, owner)  # finished meanwhile, or taken over
         return kept
 
     def _drop(self, doc_id: str, owner: str) -> None:
@@ -93,9 +110,8 @@ class LeaseKeeper:
                 del self._held[doc_id]
 
     def _loop(self) -> None:
-        every = max(0.05, self._lease / 3.0)
         while True:
-            time.sleep(every)
+            time.sleep(self._every)
             with self._lock:
                 if not self._held:
                     self._thread = None

@@ -15,10 +15,11 @@ import attrs
 from ._config import Config, check_plugin_names
 from ._engine import Engine, EngineSettings, ProviderRuntime
 from ._host import PluginHost, PluginStatus
+from ._lifecycle import submission_refusal
 from ._models import FINAL_STATES, Attempt, DocState, Document, FieldError, Outcome
 from ._notify import WebhookRefused, WebhookSettings, check_secret
 from ._redact import install_log_redaction, redact
-from ._store import Record, Store, open_store, submission_refusal
+from ._store import Record, Store, open_store
 from ._wsgi import make_wsgi_app
 from .exceptions import ConfigError, DocumentError, NotFoundError
 

@@ -5,9 +5,9 @@ PostgreSQL is the coordinator; docrelay adds nothing home-made:
 - claims take due rows with ``SELECT ... FOR UPDATE SKIP LOCKED`` (two workers never claim
   the same document) and lease them (``lease_owner``, ``lease_until``); a worker that dies
   leaves documents that are due again when their lease expires;
-- a heartbeat thread keeps the leases of this process's claimed documents alive while they
-  are being worked on, so a long send never outlives its lease (leases of a dead process
-  stop being extended and expire);
+- the engine's lease keeper (:mod:`docrelay._leases`, the same on SQLite) keeps the leases
+  of this process's claimed documents alive while they are being worked on, so a long send
+  never outlives its lease (leases of a dead process stop being extended and expire);
 - rate limits (``rate_buckets``), tokens (``docrelay_tokens``, encrypted by the engine) and
   provider pauses (``provider_pauses``) live in the database, so the whole fleet shares them;
   one token refresh at a time across the fleet through a PostgreSQL advisory lock;
@@ -16,8 +16,8 @@ PostgreSQL is the coordinator; docrelay adds nothing home-made:
 - the schema is versioned like SQLite's (``docrelay_meta``); the first initialisation is
   serialised by an advisory lock, and a newer schema is refused.
 
-All the document SQL is :class:`~docrelay._store.SQLStore`'s; this module holds the
-connections, the dialect and the shared limits.
+All the SQL is :class:`~docrelay._store.shared.SQLStore`'s; this module holds the
+connections, the dialect and the fleet-wide token lock.
 """
 
 from __future__ import annotations
@@ -25,27 +25,24 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from ._models import Document
-from ._redact import redact
-from ._store import LeaseLost, Record, SQLStore
-from .exceptions import StoreError
+from .._redact import redact
+from ..exceptions import StoreError
+from .shared import SQLStore
 
 __all__ = ["PostgresStore"]
 
 log = logging.getLogger("docrelay.store")
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_T = TypeVar("_T")
 
 
 def _strip_password(url: str) -> tuple[str, str | None]:
@@ -87,9 +84,9 @@ class PostgresStore(SQLStore):
     :param pool_size: idle connections kept for reuse (one per busy thread is opened as
         needed).
     :param connect_timeout: seconds to wait for the server when connecting.
-    :param heartbeat: extend the leases this process holds every *heartbeat* seconds
-        (``None``: a third of the lease; ``0`` or ``False``: no heartbeat thread).
-    :param max_hold: the heartbeat stops extending a lease this many seconds after the
+    :param heartbeat: seconds between the lease keeper's renewals of the leases this
+        process holds (``None``, ``0`` or ``False``: a third of the lease).
+    :param max_hold: the lease keeper stops extending a lease this many seconds after the
         claim (a stuck worker must not keep a document forever).
     :param lock_timeout: seconds to wait for the fleet-wide token lock.
     :param dead_owner_check: seconds between looks for leases of workers of *this* machine
@@ -101,6 +98,10 @@ class PostgresStore(SQLStore):
     blob_type = "BYTEA"
     real_type = "DOUBLE PRECISION"
     serial_pk = "BIGSERIAL PRIMARY KEY"
+    greatest = "GREATEST"
+    claim_lock = " FOR UPDATE SKIP LOCKED"
+    row_lock = " FOR UPDATE"
+    retry_errors = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
     def __init__(
         self,
@@ -127,8 +128,8 @@ class PostgresStore(SQLStore):
         self._pool_size = max(0, int(pool_size))
         self._connect_timeout = max(1, int(connect_timeout))
         self._application_name = application_name
-        self._heartbeat_every = None if heartbeat is None else float(heartbeat or 0.0)
-        self._max_hold = float(max_hold)
+        self.renew_every = float(heartbeat) if heartbeat else None
+        self.max_hold = float(max_hold)
         self._lock_timeout = float(lock_timeout)
         self.lock_timeout = self._lock_timeout
         self.dead_owner_check = float(dead_owner_check)
@@ -137,11 +138,6 @@ class PostgresStore(SQLStore):
         self._pool_lock = threading.Lock()
         self._local = threading.local()
         self._closed = False
-        # Heartbeat: documents this process claimed: id -> (owner, lease, claimed at).
-        self._held: dict[str, tuple[str, float, float]] = {}
-        self._held_lock = threading.Lock()
-        self._hb_thread: threading.Thread | None = None
-        self._hb_stop = threading.Event()
         try:
             self._init_schema()
         except StoreError:
@@ -239,7 +235,6 @@ class PostgresStore(SQLStore):
         try:
             if write:
                 with conn.transaction(), conn.cursor() as cur:
-                    self._local.write_cursor = cur
                     yield cur
             else:
                 with conn.cursor() as cur:
@@ -249,29 +244,7 @@ class PostgresStore(SQLStore):
                 raise
             raise StoreError(f"store {self._safe_url}: {_one_line(exc, self._password)}") from None
         finally:
-            self._local.write_cursor = None
             self._release(conn)
-
-    def _get(self, cur: Any, doc_id: str) -> Record | None:
-        # In a writing transaction the row is locked: the read-then-write paths (submit,
-        # requeue) then behave as they do under SQLite's BEGIN IMMEDIATE.
-        write_cur = getattr(self._local, "write_cursor", None)
-        if write_cur is not None and cur is write_cur:
-            cur.execute(self._select + " WHERE id = %s FOR UPDATE", (doc_id,))
-            row = cur.fetchone()
-            return None if row is None else self._row_to_record(row)
-        return super()._get(cur, doc_id)
-
-    def _retrying(self, fn: Callable[[], _T], tries: int = 5) -> _T:
-        """Run *fn* again after a deadlock or serialisation failure (PostgreSQL picked it)."""
-        for i in range(tries):
-            try:
-                return fn()
-            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
-                if i == tries - 1:
-                    raise
-                time.sleep(0.01 * (i + 1))
-        raise AssertionError("unreachable")
 
     # -- schema ---------------------------------------------------------------------------------
     def _tables(self, cur: Any) -> set[str]:
@@ -285,159 +258,6 @@ class PostgresStore(SQLStore):
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
         )
         return {r[0] for r in cur.fetchall()}
-
-    # -- claiming -------------------------------------------------------------------------------
-    def _claim_ids(
-        self, cur: Any, now: float, limit: int, provider: str | None, paused: Sequence[str]
-    ) -> list[str]:
-        query = "SELECT id FROM documents WHERE next_attempt_at <= %s"
-        params: list[Any] = [now]
-        if provider:
-            query += " AND provider = %s"
-            params.append(provider)
-        if paused:
-            query += " AND provider <> ALL(%s)"
-            params.append(list(paused))
-        query += " ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED"
-        params.append(int(limit))
-        cur.execute(query, params)
-        return [r[0] for r in cur.fetchall()]
-
-    def claim(
-        self, owner: str, now: float, lease: float, limit: int, provider: str | None = None
-    ) -> list[Record]:
-        records = super().claim(owner, now, lease, limit, provider)
-        if records and self._heartbeat_interval(lease) > 0:
-            started = time.monotonic()
-            with self._held_lock:
-                for r in records:
-                    self._held[r.id] = (owner, lease, started)
-            self._start_heartbeat()
-        return records
-
-    # -- concurrency-safe variants of read-then-write paths ----------------------------------
-    def submit(self, document: Document, now: float) -> tuple[Record, str]:
-        try:
-            return super().submit(document, now)
-        except pg_errors.UniqueViolation:
-            # Another worker inserted the same id between our read and our insert.
-            return super().submit(document, now)
-
-    def record_notification(self, *args: Any, **kwargs: Any) -> bool:
-        try:
-            return super().record_notification(*args, **kwargs)
-        except pg_errors.UniqueViolation:
-            return False  # the same notification, recorded by another worker just now
-
-    def pause_provider(self, provider: str, reason: str, until: float | None, now: float) -> None:
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO provider_pauses (provider, reason, since, until)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (provider) DO UPDATE SET"
-                " reason = EXCLUDED.reason, since = EXCLUDED.since, until = EXCLUDED.until",
-                (provider, redact(reason), now, until),
-            )
-
-    def wake_held(self, provider: str, now: float) -> int:
-        return self._retrying(lambda: SQLStore.wake_held(self, provider, now))
-
-    # -- heartbeat ------------------------------------------------------------------------------
-    def _heartbeat_interval(self, lease: float) -> float:
-        if self._heartbeat_every is None:
-            return max(0.05, lease / 3.0)
-        return self._heartbeat_every
-
-    def _start_heartbeat(self) -> None:
-        with self._held_lock:
-            if self._hb_thread is not None and self._hb_thread.is_alive():
-                return
-            self._hb_stop.clear()
-            self._hb_thread = threading.Thread(
-                target=self._heartbeat_loop, name="docrelay-lease-heartbeat", daemon=True
-            )
-            self._hb_thread.start()
-
-    def _heartbeat_loop(self) -> None:
-        while not self._hb_stop.is_set():
-            with self._held_lock:
-                held = dict(self._held)
-            if not held:
-                wait = 1.0
-            else:
-                wait = min(self._heartbeat_interval(lease) for _, lease, _ in held.values())
-            if self._hb_stop.wait(wait):
-                return
-            try:
-                self.beat()
-            except Exception:  # the next beat tries again; else the leases expire
-                log.warning("lease heartbeat failed", exc_info=True)
-
-    def beat(self) -> int:
-        """Extend the leases this process still holds; returns how many were extended.
-
-        A lease is extended only while its owner still has it (a finished document has no
-        owner, a recovered one another owner) and for at most ``max_hold`` seconds."""
-        now_mono, now = time.monotonic(), time.time()
-        with self._held_lock:
-            held = dict(self._held)
-        if not held:
-            return 0
-        groups: dict[tuple[str, float], list[str]] = {}
-        for doc_id, (owner, lease, started) in held.items():
-            if now_mono - started > self._max_hold:
-                log.warning(
-                    "lease on %s held for over %.0f s: no longer extended", doc_id, self._max_hold
-                )
-                continue
-            groups.setdefault((owner, lease), []).append(doc_id)
-        alive: set[str] = set()
-        for (owner, lease), ids in groups.items():
-            until = now + lease
-            with self._tx() as cur:
-                # Only live leases: never revive one that already expired (it may be on its
-                # way to another worker) nor move one a test clock set in the future.
-                cur.execute(
-                    "UPDATE documents SET lease_until = %s, next_attempt_at = %s"
-                    " WHERE id = ANY(%s) AND lease_owner = %s AND lease_until >= %s"
-                    " AND lease_until < %s RETURNING id",
-                    (until, until, ids, owner, now, until),
-                )
-                alive.update(r[0] for r in cur.fetchall())
-                cur.execute(
-                    "SELECT id FROM documents WHERE id = ANY(%s) AND lease_owner = %s",
-                    (ids, owner),
-                )
-                still = {r[0] for r in cur.fetchall()}
-            alive |= still
-        with self._held_lock:
-            for doc_id, entry in held.items():
-                if doc_id not in alive and self._held.get(doc_id) == entry:
-                    del self._held[doc_id]
-        return len(alive)
-
-    def extend_lease(self, doc_id: str, owner: str, until: float) -> None:
-        try:
-            super().extend_lease(doc_id, owner, until)
-        except LeaseLost:
-            with self._held_lock:
-                self._held.pop(doc_id, None)
-            raise
-
-    # -- shared limits --------------------------------------------------------------------------
-    def rate_slot(self, bucket: str, interval: float, now: float) -> float | None:
-        def reserve() -> float:
-            with self._tx() as cur:
-                cur.execute(
-                    "INSERT INTO rate_buckets (bucket, next_slot) VALUES (%s, %s)"
-                    " ON CONFLICT (bucket) DO UPDATE SET next_slot ="
-                    " GREATEST(rate_buckets.next_slot, %s) + %s RETURNING next_slot",
-                    (bucket, now + interval, now, interval),
-                )
-                row = cur.fetchone()
-            assert row is not None
-            return float(row[0]) - interval
-
-        return self._retrying(reserve)
 
     def token_lock(self, credential: str) -> AbstractContextManager[None]:
         return self._advisory_lock("docrelay:token", credential)
@@ -465,10 +285,6 @@ class PostgresStore(SQLStore):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
-        self._hb_stop.set()
-        thread = self._hb_thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5.0)
         with self._pool_lock:
             self._closed = True
             conns = self._idle + list(self._busy)

@@ -6,13 +6,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from ._store import SQLStore
-from .exceptions import StoreError
+from ..exceptions import StoreError
+from .shared import SQLStore
 
 __all__ = ["SQLiteStore"]
 
@@ -176,22 +176,6 @@ class SQLiteStore(SQLStore):
     def _tables(self, cur: Any) -> set[str]:
         cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         return {r[0] for r in cur.fetchall() if not r[0].startswith("sqlite_")}
-
-    def _claim_ids(
-        self, cur: Any, now: float, limit: int, provider: str | None, paused: Sequence[str]
-    ) -> list[str]:
-        sql = "SELECT id FROM documents WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ?"
-        params: list[Any] = [now]
-        if provider:
-            sql += " AND provider = ?"
-            params.append(provider)
-        if paused:
-            sql += " AND provider NOT IN (" + ", ".join("?" * len(paused)) + ")"
-            params.extend(paused)
-        sql += " ORDER BY next_attempt_at LIMIT ?"
-        params.append(limit)
-        cur.execute(sql, params)
-        return [r[0] for r in cur.fetchall()]
 
     def close(self) -> None:
         with self._all_lock:

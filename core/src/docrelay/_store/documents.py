@@ -1,0 +1,217 @@
+"""Documents in SQL: submitting (as the lifecycle admits), reading and finding them, and
+their attempt history."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from .. import _lifecycle
+from .._models import Attempt, Document
+from .._records import Record, load_outcome
+from ..exceptions import DocumentError
+from .sql import SQLBase
+
+__all__ = ["Documents", "iter_chunks"]
+
+_INSERT = (
+    "INSERT INTO documents (id, provider, kind, content_type, metadata, payload, revision,"
+    " state, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_REVISE = (
+    "UPDATE documents SET kind = ?, content_type = ?, metadata = ?, payload = ?, revision = ?,"
+    " state = ?, previous_key = ?, previous_state = ?, key = NULL, key_revision = NULL,"
+    " attempts = 0, polls = 0, next_attempt_at = ?, lease_owner = NULL, lease_until = NULL,"
+    " reason = ?, first_attempt_at = NULL, updated_at = ? WHERE id = ?"
+)
+
+
+def _insert_values(rec: Record) -> tuple[Any, ...]:
+    d = rec.document
+    return (
+        d.id,
+        d.provider,
+        d.kind,
+        d.content_type,
+        json.dumps(dict(d.metadata)) if d.metadata else "{}",
+        d.payload,
+        d.revision,
+        rec.state.value,
+        rec.next_attempt_at,
+        rec.created_at,
+        rec.updated_at,
+    )
+
+
+def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class Documents(SQLBase):
+    """Submitting and reading documents."""
+
+    def submit(self, document: Document, now: float) -> tuple[Record, str]:
+        for _ in range(2):  # a second look when another worker inserted the same id just now
+            with self._tx() as cur:
+                rec, how = _lifecycle.admit(self._get(cur, document.id, lock=True), document, now)
+                if how is _lifecycle.Admission.NEW:
+                    cur.execute(
+                        self._sql(_INSERT + " ON CONFLICT (id) DO NOTHING"), _insert_values(rec)
+                    )
+                    if cur.rowcount == 0:
+                        continue
+                elif how is _lifecycle.Admission.REVISION:
+                    self._revise(cur, rec)
+                return rec, how.value
+        raise AssertionError("unreachable: the second look sees the stored document")
+
+    def _revise(self, cur: Any, rec: Record) -> None:
+        d = rec.document
+        cur.execute(
+            self._sql(_REVISE),
+            (
+                d.kind,
+                d.content_type,
+                json.dumps(dict(d.metadata)),
+                d.payload,
+                d.revision,
+                rec.state.value,
+                rec.previous_key,
+                rec.previous_state,
+                rec.next_attempt_at,
+                rec.reason,
+                rec.updated_at,
+                d.id,
+            ),
+        )
+
+    def submit_many(self, documents: Sequence[Document], now: float) -> int:
+        seen: set[str] = set()
+        for d in documents:
+            if d.id in seen:
+                raise DocumentError(f"document id {d.id!r} is given twice")
+            seen.add(d.id)
+        with self._tx() as cur:
+            # All or nothing: an id already stored refuses the whole batch (nothing written).
+            for chunk in iter_chunks(seen, 500):
+                cur.execute(
+                    self._sql(f"SELECT id FROM documents WHERE id IN ({self._marks(len(chunk))})"),
+                    chunk,
+                )
+                row = cur.fetchone()
+                if row is not None:
+                    raise DocumentError(
+                        f"document {row[0]!r} is already stored; submit_many stores new "
+                        "documents only (submit a corrected revision with submit)"
+                    )
+            cur.executemany(
+                self._sql(_INSERT),
+                [_insert_values(_lifecycle.admit(None, d, now)[0]) for d in documents],
+            )
+        return len(documents)
+
+    def get(self, doc_id: str) -> Record | None:
+        with self._tx(write=False) as cur:
+            return self._get(cur, doc_id)
+
+    def select(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        states: Sequence[str] | None = None,
+        provider: str | None = None,
+        limit: int | None = None,
+    ) -> list[Record]:
+        where: list[str] = []
+        params: list[Any] = []
+        if ids is not None:
+            if not ids:
+                return []
+            where.append(f"id IN ({self._marks(len(ids))})")
+            params.extend(ids)
+        if states:
+            where.append(f"state IN ({self._marks(len(states))})")
+            params.extend(states)
+        if provider:
+            where.append("provider = ?")
+            params.append(provider)
+        sql = self._select + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self._tx(write=False) as cur:
+            cur.execute(self._sql(sql), params)
+            return [self._row_to_record(r) for r in cur.fetchall()]
+
+    def find(self, provider: str, kind: str | None, metadata: Mapping[str, str]) -> list[Record]:
+        sql, params = self._select + " WHERE provider = ?", [provider]
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        with self._tx(write=False) as cur:
+            cur.execute(self._sql(sql), params)
+            records = [self._row_to_record(r) for r in cur.fetchall()]
+        return [
+            r for r in records if all(r.document.metadata.get(k) == v for k, v in metadata.items())
+        ]
+
+    def find_by_key(self, provider: str, key: str) -> Record | None:
+        with self._tx(write=False) as cur:
+            for column in ("key", "previous_key"):
+                cur.execute(
+                    self._sql(self._select + f" WHERE provider = ? AND {column} = ?"),
+                    (provider, key),
+                )
+                row = cur.fetchone()
+                if row is not None:
+                    return self._row_to_record(row)
+        return None
+
+    def find_by_ref(self, provider: str, ref: str) -> Record | None:
+        with self._tx(write=False) as cur:
+            cur.execute(
+                self._sql(self._select + " WHERE provider = ? AND provider_ref = ?"),
+                (provider, ref),
+            )
+            row = cur.fetchone()
+            return None if row is None else self._row_to_record(row)
+
+    def counts(self) -> dict[str, int]:
+        with self._tx(write=False) as cur:
+            cur.execute("SELECT state, COUNT(*) FROM documents GROUP BY state")
+            return {s: int(n) for s, n in cur.fetchall()}
+
+    # -- history --------------------------------------------------------------------------------
+    def history(self, doc_id: str) -> list[Attempt]:
+        with self._tx(write=False) as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT doc_id, number, revision, key, action, started_at, request, status,"
+                    " outcome, duration FROM attempts WHERE doc_id = ? ORDER BY number"
+                ),
+                (doc_id,),
+            )
+            rows = cur.fetchall()
+        names = ("doc_id", "number", "revision", "key", "action", "started_at", "request")
+        return [
+            Attempt(
+                **dict(zip(names, r[:7], strict=True)),
+                status=r[7],
+                outcome=load_outcome(r[8]),
+                duration=r[9],
+            )
+            for r in rows
+        ]
+
+    def next_attempt_number(self, doc_id: str) -> int:
+        with self._tx(write=False) as cur:
+            cur.execute(self._sql("SELECT MAX(number) FROM attempts WHERE doc_id = ?"), (doc_id,))
+            row = cur.fetchone()
+        return int(row[0] or 0) + 1

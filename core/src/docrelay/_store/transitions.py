@@ -1,0 +1,124 @@
+"""Transitions in SQL: one UPDATE per state change (with its attempt upserted in the same
+transaction), several changes in one transaction (group commit), and the requeue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .. import _lifecycle
+from .._models import Attempt
+from .._records import LeaseLost, Record, Transition, dump_outcome
+from .._redact import redact
+from ..exceptions import NotFoundError
+from .sql import SQLBase
+
+__all__ = ["Transitions"]
+
+_ATTEMPT_COLUMNS = (
+    "doc_id",
+    "number",
+    "revision",
+    "key",
+    "action",
+    "started_at",
+    "request",
+    "status",
+    "outcome",
+    "duration",
+)
+_UPSERT_ATTEMPT = (
+    f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_ATTEMPT_COLUMNS))})"
+    " ON CONFLICT (doc_id, number) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _ATTEMPT_COLUMNS[2:])
+)
+
+
+def _attempt_values(a: Attempt, outcome_json: str | None) -> tuple[Any, ...]:
+    return (
+        a.doc_id,
+        a.number,
+        a.revision,
+        a.key,
+        a.action,
+        a.started_at,
+        redact(a.request) if a.request else None,
+        a.status,
+        outcome_json,
+        a.duration,
+    )
+
+
+class Transitions(SQLBase):
+    """Applying transitions."""
+
+    def _apply(
+        self,
+        cur: Any,
+        doc_id: str,
+        owner: str | None,
+        t: Transition,
+        now: float,
+        expect_state: str | None = None,
+    ) -> bool:
+        """One UPDATE (and the attempt's upsert) in the open transaction; ``False`` when the
+        lease (or the expected state) is not there."""
+        values = t.columns()
+        values["updated_at"] = now
+        sql = "UPDATE documents SET " + ", ".join(f"{c} = ?" for c in values) + " WHERE id = ?"
+        params: list[Any] = [*values.values(), doc_id]
+        if owner is not None:
+            sql += " AND lease_owner = ?"
+            params.append(owner)
+        if expect_state is not None:
+            sql += " AND state = ? AND (lease_until IS NULL OR lease_until < ?)"
+            params.extend([expect_state, now])
+        cur.execute(self._sql(sql), params)
+        if cur.rowcount == 0:
+            return False
+        a = t.attempt
+        if a is not None:
+            # The attempt's outcome is usually the document's: serialised once.
+            same = "outcome" in values and t.outcome is a.outcome
+            dumped = values["outcome"] if same else dump_outcome(a.outcome)
+            cur.execute(self._sql(_UPSERT_ATTEMPT), _attempt_values(a, dumped))
+        return True
+
+    def apply(
+        self,
+        doc_id: str,
+        owner: str | None,
+        transition: Transition,
+        now: float,
+        expect_state: str | None = None,
+    ) -> None:
+        with self._tx() as cur:
+            if self._apply(cur, doc_id, owner, transition, now, expect_state):
+                return
+            if self._get(cur, doc_id) is None:
+                raise NotFoundError(f"no document {doc_id!r}")
+        raise LeaseLost(f"lease on {doc_id!r} lost")
+
+    def apply_many(
+        self, changes: Sequence[tuple[str, str | None, Transition]], now: float
+    ) -> list[str]:
+        lost: list[str] = []
+        if not changes:
+            return lost
+        with self._tx() as cur:
+            for doc_id, owner, transition in changes:
+                if not self._apply(cur, doc_id, owner, transition, now):
+                    lost.append(doc_id)
+        return lost
+
+    def requeue(self, doc_id: str, now: float) -> Record:
+        with self._tx() as cur:
+            rec = self._get(cur, doc_id, lock=True)
+            transition = _lifecycle.requeue(rec, doc_id, now)
+            assert rec is not None
+            self._apply(cur, doc_id, None, transition, now)
+            cur.execute(
+                self._sql("DELETE FROM provider_pauses WHERE provider = ?"), (rec.provider,)
+            )
+        return transition.applied(rec, now)
