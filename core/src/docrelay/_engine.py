@@ -31,6 +31,7 @@ from ._context import Context, DocumentView, Token, TransportFailure
 from ._host import PluginHost, ProviderHooks
 from ._leases import LeaseKeeper
 from ._limits import RateLimiter, TokenCache, rate_bucket, token_key
+from ._logging import bind_document, unbind_document
 from ._models import (
     FINAL_STATES,
     Attempt,
@@ -315,6 +316,7 @@ class Engine:
                 self._internal_error(record, owner, exc)
             finally:
                 self.leases.release(record.id)
+                unbind_document()
         return len(records)
 
     def _internal_error(self, record: Record, owner: str, exc: Exception) -> None:
@@ -398,6 +400,7 @@ class Engine:
             log.exception("could not release %s", record.id)
 
     def process(self, record: Record, owner: str) -> Record:
+        bind_document(record.id, record.provider)
         rt = self.runtime(record.provider)
         hooks = self.host.hooks(record.provider)
         ctx = self.context(rt, record)

@@ -257,6 +257,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def counts(self) -> dict[str, int]: ...
 
+    def depth(self) -> dict[tuple[str, str], int]:
+        """Documents per (provider, state): the queue depth the metrics endpoint shows.
+        (A store without a faster way counts the records of :meth:`select`.)"""
+        out: dict[tuple[str, str], int] = {}
+        for rec in self.select():
+            key = (rec.provider, rec.state.value)
+            out[key] = out.get(key, 0) + 1
+        return out
+
     # claiming ----------------------------------------------------------------------------------
     @abc.abstractmethod
     def claim(
@@ -734,6 +743,11 @@ class SQLStore(Store):
         with self._tx(write=False) as cur:
             cur.execute("SELECT state, COUNT(*) FROM documents GROUP BY state")
             return {s: int(n) for s, n in cur.fetchall()}
+
+    def depth(self) -> dict[tuple[str, str], int]:
+        with self._tx(write=False) as cur:
+            cur.execute("SELECT provider, state, COUNT(*) FROM documents GROUP BY provider, state")
+            return {(p, st): int(n) for p, st, n in cur.fetchall()}
 
     # -- claiming -------------------------------------------------------------------------------
     #: Seconds between looks for leases of dead owners on this machine (0: never look).
