@@ -302,10 +302,17 @@ class OtelPlugin:
                 span = opened[0]
             elif opened is not None:
                 opened[0].end()
+        parent = _parent(document)
+        if purpose == "token":
+            # A token fetched for a send is part of that attempt: a child of its span.
+            with self._lock:
+                opened = self._open.get(id(ctx))
+            if opened is not None:
+                parent = trace.set_span_in_context(opened[0])
         if span is None:
             span = self.tracer.start_span(
                 f"docrelay {purpose} {provider}",
-                context=_parent(document),
+                context=parent,
                 kind=SpanKind.CLIENT,
                 start_time=end - int((elapsed + waited) * 1e9),
                 attributes=_base_attributes(ctx, document, purpose, attempt)
