@@ -98,6 +98,8 @@ _AGAIN = frozenset(
     {OutcomeKind.RETRY, OutcomeKind.THROTTLED, OutcomeKind.UNKNOWN, OutcomeKind.STALE}
 )
 _FAILED = frozenset({OutcomeKind.REJECTED, OutcomeKind.CONFIG_ERROR})
+#: Histogram buckets in seconds (the SDK's default ones are meant for milliseconds).
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: Spans of sends started in prepare_headers and not ended yet, at most this many.
 _MAX_OPEN = 10_000
 
@@ -206,6 +208,7 @@ class OtelPlugin:
                         "docrelay.exchange.duration",
                         unit="s",
                         description=METRIC_NAMES["docrelay.exchange.duration"],
+                        explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
                     ),
                     "docrelay.delivery.attempts": m.create_counter(
                         "docrelay.delivery.attempts",
@@ -332,7 +335,10 @@ class OtelPlugin:
         if error is not None:
             span.set_attribute("error.type", error.kind)
             span.set_status(Status(StatusCode.ERROR, error.kind))
-        elif outcome is not None and outcome.kind in _FAILED:
+        elif (outcome is not None and outcome.kind in _FAILED) or (
+            response is not None and response.status >= 400
+        ):
+            # As OpenTelemetry's HTTP conventions say for client spans: 4xx and 5xx too.
             span.set_status(Status(StatusCode.ERROR, kind))
         span.end(end_time=end)
 
