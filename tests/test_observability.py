@@ -194,3 +194,46 @@ def test_json_log_lines_leak_no_secret_in_any_encoding() -> None:
     decoded = "\n".join(json.dumps(r, ensure_ascii=False) for r in records)
     leaked += sorted(f"decoded {name}" for name, form in forms.items() if form in decoded)
     assert leaked == []
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_queue_depth_is_counted_by_the_store(tmp_path: Path, backend: str) -> None:
+    """``Relay.queue_depth()`` (what ``/metrics`` shows) groups by provider and state in the
+    store's own SQL, on both stores."""
+    from docrelay import open_store
+
+    if backend == "sqlite":
+        store = open_store("sqlite:///" + str(tmp_path / "q.db"))
+        cleanup = None
+    else:
+        url = os.environ.get("DOCRELAY_TEST_PG_URL")
+        if not url:
+            if os.environ.get("DOCRELAY_REQUIRE_PG") == "1":
+                pytest.fail("DOCRELAY_REQUIRE_PG=1 but DOCRELAY_TEST_PG_URL is not set")
+            pytest.skip("PostgreSQL tests did not run: DOCRELAY_TEST_PG_URL not set")
+        import psycopg
+
+        schema = f"test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        store = open_store(url, schema=schema, heartbeat=False)
+
+        def cleanup() -> None:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+    try:
+        now = time.time()
+        for i in range(3):
+            store.submit(proposal(f"q-{i}"), now)
+        other = Document(id="o-1", provider="procuros", kind="order",
+                         content_type="application/json", payload=b"{}")  # fmt: skip
+        store.submit(other, now)
+        with Relay(store, autoload=False) as relay:
+            assert relay.queue_depth() == {"procuros": {"queued": 1}, "siesmart": {"queued": 3}}
+    finally:
+        store.close()
+        if cleanup is not None:
+            cleanup()
