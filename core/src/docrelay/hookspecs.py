@@ -6,7 +6,8 @@ Mark every implementation with ``@docrelay.hookimpl``.
 *Provider hooks* (everything from :func:`idempotency_key` to :func:`hold`, except
 :func:`prepare_headers`) are called only on the plugin of the document's own provider (and on
 the built-in fallbacks): one provider never sees another provider's traffic. *Middleware
-hooks* (:func:`prepare_headers`, :func:`on_failure`, :func:`on_state_change`) are called on
+hooks* (:func:`prepare_headers`, :func:`on_failure`, :func:`on_state_change`,
+:func:`on_exchange`) are called on
 the document's provider plugin and on every middleware plugin (a plugin that does not
 implement :func:`provider_info`).
 """
