@@ -37,6 +37,9 @@ PLUGINS = sorted(
 )
 # Test-only dependencies of a plugin session (each plugin adds its own through a ``test`` extra).
 PLUGIN_TEST_DEPS = ["pytest", "pytest-timeout", "hypothesis"]
+# Local distributions a plugin's tests need besides core (none is on PyPI, so they cannot be a
+# ``test`` extra): the otel middleware is tested against two providers' sandboxes.
+PLUGIN_PEERS = {"otel": ["./plugins/siesmart", "./plugins/ebh"]}
 
 
 def _src_dirs() -> list[str]:
@@ -74,7 +77,8 @@ def tests_core(session: nox.Session) -> None:
 @nox.parametrize("plugin", PLUGINS)
 def tests_plugin(session: nox.Session, plugin: str) -> None:
     """One plugin's tests (its contract suite included) with only core and that plugin."""
-    session.install("-e", "./core", "-e", _plugin_requirement(plugin), *PLUGIN_TEST_DEPS)
+    peers = [arg for peer in PLUGIN_PEERS.get(plugin, []) for arg in ("-e", peer)]
+    session.install("-e", "./core", "-e", _plugin_requirement(plugin), *peers, *PLUGIN_TEST_DEPS)
     session.run("python", "-m", "pytest", f"plugins/{plugin}", *session.posargs)
 
 

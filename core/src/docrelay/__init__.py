@@ -12,6 +12,7 @@ from ._config import Config, load_config
 from ._context import Context, DocumentView, Token, TransportFailure
 from ._engine import EngineSettings
 from ._host import PluginHost, PluginStatus
+from ._logging import configure_logging
 from ._logging import install_quiet_logging as _install_quiet_logging
 from ._models import (
     FINAL_STATES,
@@ -88,6 +89,7 @@ __all__ = [  # noqa: RUF022
     "TransportFailure",
     "WebhookRefused",
     "WebhookSettings",
+    "configure_logging",
     "hookimpl",
     "load_config",
     "open_store",

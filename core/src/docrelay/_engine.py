@@ -30,6 +30,7 @@ from ._context import Context, DocumentView, Token, TransportFailure
 from ._host import PluginHost, ProviderHooks
 from ._leases import LeaseKeeper
 from ._limits import RateLimiter, TokenCache, rate_bucket, token_key
+from ._logging import bind_document, unbind_document
 from ._models import (
     FINAL_STATES,
     Attempt,
@@ -77,6 +78,18 @@ def _crashpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+@attrs.frozen
+class _Exchange:
+    """One HTTP exchange, kept until its step's outcome is known (for on_exchange)."""
+
+    purpose: str
+    request: HttpRequest
+    response: HttpResponse | None
+    error: TransportError | None
+    elapsed: float
+    waited: float
+
+
 class _Services:
     """What one context borrows from the engine (and which tokens it used)."""
 
@@ -85,9 +98,15 @@ class _Services:
         self.runtime = runtime
         self.used_tokens: dict[str, str] = {}
         self.fetching_token = False
+        # What the plugin's requests are for (on_exchange), and the exchanges not yet told.
+        self.purpose = "send"
+        self.exchanges: list[_Exchange] = []
 
     def http(self, ctx: Context, request: HttpRequest) -> HttpResponse:
-        response, error = self.engine.http(self.runtime, request)
+        purpose = "token" if self.fetching_token else self.purpose
+        response, error = self.engine.http(
+            self.runtime, request, exchanges=self.exchanges, purpose=purpose
+        )
         if response is not None and not (self.fetching_token and 200 <= response.status < 300):
             # A token endpoint's good answer is the new token itself (and may be the token
             # this process already knows, so already registered as a secret): kept whole.
@@ -174,20 +193,75 @@ class Engine:
         return rt
 
     def http(
-        self, rt: ProviderRuntime, request: HttpRequest, lease: tuple[str, str] | None = None
+        self,
+        rt: ProviderRuntime,
+        request: HttpRequest,
+        lease: tuple[str, str] | None = None,
+        *,
+        exchanges: list[_Exchange] | None = None,
+        purpose: str = "send",
     ) -> tuple[HttpResponse | None, TransportError | None]:
         """Every request to a provider goes out here, and takes its rate slot here.
 
         With *lease* (document id, owner), the document's lease is renewed right before the
         request leaves, after the rate-limit wait: a worker that was stopped past its lease
         (SIGSTOP, a paused VM) and whose document another worker took over gets
-        :class:`LeaseLost` instead of sending it again."""
+        :class:`LeaseLost` instead of sending it again.
+
+        With *exchanges*, the exchange is appended there, for :meth:`_observe` to tell the
+        ``on_exchange`` hooks once its step's outcome is known."""
+        begun = time.monotonic()
         bucket = rate_bucket(rt, request.url)
         if bucket is not None and rt.rate is not None:
             self.limiter.wait(bucket, rt.rate, self.clock)
+        waited = time.monotonic() - begun
         if lease is not None:
             self.leases.renew(lease[0], lease[1])
-        return self.transport.send(rt, request)
+        sent = time.monotonic()
+        response, error = self.transport.send(rt, request)
+        if exchanges is not None:
+            elapsed = time.monotonic() - sent
+            seen = response
+            if seen is not None:
+                # What observers see: known secrets masked; a token endpoint's body left out.
+                seen = (
+                    attrs.evolve(_scrubbed(seen), body=b"")
+                    if purpose == "token"
+                    else _scrubbed(seen)
+                )
+            exchanges.append(_Exchange(purpose, request, seen, error, elapsed, waited))
+        return response, error
+
+    def _observe(
+        self,
+        hooks: ProviderHooks,
+        ctx: Context,
+        outcome: Outcome | None,
+        purpose: str,
+        attempt: int | None = None,
+    ) -> None:
+        """Tell the ``on_exchange`` hooks about the exchanges of the step that just ended
+        (*outcome* goes to the exchanges of *purpose*). Never raises: an observer cannot
+        change a document's state."""
+        services: _Services = ctx._services  # type: ignore[assignment]
+        pending, services.exchanges = services.exchanges, []
+        services.purpose = "send"
+        for ex in pending:
+            try:
+                hooks.on_exchange(
+                    document=ctx.document,
+                    request=ex.request,
+                    response=ex.response,
+                    error=ex.error,
+                    outcome=outcome if ex.purpose == purpose else None,
+                    elapsed=ex.elapsed,
+                    waited=ex.waited,
+                    attempt=ctx.attempt if attempt is None else attempt,
+                    purpose=ex.purpose,
+                    ctx=ctx,
+                )
+            except Exception:
+                log.exception("on_exchange of %s raised", ctx.provider.name)
 
     def context(self, rt: ProviderRuntime, record: Record | None = None) -> Context:
         ctx = Context(
@@ -241,6 +315,7 @@ class Engine:
                 self._internal_error(record, owner, exc)
             finally:
                 self.leases.release(record.id)
+                unbind_document()
         return len(records)
 
     def _internal_error(self, record: Record, owner: str, exc: Exception) -> None:
@@ -311,6 +386,7 @@ class Engine:
             log.exception("could not release %s", record.id)
 
     def process(self, record: Record, owner: str) -> Record:
+        bind_document(record.id, record.provider)
         rt = self.runtime(record.provider)
         hooks = self.host.hooks(record.provider)
         ctx = self.context(rt, record)
@@ -355,6 +431,7 @@ class Engine:
             return self._park_unknown(record, owner, ctx, record.outcome, None)
         started = self.clock()
         lookup_failed = False
+        ctx._services.purpose = "reconcile"  # type: ignore[attr-defined]
         try:
             outcome = hooks.reconcile(record.document, ctx)
         except OutcomeError as exc:
@@ -376,6 +453,7 @@ class Engine:
             outcome=outcome,
             duration=self.clock() - started,
         )
+        self._observe(hooks, ctx, outcome, "reconcile")
         if lookup_failed:
             assert outcome is not None
             if outcome.kind == OutcomeKind.CONFIG_ERROR:
@@ -473,6 +551,7 @@ class Engine:
                     if kind == OutcomeKind.STALE and not refreshed:
                         refreshed = True
                         self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
+                        ctx._services.purpose = "refresh"  # type: ignore[attr-defined]
                         try:
                             fresh = hooks.refresh_resource(doc, ctx)
                         except OutcomeError as exc:
@@ -496,6 +575,8 @@ class Engine:
                         except TransportFailure as exc:
                             log.warning("re-reading %s after 412 failed: %s", doc.id, exc)
                             fresh = False
+                        finally:
+                            self._observe(hooks, ctx, None, "refresh")
                         if fresh:
                             raise _Again(outcome, 0.0)
                     elif kind in (OutcomeKind.RETRY, OutcomeKind.THROTTLED) or (
@@ -583,15 +664,18 @@ class Engine:
                 message=redact(str(exc)),
                 rule="docrelay:refused-before-send",
             )
+            self._observe(hooks, ctx, out, "send")
             return out, attrs.evolve(base, outcome=out, duration=0.0), False
         except OutcomeError as exc:
             out = redact_outcome(exc.outcome)
             counted = out.kind not in (OutcomeKind.THROTTLED,)
+            self._observe(hooks, ctx, out, "send")
             return out, attrs.evolve(base, outcome=out, duration=self.clock() - started), counted
         except TransportFailure as exc:
             out = Outcome(
                 kind=OutcomeKind.RETRY, message=exc.error.message, rule="docrelay:auxiliary-request"
             )
+            self._observe(hooks, ctx, out, "send")
             return out, attrs.evolve(base, outcome=out, duration=self.clock() - started), True
         started = self.clock()
         base = attrs.evolve(base, started_at=started, request=request.summary())
@@ -610,7 +694,12 @@ class Engine:
         _crashpoint("after_intent")
         # self.http takes the rate slot right before the request leaves (after the intent's
         # commit), so the spacing the provider sees is not blurred by the store's latency.
-        response, error = self.http(rt, request, lease=(doc.id, owner))
+        response, error = self.http(
+            rt,
+            request,
+            lease=(doc.id, owner),
+            exchanges=ctx._services.exchanges,  # type: ignore[attr-defined]
+        )
         if response is not None:
             response = _scrubbed(response)
         _crashpoint("after_response")
@@ -627,6 +716,7 @@ class Engine:
             duration=self.clock() - started,
         )
         counted = outcome.kind not in (OutcomeKind.THROTTLED, OutcomeKind.REAUTH, OutcomeKind.STALE)
+        self._observe(hooks, ctx, outcome, "send")
         return outcome, attempt, counted
 
     # -- after the send -------------------------------------------------------------------------
@@ -917,6 +1007,7 @@ class Engine:
         """Ask the provider how the validation stands: the poll attempt, with its outcome."""
         number = self.store.next_attempt_number(record.id)
         started = self.clock()
+        ctx._services.purpose = "poll"  # type: ignore[attr-defined]
         try:
             outcome = hooks.poll_status(record.document, ctx)
         except OutcomeError as exc:
@@ -928,6 +1019,7 @@ class Engine:
         if outcome is None:
             outcome = Outcome(kind=OutcomeKind.ACCEPTED, message="no poll answer")
         outcome = redact_outcome(outcome)
+        self._observe(hooks, ctx, outcome, "poll", attempt=record.polls + 1)
         return Attempt(
             doc_id=record.id,
             number=number,

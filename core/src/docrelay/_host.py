@@ -35,7 +35,7 @@ BUILTINS = "docrelay.builtins"
 #: Plugins that cannot be blocked.
 ESSENTIAL_PLUGINS = (BUILTINS,)
 #: Hooks called on the provider's plugin and every middleware plugin.
-MIDDLEWARE_HOOKS = frozenset({"prepare_headers", "on_failure", "on_state_change"})
+MIDDLEWARE_HOOKS = frozenset({"prepare_headers", "on_failure", "on_state_change", "on_exchange"})
 
 
 @attrs.frozen
@@ -346,6 +346,9 @@ class ProviderHooks:
         self, document: Document, old: str, new: str, outcome: Outcome | None
     ) -> None:
         self._callers["on_state_change"](document=document, old=old, new=new, outcome=outcome)
+
+    def on_exchange(self, **kwargs: Any) -> None:
+        self._callers["on_exchange"](**kwargs)
 
 
 def _version(dist: str) -> str | None:

@@ -6,17 +6,33 @@
   docrelay's engine are routine (the engine records each attempt), so they are routed to the
   ``docrelay.retries`` logger at DEBUG instead; retries of the application's own stamina
   calls still go to the hooks it had (stamina's defaults unless it set others).
+
+:func:`configure_logging` is the one switch for an application (and ``docrelay
+--log-format``): plain lines or one JSON object per line (:class:`JsonFormatter`), redacted
+like every other channel. While the engine works on a document, every log line of that
+thread carries the document's id and provider (:func:`bind_document`).
 """
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
+import sys
 import threading
+import time
 from collections.abc import Sequence
+from typing import IO, Any, Literal
 
 from stamina.instrumentation import RetryDetails, RetryHook, get_on_retry_hooks, set_on_retry_hooks
 
-__all__ = ["install_quiet_logging"]
+__all__ = [
+    "JsonFormatter",
+    "bind_document",
+    "configure_logging",
+    "install_quiet_logging",
+    "unbind_document",
+]
 
 log = logging.getLogger("docrelay.retries")
 _lock = threading.Lock()
@@ -55,3 +71,93 @@ def install_quiet_logging() -> None:
         if not any(isinstance(h, _RouteEngineRetries) for h in current):
             set_on_retry_hooks([_RouteEngineRetries(current)])
         _installed = True
+
+
+#: (document id, provider) of the document this thread's engine is working on.
+_document: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "docrelay_log_document", default=None
+)
+
+
+def bind_document(doc_id: str, provider: str) -> None:
+    """Tag this thread's (this context's) log lines with a document, until
+    :func:`unbind_document`."""
+    _document.set((doc_id, provider))
+
+
+def unbind_document() -> None:
+    _document.set(None)
+
+
+class _DocumentFilter(logging.Filter):
+    """Adds ``document_id`` and ``provider`` to records made while a document is bound (an
+    ``extra=`` the caller gave wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        bound = _document.get()
+        if bound is not None:
+            if not hasattr(record, "document_id"):
+                record.document_id = bound[0]
+            if not hasattr(record, "provider"):
+                record.provider = bound[1]
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
+    ``message``, ``document_id`` and ``provider`` where known, ``exception`` with the
+    traceback. Every value and the finished line go through :func:`docrelay redaction
+    <docrelay._redact.redact>`, so a secret does not appear raw nor JSON-escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from ._redact import redact
+
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        data: dict[str, Any] = {
+            "time": f"{stamp}.{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        for field in ("document_id", "provider"):
+            value = getattr(record, field, None)
+            if value is not None:
+                data[field] = redact(str(value))
+        if record.exc_info:
+            data["exception"] = redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            data["stack"] = redact(self.formatStack(record.stack_info))
+        return redact(json.dumps(data, ensure_ascii=True))
+
+
+_TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"
+_handler: logging.Handler | None = None
+
+
+def configure_logging(
+    level: int | str = logging.WARNING,
+    format: Literal["text", "json"] = "text",
+    stream: IO[str] | None = None,
+) -> logging.Handler:
+    """Send docrelay's logs (and every other logger's, through the root logger) to *stream*
+    (stderr by default) as ``text`` lines or one ``json`` object per line, redacted.
+
+    Calling it again replaces the handler it installed before. Returns the handler.
+    """
+    from ._redact import install_log_redaction
+
+    global _handler
+    if format not in ("text", "json"):
+        raise ValueError(f"log format must be 'text' or 'json', not {format!r}")
+    install_log_redaction()
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if format == "json" else logging.Formatter(_TEXT_FORMAT))
+    handler.addFilter(_DocumentFilter())
+    root = logging.getLogger()
+    with _lock:
+        if _handler is not None:
+            root.removeHandler(_handler)
+        root.addHandler(handler)
+        _handler = handler
+    root.setLevel(level)
+    return handler

@@ -442,6 +442,13 @@ class Relay:
         provider that is installed but not configured raises :class:`ConfigError`."""
         check_secret(provider, self.webhook_secret(provider), secret, self.insecure_webhooks)
 
+    def queue_depth(self) -> dict[str, dict[str, int]]:
+        """Documents per provider and state, read from the store (``/metrics`` shows it)."""
+        out: dict[str, dict[str, int]] = {}
+        for (provider, state), n in sorted(self.store.depth().items()):
+            out.setdefault(provider, {})[state] = n
+        return out
+
     def notification_stats(self) -> dict[str, dict[str, int]]:
         """Per provider: notifications ``stored``, ``unmatched`` ones among them, and
         unmatched ones ``dropped`` (the oldest, to keep within ``max_unmatched_per_provider``)."""

@@ -319,6 +319,9 @@ CORE_PROVIDER_SETTINGS: Mapping[str, Spec] = {
     "max_payload_bytes": Spec("int", minimum=1, nullable=True,
                               help="refuse larger documents before sending"),
     "enabled": Spec("bool", nullable=True, help="false to keep the provider's documents queued"),
+    "trace_context": Spec("bool", nullable=True,
+                          help="send a W3C traceparent header (docrelay-otel); off by default: "
+                          "a provider may refuse unknown headers"),
     "check_payload": Spec("bool", nullable=True,
                           help="refuse an empty payload, or one not in the provider's format, "
                           "at submit (false: store it; delivery rejects it)"),

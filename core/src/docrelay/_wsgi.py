@@ -2,7 +2,8 @@
 
 ``POST /webhooks/<provider>/<secret>`` hands the body to :meth:`Relay.ingest_notification`
 (the secret is the provider's ``webhook_secret``; ``/webhooks/<provider>`` alone only with an
-explicitly insecure relay). ``GET /healthz`` answers 200. Requests are parsed by werkzeug
+explicitly insecure relay). ``GET /healthz`` answers 200; ``GET /metrics`` the Prometheus page
+(docs/observability.md). Requests are parsed by werkzeug
 (``Content-Length`` or chunked bodies, limited to ``max_body`` bytes), rate-limited per source
 address, and logged by docrelay's own access log (``docrelay.webhooks.access``), which never
 shows the secret path segment. Every answer is JSON with a one-line ``error`` when refused.
@@ -56,17 +57,27 @@ def _is_json_type(mimetype: str) -> bool:
     return not mimetype or mimetype in _JSON_TYPES or mimetype.endswith("+json")
 
 
-def make_wsgi_app(relay: Relay, max_body: int = MAX_WEBHOOK_BYTES) -> Callable[..., Any]:
-    """The webhook receiver of *relay* as a WSGI application."""
+def make_wsgi_app(
+    relay: Relay, max_body: int = MAX_WEBHOOK_BYTES, metrics: bool = True
+) -> Callable[..., Any]:
+    """The webhook receiver of *relay* as a WSGI application (with ``GET /metrics`` for
+    Prometheus unless *metrics* is false)."""
     count, seconds = relay.webhook_settings.rate()
     limiter = SourceRateLimiter(count, seconds, relay.webhook_settings.rate_limit_sources)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
         request.max_content_length = max_body
-        status, data, extra = _handle(relay, request, limiter)
-        body = json.dumps(data).encode()
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        if metrics and request.path == "/metrics" and request.method in ("GET", "HEAD"):
+            # Prometheus: the queue depth from the store and the default registry (_metrics).
+            from ._metrics import CONTENT_TYPE, metrics_page
+
+            status, body, ctype = 200, metrics_page(relay), CONTENT_TYPE
+            extra: list[tuple[str, str]] = []
+        else:
+            status, data, extra = _handle(relay, request, limiter)
+            body, ctype = json.dumps(data).encode(), "application/json"
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
         headers += extra
         start_response(f"{status} {_REASONS.get(status, '')}".strip(), headers)
         access_log.info(

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ._config import Config, load_config
+from ._logging import configure_logging
 from ._models import OK_STATES, DocState, Document, validate_document_id
 from ._redact import install_log_redaction, redact
 from ._relay import DocumentStatus, Relay
@@ -219,14 +220,19 @@ class _Group(click.Group):
     help="Configuration file (default: ./docrelay.toml when present).",
 )
 @click.option("-v", "--verbose", count=True, help="Log more (-vv for debug).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log lines as text, or one JSON object a line.")  # fmt: skip
 @click.version_option(package_name="docrelay")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+def main(ctx: click.Context, config_path: str | None, verbose: int, log_format: str) -> None:
     """Deliver business documents to B2B provider APIs, exactly once."""
     install_log_redaction()
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)  # fmt: skip
+    if log_format == "json":
+        configure_logging(level, "json")
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                            stream=sys.stderr)  # fmt: skip
     if verbose == 0:
         logging.getLogger("stamina").setLevel(logging.ERROR)
     ctx.obj = {"config_path": config_path}
@@ -370,12 +376,29 @@ def _print_statuses(statuses: Sequence[DocumentStatus], as_json: bool) -> None:
 @click.option("--provider", default=None, help="Only this provider's documents.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--until-idle", is_flag=True, help="Stop when nothing is due now.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus /metrics on this port while running.")  # fmt: skip
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Interface of --metrics-port.")  # fmt: skip
 @click.pass_context
 @_guard
-def run(ctx: click.Context, provider: str | None, workers: int, until_idle: bool) -> None:
+def run(
+    ctx: click.Context,
+    provider: str | None,
+    workers: int,
+    until_idle: bool,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+) -> None:
     """Deliver queued documents (a worker; several may share one store)."""
     relay = _relay(_config(ctx))
     with relay:
+        if metrics_port is not None:
+            from ._metrics import serve_metrics
+
+            server, _ = serve_metrics(relay, metrics_host, metrics_port)
+            err.print(f"docrelay run: metrics on http://{metrics_host}:{server.server_port}"
+                      "/metrics", markup=False)  # fmt: skip
         if provider:
             relay.host.provider(provider)
         if until_idle:

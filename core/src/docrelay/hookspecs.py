@@ -6,7 +6,8 @@ Mark every implementation with ``@docrelay.hookimpl``.
 *Provider hooks* (everything from :func:`idempotency_key` to :func:`hold`, except
 :func:`prepare_headers`) are called only on the plugin of the document's own provider (and on
 the built-in fallbacks): one provider never sees another provider's traffic. *Middleware
-hooks* (:func:`prepare_headers`, :func:`on_failure`, :func:`on_state_change`) are called on
+hooks* (:func:`prepare_headers`, :func:`on_failure`, :func:`on_state_change`,
+:func:`on_exchange`) are called on
 the document's provider plugin and on every middleware plugin (a plugin that does not
 implement :func:`provider_info`).
 """
@@ -260,4 +261,34 @@ def on_state_change(document: Document, old: str, new: str, outcome: Outcome | N
     middleware plugin. Exceptions are logged and do not change the document's state.
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def on_exchange(
+    document: Document | None,
+    request: HttpRequest,
+    response: HttpResponse | None,
+    error: TransportError | None,
+    outcome: Outcome | None,
+    elapsed: float,
+    waited: float,
+    attempt: int,
+    purpose: str,
+    ctx: Context,
+) -> None:
+    """Observe one HTTP exchange with a provider (tracing, metrics).
+
+    Called once per request that went out (or failed in transport), on the provider's
+    plugin and on every middleware plugin, after the answer was classified: *purpose* is
+    ``send`` (a delivery attempt), ``poll``, ``reconcile``, ``refresh`` (the re-read after a
+    412) or ``token`` (a token fetch). *outcome* is the classified outcome of the step the
+    exchange belongs to (``None`` for ``token`` and ``refresh``, and when the step ended
+    without one); *attempt* is the document's send attempt number (the poll number for
+    ``poll``); *elapsed* is the seconds the exchange took, *waited* the seconds spent waiting
+    for the provider's rate limit before it. Exactly one of *response* and *error* is set.
+    The response is the one the plugins see (known secrets masked); a token endpoint's body
+    is left out. Exceptions are logged and do not change the document's state.
+
+    .. versionadded:: 0.2
     """

@@ -61,6 +61,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def counts(self) -> dict[str, int]: ...
 
+    def depth(self) -> dict[tuple[str, str], int]:
+        """Documents per (provider, state): the queue depth the metrics endpoint shows.
+        (A store without a faster way counts the records of :meth:`select`.)"""
+        out: dict[tuple[str, str], int] = {}
+        for rec in self.select():
+            key = (rec.provider, rec.state.value)
+            out[key] = out.get(key, 0) + 1
+        return out
+
     # claiming ----------------------------------------------------------------------------------
     @abc.abstractmethod
     def claim(

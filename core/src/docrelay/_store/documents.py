@@ -188,6 +188,11 @@ class Documents(SQLBase):
             cur.execute("SELECT state, COUNT(*) FROM documents GROUP BY state")
             return {s: int(n) for s, n in cur.fetchall()}
 
+    def depth(self) -> dict[tuple[str, str], int]:
+        with self._tx(write=False) as cur:
+            cur.execute("SELECT provider, state, COUNT(*) FROM documents GROUP BY provider, state")
+            return {(p, st): int(n) for p, st, n in cur.fetchall()}
+
     # -- history --------------------------------------------------------------------------------
     def history(self, doc_id: str) -> list[Attempt]:
         with self._tx(write=False) as cur:
