@@ -545,3 +545,44 @@ def test_postgres_many_erp_transactions_two_workers(tmp_path: Path) -> None:
                 p.wait()
         sandbox.stop()
         backend.close()
+
+
+def test_sqlite_store_moves_into_an_existing_erp_file_only_when_shared(
+    tmp_path: Path, sandbox: AcmeSandbox
+) -> None:
+    """An ERP file that has its own tables: refused untouched without ``shared``; with it,
+    docrelay's tables go next to the ERP's and the outbox works; a file where a table has
+    one of docrelay's names is refused even then."""
+    from docrelay.exceptions import StoreError
+
+    path = tmp_path / "erp.db"
+    with sqlite3.connect(path) as erp:
+        erp.execute("CREATE TABLE invoices (number TEXT PRIMARY KEY, total INTEGER)")
+    erp.close()
+    with pytest.raises(StoreError, match="other tables"):
+        Relay(f"sqlite:///{path}", autoload=False)
+    providers = {"acme": {"base_url": sandbox.url, **CREDS}}
+    with Relay(f"sqlite:///{path}", store_options={"shared": True}, providers=providers,
+               plugins=[AcmePlugin("acme")], autoload=False) as relay:  # fmt: skip
+        erp = sqlite3.connect(path)
+        with erp:
+            erp.execute("INSERT INTO invoices VALUES ('INV-1', 100)")
+            relay.submit(_doc("inv-1"), connection=erp)
+        erp.close()
+        relay.run_until_idle()
+        assert relay.status("inv-1").state.value == "delivered"
+    # Once docrelay's tables are there, any relay or `docrelay run` opens the file as is.
+    with Relay(f"sqlite:///{path}", autoload=False) as relay:
+        assert [s.id for s in relay.statuses()] == ["inv-1"]
+
+    clash = tmp_path / "clash.db"
+    with sqlite3.connect(clash) as erp:
+        erp.execute("CREATE TABLE documents (number TEXT PRIMARY KEY)")
+    erp.close()
+    with pytest.raises(StoreError):
+        Relay(f"sqlite:///{clash}", store_options={"shared": True}, autoload=False)
+    with sqlite3.connect(clash) as erp:
+        assert [
+            r[0] for r in erp.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ] == ["documents"]
+    erp.close()
