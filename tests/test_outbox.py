@@ -586,3 +586,28 @@ def test_sqlite_store_moves_into_an_existing_erp_file_only_when_shared(
             r[0] for r in erp.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         ] == ["documents"]
     erp.close()
+
+
+def test_a_pool_proxy_hands_over_its_driver_connection(
+    tmp_path: Path, sandbox: AcmeSandbox
+) -> None:
+    """What SQLAlchemy 2's ``engine.raw_connection()`` and ``Connection.connection`` return:
+    a proxy whose ``driver_connection`` is the DB-API connection (here sqlite3)."""
+    backend = Backend("sqlite", tmp_path)
+    try:
+        relay = backend.relay(sandbox)
+        backend.create_erp_table()
+
+        class PoolProxy:
+            def __init__(self, conn: sqlite3.Connection) -> None:
+                self.driver_connection = conn
+                self.dbapi_connection = conn
+
+        erp = backend.connect()
+        backend.book(erp, "INV-1")
+        relay.submit(_doc("inv-1"), connection=PoolProxy(erp))
+        erp.commit()
+        assert backend.booked() == {"INV-1"}
+        assert [s.id for s in relay.statuses()] == ["inv-1"]
+    finally:
+        backend.close()
