@@ -87,8 +87,7 @@ def run_job(relay: docrelay.Relay, erp_path: str) -> list[docrelay.DocumentStatu
             )
             with erp:  # one ERP transaction: committed on leaving, rolled back on an error
                 erp.execute(
-                    "UPDATE sales_orders SET status = 'QUEUED', error_url = NULL"
-                    " WHERE number = ?",
+                    "UPDATE sales_orders SET status = 'QUEUED', error_url = NULL WHERE number = ?",
                     (number,),
                 )
                 # A corrected order is a new revision of the same document.
