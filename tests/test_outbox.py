@@ -611,3 +611,45 @@ def test_a_pool_proxy_hands_over_its_driver_connection(
         assert [s.id for s in relay.statuses()] == ["inv-1"]
     finally:
         backend.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("first", ["commit", "rollback"])
+def test_postgres_two_transactions_submit_one_id(
+    tmp_path: Path, sandbox: AcmeSandbox, first: str
+) -> None:
+    """Two ERP transactions submit the same id at once: the second waits for the first;
+    after its commit it finds the stored document (same revision: unchanged), after its
+    rollback it stores its own. One row either way, delivered once."""
+    backend = Backend("postgres", tmp_path)
+    try:
+        relay = backend.relay(sandbox)
+        a, b = backend.connect(), backend.connect()
+        relay.submit(_doc("inv-1"), connection=a)
+        result: list[Any] = []
+        started = threading.Event()
+
+        def second() -> None:
+            started.set()
+            try:
+                result.append(relay.submit(_doc("inv-1"), connection=b))
+                b.commit()
+            except BaseException as exc:  # reported below
+                result.append(exc)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        started.wait(10)
+        thread.join(timeout=0.5)
+        assert thread.is_alive()  # waits for the first transaction's row
+        getattr(a, first)()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        assert len(result) == 1
+        assert not isinstance(result[0], BaseException), result
+        assert result[0].state.value == "queued"
+        assert [s.id for s in relay.statuses()] == ["inv-1"]
+        relay.run_until_idle()
+        assert _received(sandbox) == {"inv-1": 1}
+    finally:
+        backend.close()
