@@ -13,10 +13,16 @@ docrelay does the delivery (keys, retries, the state store); this connector only
 ERP, submits documents, and writes the answer back from an ``on_state_change`` hook. It also
 shows how to mount docrelay's webhook receiver next to the ERP's own WSGI app.
 
+docrelay's tables live in the ERP's own SQLite file (the store option ``shared``), and the
+job hands the order to docrelay in the ERP's transaction (``Relay.submit(doc,
+connection=erp)``, the transactional outbox): the order's ``QUEUED`` mark and docrelay's
+document commit together, or neither does (a crash before the commit leaves the order open
+and nothing to send).
+
 Run it (the Procuros sandbox must be running: ``docrelay sandbox procuros``)::
 
     PROCUROS_API_TOKEN=procuros-sandbox-token python examples/erp_connector.py \
-        --erp erp.db --store docrelay.db --procuros-url http://127.0.0.1:8702
+        --erp erp.db --procuros-url http://127.0.0.1:8702
 """
 
 from __future__ import annotations
@@ -55,31 +61,40 @@ class ErpWriteBack:
             )
 
 
-def open_orders(erp_path: str) -> list[tuple[str, str]]:
+def open_orders(erp: sqlite3.Connection) -> list[tuple[str, str]]:
     """The ERP's orders that still need sending (empty status)."""
-    with sqlite3.connect(erp_path) as erp:
-        return list(
-            erp.execute(
-                "SELECT number, payload FROM sales_orders"
-                " WHERE status IS NULL OR status = '' ORDER BY number"
-            )
+    return list(
+        erp.execute(
+            "SELECT number, payload FROM sales_orders"
+            " WHERE status IS NULL OR status = '' ORDER BY number"
         )
+    )
 
 
 def run_job(relay: docrelay.Relay, erp_path: str) -> list[docrelay.DocumentStatus]:
     """One run of the connector's outgoing job."""
     ids = []
-    for number, payload in open_orders(erp_path):
-        doc = docrelay.Document(
-            id=f"order-{number}",
-            provider="procuros",
-            kind="order",
-            payload=payload.encode(),
-            content_type="application/json",
-            metadata={"document_number": number},
-        )
-        relay.submit(doc)  # a corrected order is a new revision of the same document
-        ids.append(doc.id)
+    erp = sqlite3.connect(erp_path)
+    try:
+        for number, payload in open_orders(erp):
+            doc = docrelay.Document(
+                id=f"order-{number}",
+                provider="procuros",
+                kind="order",
+                payload=payload.encode(),
+                content_type="application/json",
+                metadata={"document_number": number},
+            )
+            with erp:  # one ERP transaction: committed on leaving, rolled back on an error
+                erp.execute(
+                    "UPDATE sales_orders SET status = 'QUEUED', error_url = NULL WHERE number = ?",
+                    (number,),
+                )
+                # A corrected order is a new revision of the same document.
+                relay.submit(doc, connection=erp)
+            ids.append(doc.id)
+    finally:
+        erp.close()
     relay.run_until_idle()
     return relay.statuses(ids=ids)
 
@@ -103,8 +118,9 @@ def erp_app(relay: docrelay.Relay) -> Callable[..., Iterable[bytes]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--erp", required=True, help="the ERP database (SQLite)")
-    parser.add_argument("--store", default="docrelay.db", help="docrelay's state store")
+    parser.add_argument(
+        "--erp", required=True, help="the ERP database (SQLite); docrelay's tables go there too"
+    )
     parser.add_argument("--procuros-url", required=True, help="Procuros base URL")
     args = parser.parse_args(argv)
     token = os.environ.get("PROCUROS_API_TOKEN")
@@ -112,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         print("set PROCUROS_API_TOKEN", file=sys.stderr)
         return 2
     with docrelay.Relay(
-        store=f"sqlite:///{args.store}",
+        store=f"sqlite:///{args.erp}",
+        store_options={"shared": True},  # the ERP's file: its tables are left alone
         providers={"procuros": {"base_url": args.procuros_url, "api_token": token}},
         plugins=[ErpWriteBack(args.erp)],
     ) as relay:

@@ -33,7 +33,7 @@ from docrelay.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 #: Pages whose blocks are run, and how many commands each must at least run.
-PAGES = {"getting-started.md": 10, "plugins/writing-a-provider.md": 1}
+PAGES = {"getting-started.md": 10, "plugins/writing-a-provider.md": 1, "outbox.md": 1}
 PAGE_PORT = "8702"
 BIN = Path(sys.executable).parent
 

@@ -34,11 +34,10 @@ def _order(number: str, supplier: str | None = None, drop_number: bool = False) 
     return json.dumps(data)
 
 
-def _run(erp: Path, store: Path, url: str) -> subprocess.CompletedProcess[str]:
+def _run(erp: Path, url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PROCUROS_API_TOKEN": TOKEN}
     return subprocess.run(
-        [sys.executable, str(EXAMPLE), "--erp", str(erp), "--store", str(store),
-         "--procuros-url", url],
+        [sys.executable, str(EXAMPLE), "--erp", str(erp), "--procuros-url", url],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
@@ -62,7 +61,7 @@ def test_connector_writes_procuros_statuses_back(tmp_path: Path) -> None:
             ("SO-3", _order("SO-3", drop_number=True)),
         ])  # fmt: skip
     with ProcurosSandbox(api_token=TOKEN, inactive_receivers=["4000000000999"]) as sandbox:
-        first = _run(erp, tmp_path / "docrelay.db", sandbox.url)
+        first = _run(erp, sandbox.url)
         assert first.returncode == 0, first.stderr
         rows = _erp(erp)
         assert rows["SO-1"] == ("TRANSMITTED", None)
@@ -74,9 +73,14 @@ def test_connector_writes_procuros_statuses_back(tmp_path: Path) -> None:
         with sqlite3.connect(erp) as db:
             db.execute("UPDATE sales_orders SET payload = ? WHERE number = 'SO-3'",
                        (_order("SO-3"),))  # fmt: skip
-        second = _run(erp, tmp_path / "docrelay.db", sandbox.url)
+        second = _run(erp, sandbox.url)
         assert second.returncode == 0, second.stderr
         assert "order-SO-1" not in second.stdout
         assert _erp(erp)["SO-3"][0] == "TRANSMITTED"
         assert len([e for e in sandbox.effects if e["kind"] == "transaction_received"]) == 3
+    # The outbox: docrelay's tables are in the ERP's own file, next to sales_orders.
+    with sqlite3.connect(erp) as db:
+        ids = {r[0] for r in db.execute("SELECT id FROM documents")}
+    assert ids == {"order-SO-1", "order-SO-2", "order-SO-3"}
+    assert not (tmp_path / "docrelay.db").exists()
     assert TOKEN not in first.stdout + first.stderr + second.stdout + second.stderr

@@ -47,6 +47,7 @@ STORE_SETTINGS: Mapping[str, Mapping[str, Spec]] = {
         "lock_timeout": Spec("number", above=0),
         "dead_owner_check": Spec("number", minimum=0),
         "token_fetch_lease": Spec("number", above=0),
+        "shared": Spec("bool"),
     },
     "postgresql": {
         "schema": Spec("str", nonempty=True),

@@ -269,23 +269,38 @@ class Relay:
         if refusal is not None:
             raise DocumentError(refusal)
 
-    def submit(self, document: Document) -> DocumentStatus:
+    def submit(self, document: Document, *, connection: Any = None) -> DocumentStatus:
         """Store *document* for delivery (or a corrected revision of a known one); a document
-        :meth:`check` refuses raises :class:`DocumentError` and is not stored."""
+        :meth:`check` refuses raises :class:`DocumentError` and is not stored.
+
+        With *connection* (the ERP's own psycopg 3 or ``sqlite3`` connection to the store's
+        database, in its open transaction), the document is written in that transaction and
+        docrelay commits nothing: the ERP's commit makes it visible to the workers, its
+        rollback leaves no trace (the transactional outbox, see the how-to "Outbox")."""
         self.check(document)
+        if connection is not None:
+            from . import _outbox
+
+            rec = _outbox.submit(self.store, connection, document, self.clock())
+            return DocumentStatus.from_record(rec)
         rec, _ = self.store.submit(document, self.clock())
         return DocumentStatus.from_record(rec)
 
-    def submit_many(self, documents: Sequence[Document]) -> int:
+    def submit_many(self, documents: Sequence[Document], *, connection: Any = None) -> int:
         """Store many new documents in one transaction (bulk enqueue): all or nothing. Every
         document is checked first; one that :meth:`check` refuses, an id given twice or an id
-        already stored raises :class:`DocumentError` and none is stored."""
+        already stored raises :class:`DocumentError` and none is stored. With *connection*,
+        in the caller's transaction, as :meth:`submit`."""
         seen: set[str] = set()
         for d in documents:
             if d.id in seen:
                 raise DocumentError(f"document id {d.id!r} is given twice")
             seen.add(d.id)
             self.check(d)
+        if connection is not None:
+            from . import _outbox
+
+            return _outbox.submit_many(self.store, connection, documents, self.clock())
         return self.store.submit_many(documents, self.clock())
 
     def status(self, doc_id: str) -> DocumentStatus:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -36,6 +37,10 @@ class SQLiteStore(SQLStore):
         process is gone (taken over at once); ``0``: wait for their leases to run out.
     :param token_fetch_lease: seconds a token fetch may take before another worker may start
         one of its own.
+    :param shared: the file is also another application's (an ERP writing documents in its
+        own transactions, ``Relay.submit(doc, connection=...)``): docrelay creates its tables
+        next to the other tables, and still refuses a file where a table has one of its
+        names. Without it, a file with other tables is refused untouched.
     """
 
     def __init__(
@@ -47,8 +52,10 @@ class SQLiteStore(SQLStore):
         lock_timeout: float = 300.0,
         dead_owner_check: float = 10.0,
         token_fetch_lease: float = 120.0,
+        shared: bool = False,
     ) -> None:
         self.url = url
+        self.shared = bool(shared)
         path = url.removeprefix("sqlite://")
         if path.startswith("/"):
             path = path[1:]  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
@@ -175,7 +182,11 @@ class SQLiteStore(SQLStore):
 
     def _tables(self, cur: Any) -> set[str]:
         cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        return {r[0] for r in cur.fetchall() if not r[0].startswith("sqlite_")}
+        names = {r[0] for r in cur.fetchall() if not r[0].startswith("sqlite_")}
+        if self.shared:  # the other application's tables are not looked at
+            ours = " ".join([*self._schema(), *self._limit_schema()])
+            names &= set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ours))
+        return names
 
     def close(self) -> None:
         with self._all_lock:
