@@ -21,7 +21,6 @@ tables raises :class:`~docrelay.ConfigError`; a connection that cannot carry a t
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import weakref
@@ -31,27 +30,17 @@ from typing import Any
 
 import attrs
 
-from ._models import DocState, Document
+from . import _lifecycle
+from ._models import Document
 from ._redact import redact
-from ._store import _DOC_COLUMNS, Record, SQLStore, Store, submission_refusal
+from ._store import Record, SQLStore, Store
+from ._store.documents import insert_sql, insert_values, revise_sql, revise_values
+from ._store.sql import DOC_COLUMNS
 from .exceptions import ConfigError, DocumentError, StoreError
 
 __all__ = ["submit", "submit_many"]
 
 _SAVEPOINT = "docrelay_outbox"
-_INSERT_COLUMNS = (
-    "id",
-    "provider",
-    "kind",
-    "content_type",
-    "metadata",
-    "payload",
-    "revision",
-    "state",
-    "next_attempt_at",
-    "created_at",
-    "updated_at",
-)
 
 
 @attrs.frozen
@@ -70,51 +59,22 @@ class _Target:
 
 def submit(store: Store, connection: Any, document: Document, now: float) -> Record:
     """Write *document* (new, or a new revision of a known one) on *connection*, in its open
-    transaction; returns the record as that transaction sees it."""
+    transaction; returns the record as that transaction sees it. The lifecycle decides (as
+    for :meth:`Store.submit`); the store's own statements write, on the caller's cursor."""
     with _target(store, connection) as t:
         for _ in range(2):
-            existing = _get(store, t, document.id, lock=True)
-            if existing is None:
+            rec, how = _lifecycle.admit(_get(store, t, document.id, lock=True), document, now)
+            if how is _lifecycle.Admission.UNCHANGED:
+                return rec
+            if how is _lifecycle.Admission.NEW:
                 t.cursor.execute(
-                    t.sql(
-                        f"INSERT INTO {t.documents} ({', '.join(_INSERT_COLUMNS)}) VALUES"
-                        f" ({', '.join('?' * len(_INSERT_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
-                    ),
-                    _insert_values(document, now),
+                    t.sql(insert_sql(t.documents) + " ON CONFLICT (id) DO NOTHING"),
+                    insert_values(rec),
                 )
-                if t.cursor.rowcount == 1:
-                    _wake(t, document.provider)
-                    break
-                continue  # another transaction stored the id meanwhile (now committed)
-            refusal = submission_refusal(existing, document)
-            if refusal is not None:
-                raise DocumentError(refusal)
-            if existing.document.revision == document.revision:
-                return existing
-            t.cursor.execute(
-                t.sql(
-                    f"UPDATE {t.documents} SET kind = ?, content_type = ?, metadata = ?,"
-                    " payload = ?, revision = ?, state = ?,"
-                    " previous_key = COALESCE(key, previous_key), previous_state = ?,"
-                    " key = NULL, key_revision = NULL, attempts = 0, polls = 0,"
-                    " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, reason = ?,"
-                    " first_attempt_at = NULL, provider_state = ?, updated_at = ? WHERE id = ?"
-                ),
-                (
-                    document.kind,
-                    document.content_type,
-                    json.dumps(dict(document.metadata)),
-                    document.payload,
-                    document.revision,
-                    DocState.QUEUED.value,
-                    existing.state.value,
-                    now,
-                    f"new revision after {existing.state.value}",
-                    json.dumps(dict(existing.provider_state)),
-                    now,
-                    document.id,
-                ),
-            )
+                if t.cursor.rowcount != 1:
+                    continue  # another transaction stored the id meanwhile (now committed)
+            else:
+                t.cursor.execute(t.sql(revise_sql(t.documents)), revise_values(rec))
             _wake(t, document.provider)
             break
         else:
@@ -122,9 +82,9 @@ def submit(store: Store, connection: Any, document: Document, now: float) -> Rec
                 f"document {document.id!r} was stored by a concurrent transaction that this "
                 "transaction's snapshot does not see; retry the transaction"
             )
-        rec = _get(store, t, document.id, lock=False)
-    assert rec is not None
-    return rec
+        stored = _get(store, t, document.id, lock=False)
+    assert stored is not None
+    return stored
 
 
 def submit_many(store: Store, connection: Any, documents: Sequence[Document], now: float) -> int:
@@ -151,11 +111,8 @@ def submit_many(store: Store, connection: Any, documents: Sequence[Document], no
                 )
         if documents:
             t.cursor.executemany(
-                t.sql(
-                    f"INSERT INTO {t.documents} ({', '.join(_INSERT_COLUMNS)}) VALUES"
-                    f" ({', '.join('?' * len(_INSERT_COLUMNS))})"
-                ),
-                [_insert_values(d, now) for d in documents],
+                t.sql(insert_sql(t.documents)),
+                [insert_values(_lifecycle.admit(None, d, now)[0]) for d in documents],
             )
             for provider in sorted({d.provider for d in documents}):
                 _wake(t, provider)
@@ -165,28 +122,11 @@ def submit_many(store: Store, connection: Any, documents: Sequence[Document], no
 # -- rows --------------------------------------------------------------------------------------
 
 
-def _insert_values(document: Document, now: float) -> tuple[Any, ...]:
-    metadata = document.metadata
-    return (
-        document.id,
-        document.provider,
-        document.kind,
-        document.content_type,
-        json.dumps(dict(metadata)) if metadata else "{}",
-        document.payload,
-        document.revision,
-        DocState.QUEUED.value,
-        now,
-        now,
-        now,
-    )
-
-
 def _get(store: Store, t: _Target, doc_id: str, *, lock: bool) -> Record | None:
     assert isinstance(store, SQLStore)
     t.cursor.execute(
         t.sql(
-            f"SELECT {', '.join(_DOC_COLUMNS)} FROM {t.documents} WHERE id = ?"
+            f"SELECT {', '.join(DOC_COLUMNS)} FROM {t.documents} WHERE id = ?"
             + (t.for_update if lock else "")
         ),
         (doc_id,),

@@ -13,7 +13,7 @@ from .._records import Record, load_outcome
 from ..exceptions import DocumentError
 from .sql import SQLBase
 
-__all__ = ["Documents", "iter_chunks"]
+__all__ = ["Documents", "insert_sql", "insert_values", "iter_chunks", "revise_sql", "revise_values"]
 
 _INSERT = (
     "INSERT INTO documents (id, provider, kind, content_type, metadata, payload, revision,"
@@ -27,7 +27,19 @@ _REVISE = (
 )
 
 
-def _insert_values(rec: Record) -> tuple[Any, ...]:
+def insert_sql(table: str = "documents") -> str:
+    """The INSERT of a new document (``?`` placeholders) into *table* (a qualified name
+    where the outbox writes on another application's connection)."""
+    return _INSERT.replace("INTO documents", f"INTO {table}", 1)
+
+
+def revise_sql(table: str = "documents") -> str:
+    """The UPDATE that makes a stored document a new revision's record."""
+    return _REVISE.replace("UPDATE documents", f"UPDATE {table}", 1)
+
+
+def insert_values(rec: Record) -> tuple[Any, ...]:
+    """The parameters of :func:`insert_sql` for the new document's record *rec*."""
     d = rec.document
     return (
         d.id,
@@ -41,6 +53,25 @@ def _insert_values(rec: Record) -> tuple[Any, ...]:
         rec.next_attempt_at,
         rec.created_at,
         rec.updated_at,
+    )
+
+
+def revise_values(rec: Record) -> tuple[Any, ...]:
+    """The parameters of :func:`revise_sql` for the new revision's record *rec*."""
+    d = rec.document
+    return (
+        d.kind,
+        d.content_type,
+        json.dumps(dict(d.metadata)),
+        d.payload,
+        d.revision,
+        rec.state.value,
+        rec.previous_key,
+        rec.previous_state,
+        rec.next_attempt_at,
+        rec.reason,
+        rec.updated_at,
+        d.id,
     )
 
 
@@ -64,7 +95,7 @@ class Documents(SQLBase):
                 rec, how = _lifecycle.admit(self._get(cur, document.id, lock=True), document, now)
                 if how is _lifecycle.Admission.NEW:
                     cur.execute(
-                        self._sql(_INSERT + " ON CONFLICT (id) DO NOTHING"), _insert_values(rec)
+                        self._sql(_INSERT + " ON CONFLICT (id) DO NOTHING"), insert_values(rec)
                     )
                     if cur.rowcount == 0:
                         continue
@@ -74,24 +105,7 @@ class Documents(SQLBase):
         raise AssertionError("unreachable: the second look sees the stored document")
 
     def _revise(self, cur: Any, rec: Record) -> None:
-        d = rec.document
-        cur.execute(
-            self._sql(_REVISE),
-            (
-                d.kind,
-                d.content_type,
-                json.dumps(dict(d.metadata)),
-                d.payload,
-                d.revision,
-                rec.state.value,
-                rec.previous_key,
-                rec.previous_state,
-                rec.next_attempt_at,
-                rec.reason,
-                rec.updated_at,
-                d.id,
-            ),
-        )
+        cur.execute(self._sql(_REVISE), revise_values(rec))
 
     def submit_many(self, documents: Sequence[Document], now: float) -> int:
         seen: set[str] = set()
@@ -114,7 +128,7 @@ class Documents(SQLBase):
                     )
             cur.executemany(
                 self._sql(_INSERT),
-                [_insert_values(_lifecycle.admit(None, d, now)[0]) for d in documents],
+                [insert_values(_lifecycle.admit(None, d, now)[0]) for d in documents],
             )
         return len(documents)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import StoreError
+from .schema import tables
 from .shared import SQLStore
 
 __all__ = ["SQLiteStore"]
@@ -184,7 +185,7 @@ class SQLiteStore(SQLStore):
         cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         names = {r[0] for r in cur.fetchall() if not r[0].startswith("sqlite_")}
         if self.shared:  # the other application's tables are not looked at
-            ours = " ".join([*self._schema(), *self._limit_schema()])
+            ours = " ".join(tables("BLOB", "REAL", "INTEGER PRIMARY KEY"))
             names &= set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ours))
         return names
 
