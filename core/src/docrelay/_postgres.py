@@ -101,6 +101,7 @@ class PostgresStore(SQLStore):
     blob_type = "BYTEA"
     real_type = "DOUBLE PRECISION"
     serial_pk = "BIGSERIAL PRIMARY KEY"
+    metadata_value = "(metadata::jsonb ->> ?)"
 
     def __init__(
         self,

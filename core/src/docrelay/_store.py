@@ -409,6 +409,8 @@ class SQLStore(Store):
     blob_type = "BLOB"
     real_type = "REAL"
     serial_pk = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    #: SQL of one metadata value (the key bound as the ``?``; PostgreSQL overrides it).
+    metadata_value = "json_extract(metadata, '$.\"' || ? || '\"')"
 
     # -- dialect hooks --------------------------------------------------------------------------
     @abc.abstractmethod
@@ -700,6 +702,9 @@ class SQLStore(Store):
         if kind is not None:
             sql += " AND kind = ?"
             params.append(kind)
+        for k, v in metadata.items():  # filtered in SQL; checked again below, exactly
+            sql += f" AND {self.metadata_value} = ?"
+            params += [k.replace('"', ""), v]
         with self._tx(write=False) as cur:
             cur.execute(self._sql(sql), params)
             records = [self._row_to_record(r) for r in cur.fetchall()]
