@@ -173,4 +173,16 @@ def classify(
         )
     if not isinstance(result, Outcome):
         result = classify_generic(response, error)
+    if result.rule == "generic:401" and _static_credentials(info):
+        # Nothing to refresh: a key from a setting that is refused stays refused.
+        result = attrs.evolve(result, kind=OutcomeKind.CONFIG_ERROR, rule="generic:401-key")
     return complete(result, response, info)
+
+
+def _static_credentials(info: ProviderInfo | None) -> bool:
+    """Whether *info* declares only credentials from settings (no token to fetch anew)."""
+    from ._auth import schemes
+    from .auth import OAuth2ClientCredentials
+
+    declared = schemes(info.auth) if info is not None else ()
+    return bool(declared) and not any(isinstance(s, OAuth2ClientCredentials) for s in declared)
