@@ -39,7 +39,6 @@ from .exceptions import (
     DocumentError,
     NotFoundError,
     OutcomeError,
-    PluginLoadError,
     StoreError,
 )
 from .hookspecs import hookimpl
@@ -73,7 +72,6 @@ __all__ = [  # noqa: RUF022
     "OutcomeError",
     "OutcomeKind",
     "PluginHost",
-    "PluginLoadError",
     "PluginStatus",
     "ProviderInfo",
     "RateLimit",

@@ -217,7 +217,8 @@ class ProviderInfo:
         (``"Idempotency-Key"``); set by the core after every other header.
     :param request_id_header: the response header with the provider's request id, kept in
         the outcome when the classifier does not set one.
-    :param hook_api: the hook API version the plugin was written for (:data:`HOOK_API`).
+    :param hook_api: the hook API version the plugin was written for (``2`` today; see
+        :doc:`/plugins/hooks`).
     :param sandbox: the :class:`docrelay.sandbox.Sandbox` subclass imitating the provider.
     :param demo: ``demo(sandbox, webhook_url) -> DemoBatch``: the provider's part of
         ``docrelay demo`` (see the ``demo_batch`` hook for the arguments).

@@ -703,8 +703,9 @@ class SQLStore(Store):
             sql += " AND kind = ?"
             params.append(kind)
         for k, v in metadata.items():  # filtered in SQL; checked again below, exactly
-            sql += f" AND {self.metadata_value} = ?"
-            params += [k.replace('"', ""), v]
+            if '"' not in k and "\\" not in k:
+                sql += f" AND {self.metadata_value} = ?"
+                params += [k, v]
         with self._tx(write=False) as cur:
             cur.execute(self._sql(sql), params)
             records = [self._row_to_record(r) for r in cur.fetchall()]

@@ -6,9 +6,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import docrelay_template
 import pytest
 import requests
-import docrelay_template
 from docrelay import HttpResponse, Outcome, OutcomeKind, TransportError
 from docrelay.testing import classify as classify_in_core
 from docrelay_template import provider_info
