@@ -87,4 +87,3 @@ class DocrelayWarning(UserWarning):
     """Base of docrelay's warnings."""
 
     __module__ = "docrelay"
-
