@@ -77,3 +77,36 @@ def test_plugins_table_names_the_error(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "broken_plugin" in result.stdout
     assert "kaputt" in result.stdout
+
+
+def test_misspelt_hook_gets_a_did_you_mean(tmp_path: Path) -> None:
+    """A hook name that is almost a real one is named, with the hook it probably means."""
+    _install(
+        tmp_path,
+        "docrelay-typo",
+        "typo_plugin",
+        "import docrelay\n\n@docrelay.hookimpl\ndef prepare_header(request, ctx):\n    return {}\n",
+    )
+
+    result = _plugins(tmp_path, "--json")
+
+    assert result.returncode == 0, result.stderr
+    row = {r["name"]: r for r in json.loads(result.stdout)}["typo_plugin"]
+    assert row["status"] == "error"
+    assert "'prepare_header' (did you mean 'prepare_headers'?)" in row["error"]
+
+
+def test_unsupported_hook_api_is_refused_and_apis_are_shown(tmp_path: Path) -> None:
+    """A plugin written for a hook API this docrelay does not speak is left out with a clear
+    message; the loaded plugins show the API they declare."""
+    _install(tmp_path, "docrelay-future", "future_plugin", "DOCRELAY_HOOK_API = 99\n")
+
+    result = _plugins(tmp_path, "--json")
+
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["future_plugin"]["status"] == "error"
+    assert "hook API 99" in rows["future_plugin"]["error"]
+    assert rows["procuros"]["hook_api"] == 1
+    table = _plugins(tmp_path)
+    assert "api" in table.stdout

@@ -310,22 +310,23 @@ def _mutant(generated: Path, tmp: Path, old: str, new: str) -> Path:
 
     target = tmp / "mutant"
     shutil.copytree(generated, target)
-    path = target / "src/docrelay_rtkit/_classify.py"
-    text = path.read_text()
-    assert old in text, old
-    path.write_text(text.replace(old, new, 1))
-    return target
+    for path in (target / "src/docrelay_rtkit").glob("*.py"):
+        text = path.read_text()
+        if old in text:
+            path.write_text(text.replace(old, new, 1))
+            return target
+    raise AssertionError(f"{old!r} is in no module of the generated plugin")
 
 
 @pytest.mark.parametrize(
     ("old", "new", "caught_by"),
     [
-        ("return outcome(OutcomeKind.DUPLICATE", "return outcome(OutcomeKind.DELIVERED",
+        ("return Outcome(kind=OutcomeKind.DUPLICATE", "return Outcome(kind=OutcomeKind.DELIVERED",
          "test_duplicate_answer_is_duplicate"),
         ('field_errors=field_errors(body.get("errors")),', "field_errors=(),",
          "test_rejection_keeps_field_errors_and_links"),
-        ("return transport_outcome(error, NAME)",
-         "return Outcome(kind=OutcomeKind.RETRY, message=error.message)",
+        ("if response is not None else None",
+         'if response is not None else Outcome(kind="retry", message="broken")',
          "test_transport_error_after_send_is_unknown"),
     ],
     ids=["409-as-delivered", "drops-field-errors", "sent-error-as-retry"],

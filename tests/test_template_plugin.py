@@ -271,13 +271,11 @@ class Broken:
     """The template provider with one deliberate classifier bug ({variant})."""
 
     provider_info = staticmethod(docrelay_template.provider_info)
-    provider_sandbox = staticmethod(docrelay_template.provider_sandbox)
     build_request = staticmethod(docrelay_template.build_request)
-    prepare_headers = staticmethod(docrelay_template.prepare_headers)
 
     @docrelay.hookimpl
     def classify_response(self, response, error, ctx):
-        outcome = classify(response, error)
+        outcome = classify(response) if response is not None else None
         variant = {variant!r}
         if variant == "drops-field-errors" and outcome and outcome.field_errors:
             return attrs.evolve(outcome, field_errors=())

@@ -40,7 +40,6 @@ from .exceptions import (
     DocumentError,
     NotFoundError,
     OutcomeError,
-    PluginLoadError,
     StoreError,
 )
 from .hookspecs import hookimpl
@@ -74,7 +73,6 @@ __all__ = [  # noqa: RUF022
     "OutcomeError",
     "OutcomeKind",
     "PluginHost",
-    "PluginLoadError",
     "PluginStatus",
     "ProviderInfo",
     "RateLimit",

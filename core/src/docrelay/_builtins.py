@@ -1,4 +1,5 @@
-"""Built-in hook implementations: the generic HTTP classifier and the default key.
+"""Built-in hook implementations: the generic HTTP classifier (:mod:`._classify`) and the
+default key.
 
 Registered as the essential plugin ``docrelay.builtins``, which cannot be blocked. Every
 implementation here is ``trylast``: a provider plugin's answer always comes first.
@@ -8,15 +9,13 @@ from __future__ import annotations
 
 import os
 import ssl
-import time
 import uuid
 import warnings
 from typing import Any
 
+from ._classify import DOCRELAY_TRANSPORT_FAULTS, classify_generic
 from ._context import Context
-from ._models import Document, HttpResponse, Outcome, OutcomeKind, TransportError
-from ._models import retry_after_seconds as _retry_after
-from ._redact import redact
+from ._models import Document, HttpResponse, Outcome, TransportError
 from .exceptions import ConfigError, DocrelayWarning
 from .hookspecs import hookimpl
 
@@ -36,14 +35,6 @@ def default_key(document: Document) -> str:
     """A UUID derived from provider, document id and revision: the same for every retry and
     restart of one revision, new for a corrected revision."""
     return str(uuid.uuid5(KEY_NAMESPACE, f"{document.provider}:{document.id}:{document.revision}"))
-
-
-#: Transport errors that are docrelay's to classify (configuration, not the provider): a
-#: certificate that did not verify or a failed TLS handshake (``tls``), a URL docrelay
-#: refused (``invalid_url``), a request requests refused to build (``invalid_request``: a
-#: header value with a line break from a setting or a token), a header value docrelay
-#: refused before sending (``invalid_header``). None of them was sent.
-DOCRELAY_TRANSPORT_FAULTS = frozenset({"tls", "invalid_url", "invalid_request", "invalid_header"})
 
 
 def check_verify(provider: str, value: Any) -> bool | str:
@@ -87,79 +78,6 @@ def check_verify(provider: str, value: Any) -> bool | str:
             f"provider {provider}: verify = {value!r} is not a usable PEM CA bundle ({exc})"
         ) from None
     return value
-
-
-def _message(response: HttpResponse) -> str | None:
-    data = response.json()
-    if isinstance(data, dict):
-        for k in ("message", "Message", "error_description", "error", "title", "detail"):
-            v = data.get(k)
-            if isinstance(v, str) and v:
-                return redact(v)[:500]  # redacted before the cut: no half secret survives
-    text = redact(response.text(2000)).strip()[:300]
-    if text and not text.startswith("<"):
-        return text
-    return None
-
-
-def classify_generic(response: HttpResponse | None, error: TransportError | None) -> Outcome:
-    """What any HTTP API's answer means when the provider's classifier has no opinion."""
-    if response is None:
-        if error is None:
-            return Outcome(kind=OutcomeKind.UNKNOWN, message="no response", rule="generic:none")
-        if error.kind in DOCRELAY_TRANSPORT_FAULTS:
-            return Outcome(
-                kind=OutcomeKind.CONFIG_ERROR, message=error.message, rule=f"generic:{error.kind}"
-            )
-        if error.sent:
-            return Outcome(
-                kind=OutcomeKind.UNKNOWN, message=error.message, rule=f"generic:{error.kind}"
-            )
-        return Outcome(kind=OutcomeKind.RETRY, message=error.message, rule=f"generic:{error.kind}")
-    status = response.status
-    message = _message(response)
-    wait = _retry_after(response.header("Retry-After"), time.time())
-    if 200 <= status < 300:
-        return Outcome(kind=OutcomeKind.DELIVERED, status=status, rule="generic:2xx")
-    if 300 <= status < 400:
-        # docrelay never follows a redirect (it could lead off the configured host, and a
-        # POST would be replayed): the provider did not take the document at this URL.
-        location = (response.header("Location") or "?")[:300]
-        return Outcome(
-            kind=OutcomeKind.CONFIG_ERROR,
-            status=status,
-            message=f"unexpected redirect to {location}: check the base URL",
-            rule="generic:3xx",
-        )
-    if status == 401:
-        return Outcome(kind=OutcomeKind.REAUTH, status=status, message=message, rule="generic:401")
-    if status in (403, 404, 405, 406, 407, 415):
-        return Outcome(
-            kind=OutcomeKind.CONFIG_ERROR, status=status, message=message, rule=f"generic:{status}"
-        )
-    if status == 408:
-        return Outcome(kind=OutcomeKind.RETRY, status=status, message=message, rule="generic:408")
-    if status == 412:
-        return Outcome(kind=OutcomeKind.STALE, status=status, message=message, rule="generic:412")
-    if status == 429:
-        return Outcome(
-            kind=OutcomeKind.THROTTLED,
-            status=status,
-            message=message,
-            wait=wait,
-            rule="generic:429",
-        )
-    if 400 <= status < 500:
-        return Outcome(
-            kind=OutcomeKind.REJECTED, status=status, message=message, rule="generic:4xx"
-        )
-    if status >= 500:
-        return Outcome(
-            kind=OutcomeKind.RETRY, status=status, message=message, wait=wait, rule="generic:5xx"
-        )
-    return Outcome(
-        kind=OutcomeKind.UNKNOWN, status=status, message=message, rule="generic:unexpected"
-    )
 
 
 @hookimpl(trylast=True)

@@ -12,7 +12,7 @@ import attrs
 from ._models import HttpRequest, HttpResponse, ProviderInfo, TransportError
 
 if TYPE_CHECKING:
-    from ._models import Document
+    from ._models import Document, Outcome
 
 __all__ = ["Context", "DocumentView", "Token", "TransportFailure"]
 
@@ -65,6 +65,14 @@ class _Services(Protocol):
 
     def register_secret(self, value: str) -> None: ...
 
+    def auth_headers(self, ctx: Context, request: HttpRequest) -> dict[str, str]: ...
+
+    def get_document(self, provider: str, doc_id: str) -> DocumentView | None: ...
+
+    def classify(
+        self, ctx: Context, response: HttpResponse | None, error: TransportError | None
+    ) -> Outcome: ...
+
 
 @attrs.define
 class Context:
@@ -116,24 +124,35 @@ class Context:
         body: bytes = b"",
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
+        auth: bool = False,
     ) -> HttpResponse:
         """Make an auxiliary HTTP call (a token, a poll, a lookup) the engine's way.
 
-        Same session, timeouts and TLS settings as deliveries; raises
+        With ``auth=True`` the provider's auth headers (declared in ``ProviderInfo.auth`` or
+        from the ``auth_headers`` hook) are added. Same session, timeouts and TLS settings as
+        deliveries; raises
         :class:`TransportFailure` when no response comes back, and
         :class:`~docrelay.OutcomeError` (``config_error``) for a host outside the provider's
         configured ones or a certificate that does not verify.
         """
-        return self._services.http(
-            self,
-            HttpRequest(
-                method=method,
-                url=self.url(url),
-                body=body,
-                headers=headers or {},
-                params=params or {},
-            ),
+        request = HttpRequest(
+            method=method, url=self.url(url), body=body, headers=headers or {}, params=params or {}
         )
+        if auth:
+            request = request.with_headers(self._services.auth_headers(self, request))
+        return self._services.http(self, request)
+
+    def auth_headers(self, request: HttpRequest | None = None) -> dict[str, str]:
+        """The provider's auth headers (a token fetched when needed), secrets registered."""
+        request = request or HttpRequest(method="GET", url=self.base_url)
+        return self._services.auth_headers(self, request)
+
+    def classify(
+        self, response: HttpResponse | None, error: TransportError | None = None
+    ) -> Outcome:
+        """The outcome of an answer as a send's would be: the provider's ``classify_response``
+        first, then the core's generic classification (for polls and lookups)."""
+        return self._services.classify(self, response, error)
 
     def token(self, credential: str, fetch: Callable[[Context], Token]) -> str:
         """A cached access token for *credential*, fetched with *fetch* when missing or near
@@ -143,8 +162,13 @@ class Context:
     def find_documents(
         self, *, kind: str | None = None, metadata: Mapping[str, str] | None = None
     ) -> list[DocumentView]:
-        """Other documents of this provider, by kind and metadata (exact matches)."""
+        """Other documents of this provider, by kind and metadata (exact matches, filtered
+        by the store's SQL)."""
         return self._services.find_documents(self.provider.name, kind, metadata or {})
+
+    def get_document(self, doc_id: str) -> DocumentView | None:
+        """Another document of this provider by its id (``None`` when there is none)."""
+        return self._services.get_document(self.provider.name, doc_id)
 
     def secret(self, value: str) -> str:
         """Register *value* as a secret: it is redacted from logs, records and output."""

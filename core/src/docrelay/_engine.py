@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 import attrs
 import stamina
 
-from ._builtins import DOCRELAY_TRANSPORT_FAULTS, classify_generic
+from ._classify import DOCRELAY_TRANSPORT_FAULTS, classify_generic
 from ._context import Context, DocumentView, Token, TransportFailure
 from ._host import PluginHost, ProviderHooks
 from ._leases import LeaseKeeper
@@ -138,23 +138,39 @@ class _Services:
     def find_documents(
         self, provider: str, kind: str | None, metadata: Mapping[str, str]
     ) -> list[DocumentView]:
-        return [
-            DocumentView(
-                id=r.id,
-                provider=r.provider,
-                kind=r.document.kind,
-                state=r.state.value,
-                metadata=r.document.metadata,
-                reason=r.reason,
-                provider_ref=r.provider_ref,
-                provider_state=dict(r.provider_state),
-                updated_at=r.updated_at,
-            )
-            for r in self.engine.store.find(provider, kind, metadata)
-        ]
+        return [_view(r) for r in self.engine.store.find(provider, kind, metadata)]
 
     def register_secret(self, value: str) -> None:
         register_secret(value)
+
+    def auth_headers(self, ctx: Context, request: HttpRequest) -> dict[str, str]:
+        return self.engine.host.hooks(self.runtime.info.name).auth_headers(request, ctx)
+
+    def get_document(self, provider: str, doc_id: str) -> DocumentView | None:
+        record = self.engine.store.get(doc_id)
+        if record is None or record.provider != provider:
+            return None
+        return _view(record)
+
+    def classify(
+        self, ctx: Context, response: HttpResponse | None, error: TransportError | None
+    ) -> Outcome:
+        hooks = self.engine.host.hooks(self.runtime.info.name)
+        return hooks.classify_response(response, error, ctx, ctx.document)
+
+
+def _view(r: Record) -> DocumentView:
+    return DocumentView(
+        id=r.id,
+        provider=r.provider,
+        kind=r.document.kind,
+        state=r.state.value,
+        metadata=r.document.metadata,
+        reason=r.reason,
+        provider_ref=r.provider_ref,
+        provider_state=dict(r.provider_state),
+        updated_at=r.updated_at,
+    )
 
 
 class Engine:
@@ -656,8 +672,10 @@ class Engine:
             request = hooks.build_request(doc, ctx)
             if request is None:
                 raise ConfigError(f"provider {rt.info.name} built no request for {doc.kind!r}")
-            extra = hooks.prepare_headers(request, ctx)
-            request = request.with_headers(extra)
+            request = request.with_headers(hooks.auth_headers(request, ctx))
+            request = request.with_headers(hooks.prepare_headers(request, ctx))
+            if rt.info.idempotency_header:
+                request = request.with_headers({rt.info.idempotency_header: key})
         except DocumentError as exc:
             out = Outcome(
                 kind=OutcomeKind.REJECTED,
@@ -703,12 +721,9 @@ class Engine:
         if response is not None:
             response = _scrubbed(response)
         _crashpoint("after_response")
-        if error is not None and error.kind in DOCRELAY_TRANSPORT_FAULTS:
-            # A certificate that does not verify or a URL docrelay refused is a matter of
-            # configuration, whatever the provider: docrelay answers it, not the classifier.
-            outcome = redact_outcome(classify_generic(None, error))
-        else:
-            outcome = redact_outcome(hooks.classify_response(response, error, ctx))
+        # A certificate that does not verify or a URL docrelay refused is a matter of
+        # configuration, whatever the provider: _classify answers it, not the classifier.
+        outcome = redact_outcome(hooks.classify_response(response, error, ctx, doc))
         attempt = attrs.evolve(
             base,
             status=response.status if response is not None else None,
@@ -922,7 +937,8 @@ class Engine:
         if old == new:
             return
         try:
-            self.host.hooks(rec.provider).on_state_change(rec.document, old, new, outcome)
+            ctx = self.context(self.runtime(rec.provider), rec)
+            self.host.hooks(rec.provider).on_state_change(rec.document, old, new, outcome, ctx)
         except Exception:
             log.exception("on_state_change of %s raised for %s", rec.provider, rec.id)
         for listener in list(self.listeners):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -11,10 +13,13 @@ from typing import Any
 import attrs
 import pluggy
 
-from . import _builtins, hookspecs
+from . import _builtins, _classify, hookspecs
 from ._context import Context
 from ._models import (
+    HOOK_API,
+    SUPPORTED_HOOK_APIS,
     DemoBatch,
+    DocState,
     Document,
     HttpRequest,
     HttpResponse,
@@ -24,9 +29,16 @@ from ._models import (
     TransportError,
 )
 from .exceptions import UnknownProviderError
-from .hookspecs import PROJECT
+from .hookspecs import MIDDLEWARE_HOOKS, PROJECT
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginHost", "PluginStatus", "ProviderHooks"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "HOOK_NAMES",
+    "PROVIDER_HOOKS",
+    "PluginHost",
+    "PluginStatus",
+    "ProviderHooks",
+]
 
 log = logging.getLogger("docrelay.plugins")
 
@@ -34,8 +46,14 @@ ENTRY_POINT_GROUP = "docrelay.plugins"
 BUILTINS = "docrelay.builtins"
 #: Plugins that cannot be blocked.
 ESSENTIAL_PLUGINS = (BUILTINS,)
-#: Hooks called on the provider's plugin and every middleware plugin.
-MIDDLEWARE_HOOKS = frozenset({"prepare_headers", "on_failure", "on_state_change", "on_exchange"})
+#: Every hook the hookspecs declare (the source of :class:`ProviderHooks`' callers).
+HOOK_NAMES = tuple(
+    name
+    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+    if hasattr(fn, PROJECT + "_spec")
+)
+#: Hooks called only on the document's provider plugin (and the built-ins).
+PROVIDER_HOOKS = tuple(n for n in HOOK_NAMES if n not in MIDDLEWARE_HOOKS | {"provider_info"})
 
 
 @attrs.frozen
@@ -49,6 +67,7 @@ class PluginStatus:
     status: str  # "loaded", "disabled", "blocked", "error"
     error: str | None = None
     provider: str | None = None
+    hook_api: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -87,7 +106,9 @@ class PluginHost:
         self._broken: set[str] = set()
         self.pm.register(_builtins, name=BUILTINS)
         self._statuses.append(
-            PluginStatus(BUILTINS, "docrelay", _version("docrelay"), "builtin", "loaded")
+            PluginStatus(
+                BUILTINS, "docrelay", _version("docrelay"), "builtin", "loaded", hook_api=HOOK_API
+            )
         )
         blocked = set(disabled) | _split_names(env.get("DOCRELAY_DISABLED_PLUGINS"))
         for name in blocked:
@@ -138,7 +159,7 @@ class PluginHost:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             self.pm.unregister(obj)
-            self._fail(name, dist, version, f"unknown hook: {exc}")
+            self._fail(name, dist, version, _unknown_hooks(obj, exc))
             return
         info: ProviderInfo | None = None
         impl = getattr(obj, "provider_info", None)
@@ -157,6 +178,19 @@ class PluginHost:
                 self.pm.unregister(obj)
                 self._fail(name, dist, version, f"provider {info.name!r} is already provided")
                 return
+        api = info.hook_api if info is not None else getattr(obj, "DOCRELAY_HOOK_API", 1)
+        if api not in SUPPORTED_HOOK_APIS:
+            self.pm.unregister(obj)
+            supported = ", ".join(str(v) for v in sorted(SUPPORTED_HOOK_APIS))
+            self._fail(
+                name,
+                dist,
+                version,
+                f"written for docrelay hook API {api!r}, this docrelay speaks {supported} "
+                "(install a docrelay or plugin version that match)",
+            )
+            return
+        if info is not None:
             self._providers[info.name] = info
             self._provider_plugins[info.name] = obj
         self._statuses.append(
@@ -167,6 +201,7 @@ class PluginHost:
                 "provider" if info else "middleware",
                 "loaded",
                 provider=info.name if info else None,
+                hook_api=api,
             )
         )
 
@@ -242,26 +277,17 @@ class PluginHost:
 
 class ProviderHooks:
     """Typed facade: one method per hook, called only on this provider's plugin (plus the
-    built-ins and, for middleware hooks, every middleware plugin)."""
+    built-ins and, for the :data:`~docrelay.hookspecs.MIDDLEWARE_HOOKS`, every middleware
+    plugin). The callers are derived from the hookspecs."""
 
     def __init__(self, host: PluginHost, provider: str) -> None:
         self.host = host
         self.provider = provider
+        self.info = host._providers[provider]
         self.plugin = host._provider_plugins[provider]
         others = [p for n, p in host._provider_plugins.items() if n != provider]
         self._callers: dict[str, Callable[..., Any]] = {}
-        for name in (
-            "hold",
-            "idempotency_key",
-            "build_request",
-            "classify_response",
-            "refresh_resource",
-            "reconcile",
-            "poll_status",
-            "parse_notification",
-            "provider_sandbox",
-            "demo_batch",
-        ):
+        for name in PROVIDER_HOOKS:
             self._callers[name] = host.pm.subset_hook_caller(name, others)
         for name in MIDDLEWARE_HOOKS:
             self._callers[name] = host._isolated(
@@ -285,6 +311,16 @@ class ProviderHooks:
         result: HttpRequest | None = self._callers["build_request"](document=document, ctx=ctx)
         return result
 
+    def auth_headers(self, request: HttpRequest, ctx: Context) -> dict[str, str]:
+        """The ``auth_headers`` hook's headers when the provider implements it, else the
+        headers of the schemes ``ProviderInfo.auth`` declares."""
+        from ._auth import declared_headers
+
+        if self.implements("auth_headers"):
+            result = self._callers["auth_headers"](request=request, ctx=ctx)
+            return dict(result or {})
+        return declared_headers(ctx)
+
     def prepare_headers(self, request: HttpRequest, ctx: Context) -> dict[str, str]:
         merged: dict[str, str] = {}
         for headers in self._callers["prepare_headers"](request=request, ctx=ctx):
@@ -292,22 +328,20 @@ class ProviderHooks:
         return merged
 
     def classify_response(
-        self, response: HttpResponse | None, error: TransportError | None, ctx: Context
+        self,
+        response: HttpResponse | None,
+        error: TransportError | None,
+        ctx: Context,
+        document: Document | None = None,
     ) -> Outcome:
-        try:
-            result = self._callers["classify_response"](response=response, error=error, ctx=ctx)
-        except Exception as exc:
-            log.exception("classifier of %s raised", self.provider)
-            result = _builtins.classify_generic(response, error)
-            result = attrs.evolve(
-                result,
-                message=f"{result.message or ''} (provider classifier failed: "
-                f"{type(exc).__name__})".strip(),
-                rule="generic:classifier-error",
+        """The provider's classifier, then the generic classification (never raises)."""
+
+        def call() -> object:
+            return self._callers["classify_response"](
+                response=response, error=error, ctx=ctx, document=document or ctx.document
             )
-        if not isinstance(result, Outcome):
-            result = _builtins.classify_generic(response, error)
-        return result
+
+        return _classify.classify(call, response, error, self.info)
 
     def refresh_resource(self, document: Document, ctx: Context) -> bool | None:
         result: bool | None = self._callers["refresh_resource"](document=document, ctx=ctx)
@@ -330,10 +364,17 @@ class ProviderHooks:
         return result
 
     def provider_sandbox(self) -> type[Any] | None:
+        """``ProviderInfo.sandbox``, else the deprecated ``provider_sandbox`` hook."""
+        if self.info.sandbox is not None:
+            return self.info.sandbox
         result: type[Any] | None = self._callers["provider_sandbox"]()
         return result
 
     def demo_batch(self, sandbox: Any, webhook_url: str) -> DemoBatch | None:
+        """``ProviderInfo.demo``, else the deprecated ``demo_batch`` hook."""
+        if self.info.demo is not None:
+            declared: DemoBatch | None = self.info.demo(sandbox, webhook_url)
+            return declared
         result: DemoBatch | None = self._callers["demo_batch"](
             sandbox=sandbox, webhook_url=webhook_url
         )
@@ -343,12 +384,38 @@ class ProviderHooks:
         self._callers["on_failure"](document=document, outcome=outcome, ctx=ctx)
 
     def on_state_change(
-        self, document: Document, old: str, new: str, outcome: Outcome | None
+        self,
+        document: Document,
+        old: str,
+        new: str,
+        outcome: Outcome | None,
+        ctx: Context | None = None,
     ) -> None:
-        self._callers["on_state_change"](document=document, old=old, new=new, outcome=outcome)
+        self._callers["on_state_change"](
+            document=document, old=DocState(old), new=DocState(new), outcome=outcome, ctx=ctx
+        )
 
     def on_exchange(self, **kwargs: Any) -> None:
+        """Tell every observer about one HTTP exchange (:func:`~docrelay.hookspecs.on_exchange`)."""
         self._callers["on_exchange"](**kwargs)
+
+
+def _unknown_hooks(plugin: object, exc: Exception) -> str:
+    """``unknown hook: ...`` with a "did you mean" for each misspelt hook name."""
+    parts = []
+    for attr in dir(plugin):
+        impl = getattr(plugin, attr, None)
+        if impl is None or not hasattr(impl, PROJECT + "_impl"):
+            continue
+        opts = getattr(impl, PROJECT + "_impl") or {}
+        name = opts.get("specname") or attr
+        if name in HOOK_NAMES:
+            continue
+        close = difflib.get_close_matches(name, HOOK_NAMES, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if not parts:
+        return f"unknown hook: {exc}"
+    return "unknown hook " + ", ".join(parts) + "; the hooks are: " + ", ".join(HOOK_NAMES)
 
 
 def _version(dist: str) -> str | None:

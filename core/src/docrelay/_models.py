@@ -16,7 +16,9 @@ import attrs
 
 __all__ = [
     "FINAL_STATES",
+    "HOOK_API",
     "SUCCESS_OUTCOMES",
+    "SUPPORTED_HOOK_APIS",
     "Attempt",
     "DemoBatch",
     "DocState",
@@ -184,6 +186,20 @@ class RateLimit:
         return self.per_seconds / self.requests
 
 
+#: The hook API this docrelay speaks: a plugin declares the one it was written for
+#: (``ProviderInfo.hook_api``, or ``DOCRELAY_HOOK_API`` in a middleware plugin's module).
+#: 1: the original hooks (auth in ``prepare_headers``); 2: declared auth, ``auth_headers``,
+#: the document in ``classify_response``, ``ctx`` in ``on_state_change``, sandbox and demo
+#: in ``ProviderInfo``.
+HOOK_API = 2
+#: The hook API versions the plugin host loads.
+SUPPORTED_HOOK_APIS = frozenset({1, 2})
+
+
+def _auth(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
 @attrs.frozen
 class ProviderInfo:
     """What a provider plugin declares about its provider.
@@ -193,13 +209,28 @@ class ProviderInfo:
         or ``"none"`` (no deduplication: an ambiguous outcome is reconciled before resending).
     :param async_validation: ``"none"``, ``"poll"`` (``poll_status``) or ``"webhook"``
         (``parse_notification``).
+    :param auth: how requests are authenticated: a :mod:`docrelay.auth` scheme or a tuple
+        of them (the core adds the headers, fetches and caches tokens, registers secrets).
+        *Deprecated*: a string (``"api_key"``...) declares nothing; such plugins add their
+        auth in ``prepare_headers``.
+    :param idempotency_header: the header that carries the idempotency key on every send
+        (``"Idempotency-Key"``); set by the core after every other header.
+    :param request_id_header: the response header with the provider's request id, kept in
+        the outcome when the classifier does not set one.
+    :param hook_api: the hook API version the plugin was written for (``2`` today; see
+        :doc:`/plugins/hooks`).
+    :param sandbox: the :class:`docrelay.sandbox.Sandbox` subclass imitating the provider.
+    :param demo: ``demo(sandbox, webhook_url) -> DemoBatch``: the provider's part of
+        ``docrelay demo`` (see the ``demo_batch`` hook for the arguments).
+    :param title: *deprecated*, unused.
+    :param docs_url: *deprecated*, unused.
     """
 
     name: str
-    title: str
-    environments: Mapping[str, str] = attrs.field(converter=_frozen_mapping)
-    default_environment: str
-    auth: str = "none"
+    title: str = ""
+    environments: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    default_environment: str = ""
+    auth: Any = attrs.field(default="none", converter=_auth)
     kinds: tuple[str, ...] = ("document",)
     max_payload_bytes: int | None = None
     rate_limit: RateLimit | None = None
@@ -225,6 +256,11 @@ class ProviderInfo:
     #: ``application/xml``; ``+json``/``+xml`` types too). A payload that does not parse as
     #: it is refused when it is submitted. ``None``: any bytes.
     content_type: str | None = None
+    idempotency_header: str | None = None
+    request_id_header: str | None = None
+    hook_api: int = 1
+    sandbox: type[Any] | None = attrs.field(default=None, eq=False)
+    demo: Any = attrs.field(default=None, eq=False)
 
     @property
     def deduplicates(self) -> bool:
@@ -440,7 +476,7 @@ class DemoBatch:
     :param settings: provider settings for a relay against the running sandbox.
     :param documents: the sample documents, submitted in order.
     :param faults: fault specs switched on in the sandbox before delivery starts.
-    :param expect: outcomes the batch is meant to show (``"throttled then delivered"``...).
+    :param expect: *deprecated*, unused: outcomes the batch is meant to show.
     """
 
     settings: Mapping[str, Any] = attrs.field(converter=_frozen_mapping)

@@ -638,7 +638,7 @@ def _print_notification_stats(relay: Relay) -> None:
 @click.pass_context
 @_guard
 def plugins(ctx: click.Context, as_json: bool) -> None:
-    """List installed plugins: name, distribution, version, kind, status."""
+    """List installed plugins: name, distribution, version, kind, hook API, status."""
     from ._host import PluginHost
 
     config = load_config(ctx.obj["config_path"])
@@ -648,11 +648,11 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
         return
     table = Table()
-    for col in ("name", "distribution", "version", "kind", "status", "provider / error"):
+    for col in ("name", "distribution", "version", "kind", "api", "status", "provider / error"):
         table.add_column(col, overflow="fold")
     for s in statuses:
-        table.add_row(s.name, s.distribution or "-", s.version or "-", s.kind, s.status,
-                      s.error or s.provider or "")  # fmt: skip
+        table.add_row(s.name, s.distribution or "-", s.version or "-", s.kind,
+                      str(s.hook_api or "-"), s.status, s.error or s.provider or "")  # fmt: skip
     out.print(table)
 
 

@@ -9,11 +9,9 @@
     ├── OutcomeError           raised by a hook to end an attempt with a given outcome
     ├── StoreError             the state store is unreachable, corrupt, foreign or too new
     │   └── SchemaTooNewError
-    ├── PluginLoadError        a plugin failed to import or implements an unknown hook
     └── NotFoundError          no such document
 
     DocrelayWarning(UserWarning)
-    └── DocrelayDeprecationWarning(DocrelayWarning, DeprecationWarning)
 
 Every message is one line, free of secrets, meant for the person at the terminal.
 """
@@ -27,13 +25,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfigError",
-    "DocrelayDeprecationWarning",
     "DocrelayError",
     "DocrelayWarning",
     "DocumentError",
     "NotFoundError",
     "OutcomeError",
-    "PluginLoadError",
     "SchemaTooNewError",
     "StoreError",
     "UnknownProviderError",
@@ -87,25 +83,7 @@ class NotFoundError(DocrelayError, KeyError):
         return str(self.args[0]) if self.args else "not found"
 
 
-@final
-class PluginLoadError(DocrelayError):
-    """A plugin could not be loaded; carries the entry point's name and distribution."""
-
-    def __init__(self, name: str, distribution: str | None, error: str) -> None:
-        super().__init__(f"plugin {name!r} ({distribution or 'unknown distribution'}): {error}")
-        self.plugin = name
-        self.distribution = distribution
-        self.error = error
-
-
 class DocrelayWarning(UserWarning):
     """Base of docrelay's warnings."""
-
-    __module__ = "docrelay"
-
-
-@final
-class DocrelayDeprecationWarning(DocrelayWarning, DeprecationWarning):
-    """A feature that will be removed."""
 
     __module__ = "docrelay"

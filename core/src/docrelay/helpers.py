@@ -1,4 +1,4 @@
-"""Small public helpers for provider plugins' classifiers.
+"""Small public helpers for provider plugins' hooks and classifiers.
 
 Everything a plugin needs from docrelay is public: the value objects and
 :data:`docrelay.hookimpl` in ``docrelay``, the sandbox base class in :mod:`docrelay.sandbox`,
@@ -12,10 +12,52 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._models import FieldError, Outcome, OutcomeKind, TransportError
+from ._models import Document, FieldError, HttpResponse, Outcome, OutcomeKind, TransportError
 from ._models import retry_after_seconds as _retry_after_seconds
+from ._redact import redact
+from .exceptions import DocumentError
 
-__all__ = ["field_errors", "retry_after_seconds", "scalar_text", "transport_outcome"]
+__all__ = [
+    "body_text",
+    "field_errors",
+    "json_object",
+    "retry_after_seconds",
+    "scalar_text",
+    "transport_outcome",
+]
+
+
+def json_object(document: Document) -> dict[str, Any]:
+    """The document's payload as a JSON object; :class:`~docrelay.DocumentError` (the
+    document is rejected before sending) when it is not one.
+
+    >>> json_object(Document(id="1", provider="p", payload=b'{"n": 1}'))
+    {'n': 1}
+    >>> json_object(Document(id="1", provider="p", payload=b"[1]"))
+    Traceback (most recent call last):
+    ...
+    docrelay.exceptions.DocumentError: document 1: the payload is not a JSON object
+    """
+    try:
+        data = document.json()
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        raise DocumentError(f"document {document.id}: the payload is not a JSON object")
+    return data
+
+
+def body_text(response: HttpResponse, limit: int = 300) -> str | None:
+    """A short, redacted, one-line text of a response body for a message (``None`` when the
+    body is empty or an HTML page).
+
+    >>> body_text(HttpResponse(status=502, body=b"Bad   gateway  "))
+    'Bad gateway'
+    """
+    text = " ".join(redact(response.text(4 * limit)).split())[:limit]
+    if not text or text.startswith("<"):
+        return None
+    return text
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:

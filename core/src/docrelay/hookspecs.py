@@ -1,15 +1,22 @@
 """The docrelay hook specifications.
 
 Hooks are called with keyword arguments; an implementation may accept any subset of them.
-Mark every implementation with ``@docrelay.hookimpl``.
+Mark every implementation with ``@docrelay.hookimpl``. A plugin declares the hook API it was
+written for: ``ProviderInfo(hook_api=2)`` in a provider plugin, a module attribute
+``DOCRELAY_HOOK_API = 2`` in a middleware plugin (none: version 1). The host refuses a plugin
+written for a version it does not speak, and a hook name it does not know.
 
-*Provider hooks* (everything from :func:`idempotency_key` to :func:`hold`, except
-:func:`prepare_headers`) are called only on the plugin of the document's own provider (and on
-the built-in fallbacks): one provider never sees another provider's traffic. *Middleware
-hooks* (:func:`prepare_headers`, :func:`on_failure`, :func:`on_state_change`,
-:func:`on_exchange`) are called on
-the document's provider plugin and on every middleware plugin (a plugin that does not
+*Provider hooks* are called only on the plugin of the document's own provider (and on the
+built-in fallbacks): one provider never sees another provider's traffic. They are every hook
+below except :func:`provider_info` (called on every plugin) and the :data:`MIDDLEWARE_HOOKS`
+(:func:`prepare_headers`, :func:`on_failure`, :func:`on_state_change`,
+:func:`on_exchange`), which are called on
+the document's provider plugin and on every *middleware plugin* (a plugin that does not
 implement :func:`provider_info`).
+
+Much of a provider needs no hook: ``ProviderInfo`` declares its auth (:mod:`docrelay.auth`),
+its idempotency header, its request-id header, its sandbox and its demo, and the core's
+generic classification answers every status the provider's classifier leaves to it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ if TYPE_CHECKING:
     from ._context import Context
     from ._models import (
         DemoBatch,
+        DocState,
         Document,
         HttpRequest,
         HttpResponse,
@@ -33,11 +41,14 @@ if TYPE_CHECKING:
     )
     from .sandbox import Sandbox
 
-__all__ = ["hookimpl", "hookspec"]
+__all__ = ["MIDDLEWARE_HOOKS", "hookimpl", "hookspec"]
 
 PROJECT = "docrelay"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: Hooks called on the document's provider plugin and on every middleware plugin.
+MIDDLEWARE_HOOKS = frozenset({"prepare_headers", "on_failure", "on_state_change", "on_exchange"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,7 +64,8 @@ def provider_info() -> ProviderInfo:  # type: ignore[empty-body]
     *provider plugin* and answers the provider hooks for documents whose ``provider`` equals
     the returned name; a plugin that does not is a *middleware plugin*.
 
-    :return: a :class:`docrelay.ProviderInfo` (environments, limits, capabilities, settings).
+    :return: a :class:`docrelay.ProviderInfo` (environments, limits, capabilities, settings,
+        auth, idempotency and request-id headers, sandbox, demo, ``hook_api``).
 
     .. versionadded:: 0.1
     """
@@ -63,8 +75,9 @@ def provider_info() -> ProviderInfo:  # type: ignore[empty-body]
 def provider_sandbox() -> type[Sandbox] | None:
     """Return the :class:`docrelay.sandbox.Sandbox` subclass that imitates this provider.
 
-    Called on the provider's plugin by ``docrelay sandbox NAME``, ``docrelay demo`` and the
-    conformance kit.
+    *Deprecated* since hook API 2: declare ``ProviderInfo(sandbox=...)`` instead (it wins
+    over this hook). Called on the provider's plugin by ``docrelay sandbox NAME``,
+    ``docrelay demo`` and the conformance kit.
 
     :return: the sandbox class; the first non-``None`` result wins.
 
@@ -75,6 +88,12 @@ def provider_sandbox() -> type[Sandbox] | None:
 @hookspec(firstresult=True)
 def demo_batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch | None:
     """Return this provider's part of ``docrelay demo``.
+
+    *Deprecated* since hook API 2: declare ``ProviderInfo(demo=callable)`` instead, called
+    with the same two arguments (it wins over this hook).
+
+    :param sandbox: the provider's running sandbox.
+    :param webhook_url: the base URL of the demo's webhook receiver.
 
     Called on the provider's plugin with its running sandbox and the URL where the demo's
     webhook receiver listens (``{webhook_url}/{provider}/{secret}``). A provider that takes
@@ -97,6 +116,9 @@ def demo_batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch | None:
 def hold(document: Document, ctx: Context) -> str | None:
     """Decide whether *document* must wait for another document first.
 
+    :param document: the document about to be sent.
+    :param ctx: the provider's context (``ctx.find_documents``, ``ctx.get_document``).
+
     Called before every send of a document whose provider implements it (and again for held
     documents whenever another document of the same provider changes state).
 
@@ -110,6 +132,9 @@ def hold(document: Document, ctx: Context) -> str | None:
 @hookspec(firstresult=True)
 def idempotency_key(document: Document, ctx: Context) -> str | None:
     """Return the key that makes a resend of this document revision safe.
+
+    :param document: the document revision that needs a key.
+    :param ctx: the provider's context (``ctx.previous_key``, ``ctx.previous_state``).
 
     Called once per document revision, before its first send; the key is stored before any
     request leaves and reused for every retry, after crashes and restarts. ``ctx.previous_key``
@@ -127,6 +152,9 @@ def idempotency_key(document: Document, ctx: Context) -> str | None:
 def build_request(document: Document, ctx: Context) -> HttpRequest | None:
     """Build the HTTP request that delivers *document* (method, path, body, content type).
 
+    :param document: the document to deliver.
+    :param ctx: the provider's context, with ``ctx.key`` set and ``ctx.state`` loaded.
+
     Called for every send attempt, with ``ctx.key`` set and ``ctx.state`` loaded. Raise
     :class:`docrelay.DocumentError` to reject the document without sending it (a payload that
     cannot be valid).
@@ -137,14 +165,35 @@ def build_request(document: Document, ctx: Context) -> HttpRequest | None:
     """
 
 
+@hookspec(firstresult=True)
+def auth_headers(request: HttpRequest, ctx: Context) -> Mapping[str, str] | None:
+    """Return the authentication headers of an outgoing request (provider hook).
+
+    Only for auth that no :mod:`docrelay.auth` scheme declares: when the provider's plugin
+    implements it, ``ProviderInfo.auth`` is not applied. Called for every send attempt, and
+    for ``ctx.request(..., auth=True)``. Register secret values with ``ctx.secret()``
+    (``ctx.token()`` does it for tokens); raise :class:`docrelay.OutcomeError`
+    (``config_error``) for missing credentials.
+
+    :param request: the request built by :func:`build_request` (or the auxiliary request).
+    :param ctx: the provider's context.
+    :return: the headers; the first non-``None`` result wins.
+
+    .. versionadded:: 0.2
+    """
+
+
 @hookspec
 def prepare_headers(request: HttpRequest, ctx: Context) -> Mapping[str, str] | None:
-    """Add headers to an outgoing request: auth, idempotency header, If-Match, tracing.
+    """Add headers to an outgoing request: tracing, If-Match, a tenant header (middleware).
 
-    Called for every send attempt on the provider's plugin and on every middleware plugin.
-    Values that are secrets must be registered with ``ctx.secret()`` (``ctx.token()`` does it
-    for tokens); docrelay never stores header values.
+    Called for every send attempt on the provider's plugin and on every middleware plugin,
+    after the auth headers; the declared idempotency header is set after it. Values that are
+    secrets must be registered with ``ctx.secret()``; docrelay never stores header values.
+    (Before hook API 2, provider plugins put their auth here; that still works.)
 
+    :param request: the request built by :func:`build_request`, auth headers included.
+    :param ctx: the document's provider context.
     :return: headers to merge into the request; results are merged in call order.
 
     .. versionadded:: 0.1
@@ -153,18 +202,33 @@ def prepare_headers(request: HttpRequest, ctx: Context) -> Mapping[str, str] | N
 
 @hookspec(firstresult=True)
 def classify_response(
-    response: HttpResponse | None, error: TransportError | None, ctx: Context
+    response: HttpResponse | None,
+    error: TransportError | None,
+    ctx: Context,
+    document: Document | None,
 ) -> Outcome | None:
-    """Turn a response, or a transport error, into an :class:`docrelay.Outcome`.
+    """Turn the answer to a send into an :class:`docrelay.Outcome` (provider hook).
 
-    Called after every send, poll and reconcile request. Exactly one of *response* and *error*
-    is set. Must never raise: any body (HTML, truncated JSON, binary) must be handled. The
-    provider's classifier runs first; the built-in generic HTTP classifier answers what no
-    provider claims. Transport errors of kind ``tls`` (a certificate that does not verify)
-    and ``invalid_url`` (a host docrelay refuses) never reach this hook: they are
-    ``config_error`` for every provider.
+    Called by the engine after every send request, not for polls, reconciles or other
+    ``ctx.request`` calls (those hooks classify their own answers, and may call
+    :meth:`docrelay.Context.classify` to reach this hook and the generic classification).
+    Answer only what is specific to the provider and return ``None`` for the rest: the
+    core's generic classification then decides from the status (2xx delivered, 401
+    ``reauth``, 403/404 ``config_error``, 409/413/4xx ``rejected``, 429 ``throttled``, 5xx
+    ``retry``) and the transport error (``retry`` before sending, ``unknown`` when the
+    request may have reached the provider). The core fills in what an outcome leaves empty:
+    the status, the ``Retry-After`` wait of ``retry``/``throttled`` (capped) and the request
+    id from ``ProviderInfo.request_id_header``. An exception here is logged and the generic
+    answer is used. Transport errors of kind ``tls``, ``invalid_url``, ``invalid_request``
+    and ``invalid_header`` never reach this hook: they are ``config_error`` for every
+    provider.
 
-    :return: the outcome; the first non-``None`` result wins.
+    :param response: the provider's answer, or ``None`` when none came back.
+    :param error: the transport error when no answer came back, else ``None``.
+    :param ctx: the provider's context (``ctx.state`` may be updated).
+    :param document: the document that was sent (``None`` when called outside a send).
+    :return: the outcome, or ``None`` to leave it to the generic classification; the first
+        non-``None`` result wins.
 
     .. versionadded:: 0.1
     """
@@ -178,6 +242,9 @@ def classify_response(
 @hookspec(firstresult=True)
 def refresh_resource(document: Document, ctx: Context) -> bool | None:
     """Re-read the provider's copy of the resource after a ``stale`` outcome (412).
+
+    :param document: the document whose send was answered ``stale``.
+    :param ctx: the provider's context (``ctx.state`` to update).
 
     Update ``ctx.state`` (for example the new ETag) so the next attempt can succeed.
 
@@ -194,6 +261,9 @@ def refresh_resource(document: Document, ctx: Context) -> bool | None:
 @hookspec(firstresult=True)
 def reconcile(document: Document, ctx: Context) -> Outcome | None:
     """Look the document up at the provider after an ambiguous (``unknown``) outcome.
+
+    :param document: the document whose previous send may have taken effect.
+    :param ctx: the provider's context (``ctx.key`` is the key of that send).
 
     Called before resending a document whose previous request may have taken effect, for
     providers that do not deduplicate (``ProviderInfo.idempotency == "none"``), and for the
@@ -214,6 +284,9 @@ def reconcile(document: Document, ctx: Context) -> Outcome | None:
 def poll_status(document: Document, ctx: Context) -> Outcome | None:
     """Ask the provider about an ``accepted`` document whose validation is asynchronous.
 
+    :param document: the ``accepted`` document.
+    :param ctx: the provider's context (``ctx.state`` as the send left it).
+
     Called for providers with ``async_validation == "poll"`` when the poll is due; the engine
     backs off between polls.
 
@@ -231,6 +304,10 @@ def parse_notification(
 ) -> Notification | None:
     """Turn a provider's webhook into a :class:`docrelay.Notification`.
 
+    :param body: the request body as received.
+    :param headers: the request headers.
+    :param ctx: the provider's context (no document).
+
     Called by :meth:`docrelay.Relay.ingest_notification` and the webhook WSGI app. Raise
     :class:`ValueError` for a body that is not a notification of this provider.
 
@@ -245,6 +322,10 @@ def parse_notification(
 def on_failure(document: Document, outcome: Outcome, ctx: Context) -> None:
     """React to a failed delivery round (``rejected``, ``failed``, ``config_error``).
 
+    :param document: the document whose round failed.
+    :param outcome: the outcome that ended the round.
+    :param ctx: the document's provider context.
+
     Called once per failed round on the provider's plugin and on every middleware plugin
     (report the error to the provider, notify someone). ``ctx.failures`` counts the rounds.
     Exceptions are logged and do not change the document's state.
@@ -254,8 +335,16 @@ def on_failure(document: Document, outcome: Outcome, ctx: Context) -> None:
 
 
 @hookspec
-def on_state_change(document: Document, old: str, new: str, outcome: Outcome | None) -> None:
+def on_state_change(
+    document: Document, old: DocState, new: DocState, outcome: Outcome | None, ctx: Context
+) -> None:
     """Observe every state change of every document (ERP write-back, metrics, audit).
+
+    :param document: the document that changed.
+    :param old: the state before (a :class:`docrelay.DocState`, equal to its string value).
+    :param new: the state after.
+    :param outcome: the outcome that caused the change, if any.
+    :param ctx: the document's provider context (settings, ``ctx.state``).
 
     Called after the change is committed to the store, on the provider's plugin and on every
     middleware plugin. Exceptions are logged and do not change the document's state.

@@ -49,8 +49,17 @@ from urllib.parse import urlsplit
 import pytest
 
 from ._acme import AcmePlugin, AcmeSandbox
+from ._context import Context
 from ._host import PluginHost
-from ._models import DocState, Document, OutcomeKind
+from ._models import (
+    SUPPORTED_HOOK_APIS,
+    DocState,
+    Document,
+    HttpResponse,
+    Outcome,
+    OutcomeKind,
+    TransportError,
+)
 from ._relay import DocumentStatus, Relay
 from ._serve import WebhookServer, settle
 from .sandbox import Sandbox
@@ -61,6 +70,7 @@ __all__ = [
     "AcmeSandbox",
     "ProviderContractTests",
     "WebhookServer",
+    "classify",
     "settle",
 ]
 
@@ -80,6 +90,44 @@ FAST_ENGINE: Mapping[str, Any] = {
     "retry_after_cap": 2.0,
     "pause_seconds": None,
 }
+
+
+class _NoServices:
+    """A context outside the engine: a classifier that makes requests is a bug."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"docrelay.testing.classify: ctx.{name} is not available here")
+
+
+def classify(
+    plugin: object,
+    response: HttpResponse | None,
+    error: TransportError | None = None,
+    *,
+    document: Document | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Outcome:
+    """The outcome the engine records for an answer to a send of *plugin*'s provider: the
+    plugin's ``classify_response``, then the core's generic classification and completion
+    (status, ``Retry-After`` wait, request id), exactly as in a delivery round.
+
+    >>> from docrelay.testing import AcmePlugin
+    >>> classify(AcmePlugin(), HttpResponse(status=503, headers={"Retry-After": "4"})).wait
+    4.0
+    """
+    host = PluginHost(autoload=False, plugins=[plugin])
+    (name,) = host.providers
+    info = host.provider(name)
+    ctx = Context(
+        provider=info,
+        settings=dict(settings or {}),
+        base_url=info.environments.get(info.default_environment, ""),
+        environment=info.default_environment,
+        services=_NoServices(),
+    )
+    ctx.document = document
+    return host.hooks(name).classify_response(response, error, ctx, document)
+
 
 # ---------------------------------------------------------------------------------------------
 # pytest fixtures (pytest_plugins = ["docrelay.testing"])
@@ -225,7 +273,7 @@ class ProviderContractTests:
     def contract_sandbox(self) -> Iterator[Sandbox]:
         host = PluginHost(plugins=self.extra_plugins, autoload=self.autoload)
         cls = host.hooks(self.provider).provider_sandbox()
-        assert cls is not None, f"{self.provider} has no provider_sandbox hook"
+        assert cls is not None, f"{self.provider} declares no sandbox (ProviderInfo.sandbox)"
         sb = cls(**dict(self.sandbox_options)).start()
         try:
             yield sb
@@ -299,6 +347,7 @@ class ProviderContractTests:
             assert info.rate_limit.requests > 0
             assert info.rate_limit.per_seconds > 0
         assert info.idempotency in ("key", "payload", "none")
+        assert info.hook_api in SUPPORTED_HOOK_APIS
         assert info.async_validation in ("none", "poll", "webhook")
 
     def test_delivers_once(self, contract_sandbox: Sandbox, contract_relay: Any) -> None:

@@ -6,14 +6,20 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import docrelay_template
 import pytest
 import requests
-from docrelay import HttpResponse, OutcomeKind, TransportError
-from docrelay_template import provider_info, provider_sandbox
-from docrelay_template._classify import classify
+from docrelay import HttpResponse, Outcome, OutcomeKind, TransportError
+from docrelay.testing import classify as classify_in_core
+from docrelay_template import provider_info
 from docrelay_template.sandbox import TemplateSandbox
 
 API_KEY = "sandbox-key"
+
+
+def classify(response: HttpResponse | None, error: TransportError | None) -> Outcome:
+    """The outcome the engine records: the plugin's classifier, then docrelay's generic one."""
+    return classify_in_core(docrelay_template, response, error)
 
 
 def _response(status: int, body: Any = None, headers: dict[str, str] | None = None) -> HttpResponse:
@@ -38,11 +44,14 @@ def _response(status: int, body: Any = None, headers: dict[str, str] | None = No
     ],
 )
 def test_classify_documented_answers(status: int, body: Any, expected: str) -> None:
-    """Every documented status maps to its outcome, keeping the status code."""
-    outcome = classify(_response(status, body), None)
+    """Every documented status maps to its outcome, keeping the status code and the
+    provider's request id."""
+    answer = _response(status, body)
+    answer = HttpResponse(status=status, body=answer.body, headers={"X-Request-Id": "r-7"})
+    outcome = classify(answer, None)
 
-    assert outcome is not None
     assert expected == outcome.kind
+    assert outcome.request_id == "r-7"
     assert status == outcome.status
 
 
@@ -100,26 +109,30 @@ def test_classify_transport_errors(sent: bool, expected: OutcomeKind) -> None:
 )
 @pytest.mark.parametrize("status", [200, 400, 409, 422, 429, 500, 404, 302])
 def test_classify_never_raises(status: int, body: bytes) -> None:
-    """Any body, however broken, gives an outcome or ``None`` (the generic classifier's)."""
+    """Any body, however broken, gives an outcome with the status."""
     outcome = classify(_response(status, body), None)
 
-    assert outcome is None or outcome.status == status
+    assert outcome.status == status
 
 
 def test_classify_leaves_undocumented_statuses_to_the_generic_classifier() -> None:
-    """404 is not in the provider's table: the built-in classifier decides."""
-    assert classify(_response(404, {"message": "no route"}), None) is None
+    """404 is not in the provider's table: the plugin answers ``None``, docrelay decides."""
+    from docrelay_template._classify import classify as table
+
+    assert table(_response(404, {"message": "no route"})) is None
+    assert classify(_response(404, {"message": "no route"}), None).rule == "generic:404"
 
 
-def test_provider_info_and_sandbox_hooks() -> None:
-    """The provider declares itself and names its sandbox."""
+def test_provider_info_declares_auth_keys_and_sandbox() -> None:
+    """The provider declares itself, its auth, its idempotency header and its sandbox."""
     info = provider_info()
 
     assert info.name == "template"
     assert info.default_environment in info.environments
     assert info.setting("api_key") is not None
     assert info.setting("api_key").secret  # type: ignore[union-attr]
-    assert TemplateSandbox is provider_sandbox()
+    assert info.idempotency_header == "Idempotency-Key"
+    assert info.sandbox is TemplateSandbox
 
 
 @pytest.fixture

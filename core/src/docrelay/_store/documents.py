@@ -169,6 +169,10 @@ class Documents(SQLBase):
         if kind is not None:
             sql += " AND kind = ?"
             params.append(kind)
+        for k, v in metadata.items():  # filtered in SQL; checked again below, exactly
+            if '"' not in k and "\\" not in k:
+                sql += f" AND {self.metadata_value} = ?"
+                params += [k, v]
         with self._tx(write=False) as cur:
             cur.execute(self._sql(sql), params)
             records = [self._row_to_record(r) for r in cur.fetchall()]

@@ -102,6 +102,7 @@ class PostgresStore(SQLStore):
     claim_lock = " FOR UPDATE SKIP LOCKED"
     row_lock = " FOR UPDATE"
     retry_errors = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+    metadata_value = "(metadata::jsonb ->> ?)"
 
     def __init__(
         self,

@@ -58,6 +58,8 @@ class SQLBase(Store):
     blob_type = "BLOB"
     real_type = "REAL"
     serial_pk = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    #: SQL of one metadata value (the key bound as the ``?``; PostgreSQL overrides it).
+    metadata_value = "json_extract(metadata, '$.\"' || ? || '\"')"
     #: the scalar maximum of two values (``MAX`` in SQLite, ``GREATEST`` in PostgreSQL).
     greatest = "MAX"
     #: appended to the claim's SELECT (``FOR UPDATE SKIP LOCKED`` where rows can be locked;

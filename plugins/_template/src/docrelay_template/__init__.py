@@ -4,8 +4,6 @@ module: every function marked ``@docrelay.hookimpl`` is a hook."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import docrelay
 from docrelay import (
     Context,
@@ -18,37 +16,33 @@ from docrelay import (
     Setting,
     TransportError,
 )
+from docrelay.auth import ApiKeyHeader
 
 from ._classify import NAME, classify
 from .sandbox import TemplateSandbox
 
-__all__ = [
-    "NAME",
-    "TemplateSandbox",
-    "build_request",
-    "classify_response",
-    "prepare_headers",
-    "provider_info",
-    "provider_sandbox",
-]
+__all__ = ["NAME", "TemplateSandbox", "build_request", "classify_response", "provider_info"]
 
 
 @docrelay.hookimpl
 def provider_info() -> ProviderInfo:
-    """The provider: environments, limits, capabilities and settings."""
+    """The provider: environments, auth, limits, capabilities and settings."""
     return ProviderInfo(
         name=NAME,
-        title="Template provider",
+        hook_api=2,  # the docrelay hook API this plugin is written for
         # Put the provider's real base URLs here (".example" never resolves).
         environments={
             "sandbox": "http://127.0.0.1:8799",
             "production": "https://api.template-provider.example",
         },
         default_environment="sandbox",
-        auth="api_key",
+        # The core adds the header to every send and redacts the key everywhere.
+        auth=ApiKeyHeader("X-Api-Key", setting="api_key"),
+        idempotency="key",  # the provider deduplicates on the key we send ...
+        idempotency_header="Idempotency-Key",  # ... in this header (set by the core)
+        request_id_header="X-Request-Id",  # kept in every outcome, shown by `docrelay why`
         max_payload_bytes=1_000_000,
         rate_limit=RateLimit(requests=600, per_seconds=60),
-        idempotency="key",  # the provider deduplicates on the Idempotency-Key we send
         settings=(
             Setting(
                 name="api_key",
@@ -57,13 +51,8 @@ def provider_info() -> ProviderInfo:
                 required=True,
             ),
         ),
+        sandbox=TemplateSandbox,  # for `docrelay sandbox`, the demo and the contract kit
     )
-
-
-@docrelay.hookimpl
-def provider_sandbox() -> type[TemplateSandbox]:
-    """The sandbox that ``docrelay sandbox``, the demo and the contract kit start."""
-    return TemplateSandbox
 
 
 @docrelay.hookimpl
@@ -74,18 +63,9 @@ def build_request(document: Document, ctx: Context) -> HttpRequest:
 
 
 @docrelay.hookimpl
-def prepare_headers(request: HttpRequest, ctx: Context) -> Mapping[str, str]:
-    """The API key (registered as a secret: redacted everywhere) and this revision's key."""
-    # api_key is a required setting: docrelay refuses a configuration without it.
-    headers = {"X-Api-Key": ctx.secret(str(ctx.setting("api_key")))}
-    if ctx.key is not None:
-        headers["Idempotency-Key"] = ctx.key
-    return headers
-
-
-@docrelay.hookimpl
 def classify_response(
     response: HttpResponse | None, error: TransportError | None, ctx: Context
 ) -> Outcome | None:
-    """The provider's answers (the table is in :mod:`._classify`)."""
-    return classify(response, error)
+    """The provider's own answers (the table is in :mod:`._classify`); ``None`` leaves the
+    rest (401, 403, 429, 5xx, transport errors) to docrelay's generic classification."""
+    return classify(response) if response is not None else None

@@ -5,17 +5,16 @@ It never raises, whatever the body. ``POST /v1/documents`` answers:
 - 200, 201 ``{"id", "status"}``: delivered (the id kept as the provider reference)
 - 409 ``{"message", "id"}``: duplicate (this revision was received before)
 - 400, 413, 422 ``{"message", "errors": [{"field", "message"}], "errorUrl"}``: rejected
-- 401, 403: config_error (key or permissions); 429: throttled (``Retry-After``)
-- 5xx: retry (``Retry-After`` kept); anything else: docrelay's generic classifier
-- no answer: unknown if the request may have arrived (``error.sent``), else retry
+- anything else (401, 403, 429 with ``Retry-After``, 5xx) and no answer at all: docrelay's
+  generic classification, which also keeps the ``X-Request-Id`` and the ``Retry-After`` wait
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from docrelay import HttpResponse, Outcome, OutcomeKind, TransportError
-from docrelay.helpers import field_errors, retry_after_seconds, scalar_text, transport_outcome
+from docrelay import HttpResponse, Outcome, OutcomeKind
+from docrelay.helpers import body_text, field_errors, scalar_text
 
 __all__ = ["NAME", "classify"]
 
@@ -23,33 +22,20 @@ __all__ = ["NAME", "classify"]
 NAME = "template"
 
 
-def classify(response: HttpResponse | None, error: TransportError | None) -> Outcome | None:
-    """The outcome of one answer; ``None`` leaves it to the generic classifier."""
-    if error is not None:
-        return transport_outcome(error, NAME)
-    if response is None:
-        return None
-    status = response.status
+def classify(response: HttpResponse) -> Outcome | None:
+    """The outcome of one answer; ``None`` leaves it to the generic classification."""
     raw = response.json()
     body: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    message = scalar_text(body.get("message")) or (None if body else response.text(300) or None)
-
-    def outcome(kind: OutcomeKind, **extra: Any) -> Outcome:
-        return Outcome(kind=kind, status=status, message=message, rule=f"{NAME}:{status}",
-                       request_id=response.header("X-Request-Id"), **extra)  # fmt: skip
-
-    if status in (200, 201):
-        return outcome(OutcomeKind.DELIVERED, provider_ref=scalar_text(body.get("id")))
-    if status == 409:
-        return outcome(OutcomeKind.DUPLICATE, provider_ref=scalar_text(body.get("id")))
-    if status in (400, 413, 422):
-        return outcome(OutcomeKind.REJECTED, field_errors=field_errors(body.get("errors")),
+    message = scalar_text(body.get("message")) or body_text(response)
+    rule = f"{NAME}:{response.status}"
+    if response.status in (200, 201):
+        ref = scalar_text(body.get("id"))
+        return Outcome(kind=OutcomeKind.DELIVERED, provider_ref=ref, rule=rule)
+    if response.status == 409:
+        ref = scalar_text(body.get("id"))
+        return Outcome(kind=OutcomeKind.DUPLICATE, message=message, provider_ref=ref, rule=rule)
+    if response.status in (400, 413, 422):
+        return Outcome(kind=OutcomeKind.REJECTED, message=message, rule=rule,
+                       field_errors=field_errors(body.get("errors")),
                        error_url=scalar_text(body.get("errorUrl")))  # fmt: skip
-    if status in (401, 403):
-        return outcome(OutcomeKind.CONFIG_ERROR)
-    wait = retry_after_seconds(response.header("Retry-After"))
-    if status == 429:
-        return outcome(OutcomeKind.THROTTLED, wait=wait)
-    if 500 <= status <= 599:
-        return outcome(OutcomeKind.RETRY, wait=wait)
     return None
