@@ -924,3 +924,41 @@ def test_concurrent_submit_and_notifications_do_not_error(pg: PostgresBackend) -
     assert set(stores[0].paused(T0)) == {"acme"}
     for s in stores:
         s.close()
+
+
+@pytest.mark.postgres
+def test_a_frozen_worker_inside_a_transaction_does_not_stall_the_fleet(
+    pg: PostgresBackend,
+) -> None:
+    """A worker frozen (SIGSTOP, a paused VM) between a statement and its COMMIT holds its
+    row locks; the server ends such a session after ``idle_transaction_timeout``, so the
+    other workers' rate slots (and claims) go on instead of waiting forever."""
+    import psycopg
+
+    frozen_store = pg.open(idle_transaction_timeout=1.5)
+    live = pg.open()
+    frozen = None
+    try:
+        assert live.rate_slot("acme:shared", 1.0, T0) is not None
+        frozen = frozen_store._connect()  # type: ignore[attr-defined]
+        frozen.execute(  # one round trip: the lock is taken, then the session falls silent
+            "BEGIN; SELECT next_slot FROM rate_buckets WHERE bucket = 'acme:shared' FOR UPDATE"
+        )
+        # ... and the frozen worker sends nothing more: its transaction sits idle.
+        done = threading.Event()
+
+        def take_slot() -> None:
+            live.rate_slot("acme:shared", 1.0, T0 + 5)
+            done.set()
+
+        worker = threading.Thread(target=take_slot, daemon=True)
+        worker.start()
+        worker.join(30)
+        assert done.is_set(), "the live worker still waits for the frozen worker's row lock"
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):  # ended by the server
+            frozen.execute("COMMIT")
+    finally:
+        frozen_store.close()  # its connections too: a lock still held is let go
+        if frozen is not None:
+            frozen.close()
+        live.close()

@@ -55,6 +55,7 @@ STORE_SETTINGS: Mapping[str, Mapping[str, Spec]] = {
         "connect_timeout": Spec("number", above=0),
         "heartbeat": Spec("number", minimum=0),
         "max_hold": Spec("number", above=0),
+        "idle_transaction_timeout": Spec("number", minimum=0),
         "lock_timeout": Spec("number", above=0),
         "dead_owner_check": Spec("number", minimum=0),
         "application_name": Spec("str", nonempty=True),

@@ -89,6 +89,12 @@ class PostgresStore(SQLStore):
     :param max_hold: the lease keeper stops extending a lease this many seconds after the
         claim (a stuck worker must not keep a document forever).
     :param lock_timeout: seconds to wait for the fleet-wide token lock.
+    :param idle_transaction_timeout: seconds a connection of this store may sit inside an
+        open transaction without a statement before the server ends its session
+        (``idle_in_transaction_session_timeout``). docrelay's transactions never wait on
+        anything outside the database, so a transaction idle this long belongs to a frozen
+        worker (SIGSTOP, a paused VM, a debugger): ending it releases the row locks that
+        would otherwise stall every other worker. ``0``: never.
     :param dead_owner_check: seconds between looks for leases of workers of *this* machine
         whose process is gone (taken over at once, see :func:`~docrelay._store.owner_is_dead`);
         leases of other machines always run out. ``0``: never look.
@@ -116,8 +122,10 @@ class PostgresStore(SQLStore):
         lock_timeout: float = 300.0,
         application_name: str = "docrelay",
         dead_owner_check: float = 10.0,
+        idle_transaction_timeout: float = 10.0,
     ) -> None:
         self.url = url
+        self._idle_tx_timeout = max(0.0, float(idle_transaction_timeout))
         self._safe_url, self._password = _strip_password(url)
         # The password is kept out of every message (url_safe, errors), but not registered
         # as a process-wide secret: a short database password would mask ordinary words.
@@ -173,6 +181,11 @@ class PostgresStore(SQLStore):
                 f"invalid PostgreSQL URL {self._safe_url}: {_one_line(exc, self._password)}"
             ) from None
         try:
+            if self._idle_tx_timeout:
+                conn.execute(
+                    "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                    (str(int(self._idle_tx_timeout * 1000)),),
+                )
             if self.schema is not None:
                 exists = conn.execute(
                     "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
@@ -240,7 +253,11 @@ class PostgresStore(SQLStore):
             else:
                 with conn.cursor() as cur:
                     yield cur
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        except (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            pg_errors.IdleInTransactionSessionTimeout,  # this worker was frozen too long
+        ) as exc:
             if isinstance(exc, pg_errors.DeadlockDetected | pg_errors.SerializationFailure):
                 raise
             raise StoreError(f"store {self._safe_url}: {_one_line(exc, self._password)}") from None
