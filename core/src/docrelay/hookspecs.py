@@ -368,16 +368,25 @@ def on_exchange(
 ) -> None:
     """Observe one HTTP exchange with a provider (tracing, metrics).
 
+    :param document: the document the exchange was for.
+    :param request: the request as it went out (headers included; secrets are masked in
+        every log and record, not here: do not export header values).
+    :param response: the answer, as the plugins see it (known secrets masked; a token
+        endpoint's body left out); ``None`` when the exchange failed in transport.
+    :param error: the transport error (refused, timed out, TLS...); ``None`` when an answer
+        came. Exactly one of *response* and *error* is set.
+    :param outcome: the classified outcome of the step the exchange belongs to; ``None``
+        for ``token`` and ``refresh``, and when the step ended without one.
+    :param elapsed: seconds the exchange took.
+    :param waited: seconds spent waiting for the provider's rate limit before it.
+    :param attempt: the document's send attempt number (the poll number for ``poll``).
+    :param purpose: ``send`` (a delivery attempt), ``poll``, ``reconcile``, ``refresh``
+        (the re-read after a 412) or ``token`` (a token fetch).
+    :param ctx: the document's provider context.
+
     Called once per request that went out (or failed in transport), on the provider's
-    plugin and on every middleware plugin, after the answer was classified: *purpose* is
-    ``send`` (a delivery attempt), ``poll``, ``reconcile``, ``refresh`` (the re-read after a
-    412) or ``token`` (a token fetch). *outcome* is the classified outcome of the step the
-    exchange belongs to (``None`` for ``token`` and ``refresh``, and when the step ended
-    without one); *attempt* is the document's send attempt number (the poll number for
-    ``poll``); *elapsed* is the seconds the exchange took, *waited* the seconds spent waiting
-    for the provider's rate limit before it. Exactly one of *response* and *error* is set.
-    The response is the one the plugins see (known secrets masked); a token endpoint's body
-    is left out. Exceptions are logged and do not change the document's state.
+    plugin and on every middleware plugin, after the answer was classified. Exceptions are
+    logged and do not change the document's state.
 
     .. versionadded:: 0.2
     """
