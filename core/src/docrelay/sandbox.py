@@ -10,6 +10,26 @@ state (seen ids, ETags, validation progress). The base class gives it:
   issued, readable in-process or at ``GET /_sandbox/effects`` and ``/_sandbox/requests``;
 - helpers for tokens with a lifetime, sliding-window rate limits and delayed callbacks.
 
+Extension points for subclasses (all public; a plugin sandbox never overrides a private
+method nor touches a private attribute of this module's classes):
+
+- :meth:`Sandbox.routes` (the provider's routes), :meth:`Sandbox.reset` (forget state),
+  :meth:`Sandbox.error_response` and :meth:`Sandbox.throttle_response` (the provider's 5xx
+  and 429 bodies for injected faults);
+- :meth:`Sandbox.before_request` (per-request set-up, run first) and
+  :meth:`Sandbox.finish_response` (answer post-processing: add headers, rewrite a body);
+- :meth:`Sandbox.drop_answer`: the request being handled is processed (or, called from
+  :meth:`~Sandbox.before_request`, not even handled) and its answer is never sent, the
+  ``drop`` fault aimed at one request;
+- :attr:`Sandbox.token_route` (:class:`OAuthTokenRoute`): an OAuth2 client-credentials token
+  route issuing tokens from :attr:`Sandbox.tokens`; :meth:`Sandbox.bearer` checks them;
+- :attr:`Sandbox.idempotency` (:class:`IdempotencyKeys`) with
+  :meth:`Sandbox.duplicate_of` and :meth:`Sandbox.duplicate_response`: the keys seen and the
+  provider's answer to a repeated one;
+- :attr:`Sandbox.credential_headers`: request headers the request log masks;
+- :attr:`Sandbox.lock`, :attr:`Sandbox.random` and :meth:`Sandbox.count_fault` for state,
+  dice and fault counters of the subclass's own faults.
+
 Fault specs, as taken by ``docrelay sandbox NAME --fault SPEC``::
 
     error@0.2          20% of requests answer 500 or 503 before anything is processed
@@ -25,17 +45,19 @@ Fault specs, as taken by ``docrelay sandbox NAME --fault SPEC``::
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
@@ -43,6 +65,8 @@ import requests
 
 __all__ = [
     "Fault",
+    "IdempotencyKeys",
+    "OAuthTokenRoute",
     "Route",
     "Sandbox",
     "SandboxRequest",
@@ -57,10 +81,7 @@ _FAULT_RE = re.compile(
     r"(?:@(?P<rate>[0-9.]+)|\*(?P<count>[0-9]+))?(?::(?P<arg>[A-Za-z0-9.]+))?$"
 )
 FAULT_NAMES = ("error", "throttle", "drop", "slow", "drip", "token-ttl")
-#: Request headers whose values the request log masks (credentials, even sandbox ones).
-_CREDENTIAL_HEADERS = frozenset(
-    {"authorization", "providerkey", "x-subscription-key", "subscription-key", "x-api-key"}
-)
+_V = TypeVar("_V")
 
 
 @attrs.define
@@ -192,10 +213,79 @@ class TokenIssuer:
         return entry[0]
 
     def bearer(self, request: SandboxRequest) -> str | None:
+        """The subject of the request's valid ``Authorization: Bearer`` token, else ``None``."""
         auth = request.header("Authorization") or ""
         if not auth.lower().startswith("bearer "):
             return None
         return self.subject(auth[7:].strip())
+
+    def issued_tokens(self) -> list[str]:
+        """Every token issued so far, expired ones included (tests look for leaks)."""
+        with self._lock:
+            return list(self._tokens)
+
+    def expire_all(self) -> None:
+        """Every token issued so far expires now (the provider's clock jumped)."""
+        with self._lock:
+            self._tokens = {t: (s, 0.0) for t, (s, _) in self._tokens.items()}
+
+
+@attrs.frozen
+class OAuthTokenRoute:
+    """An OAuth2 client-credentials token route, declared as :attr:`Sandbox.token_route`.
+
+    The route answers ``POST path`` (never subject to fault injection): it reads the request
+    (``body``: ``"form"``, ``application/x-www-form-urlencoded`` as RFC 6749 says, or
+    ``"json"``, a JSON object as Auth0 takes it), checks ``grant_type`` (unless
+    ``grant_type_required`` is false) and the client against :meth:`Sandbox.token_clients`,
+    runs :meth:`Sandbox.check_token_request` for provider-specific fields (scope, audience),
+    and issues a token from :attr:`Sandbox.tokens` for :meth:`Sandbox.token_lifetime`
+    seconds. Refusals go through :meth:`Sandbox.token_refusal`, the grant through
+    :meth:`Sandbox.token_grant`; :meth:`Sandbox.bearer` checks the tokens on other routes.
+    """
+
+    path: str = "/oauth/token"
+    body: Literal["form", "json"] = "form"
+    grant_type_required: bool = True
+
+
+class IdempotencyKeys(Generic[_V]):
+    """The idempotency keys a provider has seen, each with what it kept the first time
+    (a document id, a record): :attr:`Sandbox.idempotency`. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._first: dict[Hashable, _V] = {}
+        self._lock = threading.Lock()
+
+    def seen(self, key: Hashable) -> _V | None:
+        """What was kept for *key* the first time, ``None`` for a new key."""
+        with self._lock:
+            return self._first.get(key)
+
+    def remember(self, key: Hashable, value: _V) -> _V | None:
+        """Keep *value* for a new *key* and return ``None``; for a key seen before, keep
+        nothing and return the first value (check and record are one step)."""
+        with self._lock:
+            first = self._first.get(key)
+            if first is None:
+                self._first[key] = value
+            return first
+
+    def forget(self, key: Hashable) -> None:
+        with self._lock:
+            self._first.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._first.clear()
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._first
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._first)
 
 
 class SlidingWindow:
@@ -273,6 +363,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], sandbox: Sandbox) -> None:
         self.sandbox = sandbox
+        self.tls = False
         super().__init__(addr, _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -296,6 +387,11 @@ class Sandbox:
     name: ClassVar[str] = "sandbox"
     #: Options a subclass understands, with their defaults (``--option KEY=VALUE`` on the CLI).
     options: ClassVar[Mapping[str, Any]] = {}
+    #: Request headers (lower case) whose values the request log masks: the provider's
+    #: credential headers. A subclass adds its own: ``Sandbox.credential_headers | {...}``.
+    credential_headers: ClassVar[frozenset[str]] = frozenset({"authorization"})
+    #: The provider's OAuth2 client-credentials token route, if it has one.
+    token_route: ClassVar[OAuthTokenRoute | None] = None
 
     def __init__(
         self,
@@ -312,8 +408,15 @@ class Sandbox:
         self.config: dict[str, Any] = {**self.options, **options}
         self.host = host
         self._port = port
-        self._lock = threading.RLock()
-        self._random = random.Random(seed)
+        #: The lock of the sandbox's state; a subclass may hold it for its own state too.
+        self.lock = threading.RLock()
+        #: The seeded dice of the fault injection; a subclass rolls its own faults with it.
+        self.random = random.Random(seed)
+        #: Tokens issued by :attr:`token_route`, checked by :meth:`bearer`. A test may
+        #: replace it with a fresh :class:`TokenIssuer` (the provider forgets every token).
+        self.tokens = TokenIssuer(float(self.config.get("token_ttl") or 3600))
+        #: Idempotency keys seen (see :meth:`duplicate_of`); cleared by :meth:`reset`.
+        self.idempotency: IdempotencyKeys[Any] = IdempotencyKeys()
         self._faults: list[Fault] = [f if isinstance(f, Fault) else parse_fault(f) for f in faults]
         self.effects: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
@@ -321,11 +424,17 @@ class Sandbox:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._timers: list[threading.Timer] = []
+        self._this_request = threading.local()
+        token_routes = []
+        if self.token_route is not None:
+            path = re.compile("^" + re.escape(self.token_route.path) + "$")
+            token_routes.append(Route("POST", path, self.token_response, faults=False))
         self._routes: list[Route] = [
             Route("GET", re.compile(r"^/_sandbox/effects$"), self._get_effects, faults=False),
             Route("GET", re.compile(r"^/_sandbox/requests$"), self._get_requests, faults=False),
             Route("POST", re.compile(r"^/_sandbox/faults$"), self._post_faults, faults=False),
             Route("POST", re.compile(r"^/_sandbox/reset$"), self._post_reset, faults=False),
+            *token_routes,
             *self.routes(),
         ]
 
@@ -337,19 +446,46 @@ class Sandbox:
 
     def reset(self) -> None:
         """Forget all provider state (subclasses extend this and call ``super().reset()``)."""
-        with self._lock:
+        with self.lock:
             self.effects.clear()
             self.requests.clear()
             self.faults_injected.clear()
+            self.idempotency.clear()
+
+    def before_request(self, request: SandboxRequest) -> None:
+        """Called first for every request, in the thread that answers it (before routing and
+        fault injection; the ``/_sandbox`` routes included): set per-request state such as a
+        trace id, or call :meth:`drop_answer` to lose the request before it is handled."""
+
+    def finish_response(
+        self, request: SandboxRequest, response: SandboxResponse
+    ) -> SandboxResponse:
+        """Post-process every answer before it is sent (injected faults, 404s and the
+        ``/_sandbox`` routes included; not a lost answer): return it with the provider's
+        headers added or its body rewritten (``attrs.evolve(response, headers=...)``)."""
+        return response
+
+    def drop_answer(self, fault: str = "drop") -> None:
+        """Lose the answer of the request being handled: whatever the handler returns, the
+        connection is closed without an answer, as the ``drop`` fault does, but aimed at this
+        one request (also with concurrent clients). Called from a route handler, the request
+        is processed and the answer lost; called from :meth:`before_request`, the request is
+        lost before it is handled (and not logged). Counted in ``faults_injected[fault]``."""
+        self._this_request.lost = fault
+
+    def count_fault(self, name: str) -> None:
+        """Count one fault the subclass injected itself in ``faults_injected[name]``."""
+        with self.lock:
+            self.faults_injected[name] = self.faults_injected.get(name, 0) + 1
 
     def record_effect(self, kind: str, key: str, **data: Any) -> None:
         """Record one business effect (a document taken in), to be judged by tests."""
-        with self._lock:
+        with self.lock:
             self.effects.append({"kind": kind, "key": key, "at": time.time(), **data})
 
     def token_ttl(self, default: float) -> float:
         """The token lifetime to hand out: the ``token-ttl`` fault's, else *default*."""
-        with self._lock:
+        with self.lock:
             for f in self._faults:
                 if f.name == "token-ttl" and f.arg is not None:
                     return float(f.arg)
@@ -359,7 +495,7 @@ class Sandbox:
         """Run *fn* in *delay* seconds on a daemon timer (callbacks, async progress)."""
         t = threading.Timer(delay, fn)
         t.daemon = True
-        with self._lock:
+        with self.lock:
             self._timers = [x for x in self._timers if x.is_alive()]
             self._timers.append(t)
         t.start()
@@ -372,6 +508,92 @@ class Sandbox:
             return 0
         return r.status_code
 
+    # -- idempotency ----------------------------------------------------------------------------
+
+    def duplicate_of(self, request: SandboxRequest, key: Hashable) -> SandboxResponse | None:
+        """The provider's answer when *key* is in :attr:`idempotency` (see
+        :meth:`duplicate_response`), else ``None``. Record a new key with
+        ``self.idempotency.remember(key, value)`` once the request is processed; hold
+        :attr:`lock` across both when the check and the record must be one step."""
+        first = self.idempotency.seen(key)
+        if first is None:
+            return None
+        return self.duplicate_response(request, key, first)
+
+    def duplicate_response(
+        self, request: SandboxRequest, key: Hashable, first: Any
+    ) -> SandboxResponse:
+        """The provider's answer to a repeated idempotency key (default: 409 with the first
+        value as ``id``); subclasses return the provider's own shape."""
+        return SandboxResponse.json(409, {"message": "already received", "id": first})
+
+    # -- OAuth2 client credentials --------------------------------------------------------------
+
+    def bearer(self, request: SandboxRequest) -> str | None:
+        """The client id of the request's valid bearer token (from :attr:`tokens`), else
+        ``None``."""
+        return self.tokens.bearer(request)
+
+    def token_clients(self) -> Mapping[str, str]:
+        """The clients :attr:`token_route` accepts, id -> secret (default: the ``clients``
+        option, else the ``client_id`` and ``client_secret`` options)."""
+        clients = self.config.get("clients")
+        if isinstance(clients, Mapping):
+            return {str(k): str(v) for k, v in clients.items()}
+        if "client_id" in self.config:
+            return {str(self.config["client_id"]): str(self.config.get("client_secret"))}
+        return {}
+
+    def token_lifetime(self) -> float:
+        """Seconds a new token lives: the ``token-ttl`` fault's, else the ``token_ttl``
+        option (3600)."""
+        return self.token_ttl(float(self.config.get("token_ttl") or 3600))
+
+    def check_token_request(
+        self, fields: Mapping[str, Any], request: SandboxRequest
+    ) -> SandboxResponse | None:
+        """Provider-specific checks of a token request whose client is valid (scope,
+        audience): a refusal, or ``None`` to issue the token."""
+        return None
+
+    def token_refusal(self, error: str, request: SandboxRequest) -> SandboxResponse:
+        """The refusal of a token request; *error* is ``invalid_request``,
+        ``unsupported_grant_type`` or ``invalid_client`` (default: RFC 6749's
+        ``{"error": error}``, 401 for ``invalid_client``, else 400)."""
+        return SandboxResponse.json(401 if error == "invalid_client" else 400, {"error": error})
+
+    def token_grant(
+        self, fields: Mapping[str, Any], token: str, lifetime: float
+    ) -> SandboxResponse:
+        """The answer that hands out *token* (default: ``access_token``, ``token_type``
+        and ``expires_in``, whole seconds as an integer)."""
+        expires_in: float = int(lifetime) if float(lifetime).is_integer() else lifetime
+        return SandboxResponse.json(
+            200, {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
+        )
+
+    def token_response(self, request: SandboxRequest) -> SandboxResponse:
+        """The handler of :attr:`token_route` (a subclass may wrap it, calling ``super()``)."""
+        route = self.token_route or OAuthTokenRoute()
+        fields = _token_fields(request, route.body)
+        if fields is None:
+            return self.token_refusal("invalid_request", request)
+        if route.grant_type_required and fields.get("grant_type") != "client_credentials":
+            return self.token_refusal("unsupported_grant_type", request)
+        client, secret = fields.get("client_id"), fields.get("client_secret")
+        expected = self.token_clients().get(client) if isinstance(client, str) else None
+        if (
+            expected is None
+            or not isinstance(secret, str)
+            or not hmac.compare_digest(secret.encode(), expected.encode())
+        ):
+            return self.token_refusal("invalid_client", request)
+        refused = self.check_token_request(fields, request)
+        if refused is not None:
+            return refused
+        token, life = self.tokens.issue(str(client), ttl=self.token_lifetime())
+        return self.token_grant(fields, token, life)
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     @property
@@ -382,10 +604,15 @@ class Sandbox:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self._server is not None and self._server.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
-    def start(self) -> Sandbox:
+    def start(self, *, ssl_context: ssl.SSLContext | None = None) -> Sandbox:
+        """Serve on a daemon thread; with *ssl_context* (a server context), over HTTPS."""
         self._server = _Server((self.host, self._port), self)
+        if ssl_context is not None:
+            self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
+            self._server.tls = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -396,7 +623,7 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
-        with self._lock:
+        with self.lock:
             timers, self._timers = self._timers, []
         for t in timers:
             t.cancel()
@@ -423,16 +650,16 @@ class Sandbox:
 
     def set_faults(self, specs: Iterable[str | Fault]) -> None:
         parsed = [f if isinstance(f, Fault) else parse_fault(f) for f in specs]
-        with self._lock:
+        with self.lock:
             self._faults = parsed
 
     @property
     def faults(self) -> list[str]:
-        with self._lock:
+        with self.lock:
             return [f.spec() for f in self._faults]
 
     def _roll(self, name: str) -> Fault | None:
-        with self._lock:
+        with self.lock:
             for f in self._faults:
                 if f.name != name:
                     continue
@@ -441,7 +668,7 @@ class Sandbox:
                         f.count -= 1
                         self.faults_injected[name] = self.faults_injected.get(name, 0) + 1
                         return f
-                elif f.rate is not None and self._random.random() < f.rate:
+                elif f.rate is not None and self.random.random() < f.rate:
                     self.faults_injected[name] = self.faults_injected.get(name, 0) + 1
                     return f
         return None
@@ -449,48 +676,60 @@ class Sandbox:
     # -- dispatch -------------------------------------------------------------------------------
 
     def _serve(self, request: SandboxRequest) -> SandboxResponse | None:
+        """One request: ``None`` when its answer is lost (the connection is then closed)."""
+        self._this_request.lost = None
+        self.before_request(request)
+        lost: str | None = self._this_request.lost
+        if lost is not None:  # lost on the way: never handled, never logged
+            self.count_fault(lost)
+            return None
         route, params = self._match(request)
+        fault: Fault | None = None
         if route is None:
             allowed = any(r.pattern.match(request.path) for r in self._routes)
             resp = SandboxResponse.json(
                 405 if allowed else 404,
                 {"message": f"no route for {request.method} {request.path}"},
             )
-            self._log(request, resp)
-            return resp
-        request = attrs.evolve(request, params=params)
+        else:
+            request = attrs.evolve(request, params=params)
+            resp, fault = self._handle(route, request)
+        lost = self._this_request.lost
+        if lost is not None:  # the handler processed the request and lost its answer
+            self.count_fault(lost)
+            self._log(request, resp, fault=lost)
+            return None
+        if fault is not None and fault.name == "drop":  # the work is done, the answer is lost
+            self._log(request, resp, fault="drop")
+            return None
+        resp = self.finish_response(request, resp)
+        if fault is not None and fault.name == "slow":
+            time.sleep(float(fault.arg or 2.0))
+        elif fault is not None and fault.name == "drip":
+            resp = attrs.evolve(resp, drip=float(fault.arg or 1.0))
+        self._log(request, resp, fault=fault.name if fault is not None else None)
+        return resp
+
+    def _handle(
+        self, route: Route, request: SandboxRequest
+    ) -> tuple[SandboxResponse, Fault | None]:
+        """The route's answer with the faults injected around it."""
         if route.faults:
             f = self._roll("error")
             if f is not None:
-                status = int(f.arg) if f.arg else self._random.choice((500, 503))
-                resp = self.error_response(status, request)
-                self._log(request, resp, fault="error")
-                return resp
+                status = int(f.arg) if f.arg else self.random.choice((500, 503))
+                return self.error_response(status, request), f
             f = self._roll("throttle")
             if f is not None:
                 headers = {} if f.arg in (None, "none") else {"Retry-After": str(f.arg)}
-                resp = self.throttle_response(request, headers)
-                self._log(request, resp, fault="throttle")
-                return resp
+                return self.throttle_response(request, headers), f
         try:
             resp = route.handler(request)
         except Exception as exc:  # noqa: BLE001 - a sandbox bug must answer 500, not hang
             resp = self.error_response(500, request, detail=f"{type(exc).__name__}: {exc}")
-        if route.faults:
-            if self._roll("drop") is not None:
-                self._log(request, resp, fault="drop")
-                return None
-            f = self._roll("slow")
-            if f is not None:
-                time.sleep(float(f.arg or 2.0))
-                self._log(request, resp, fault="slow")
-                return resp
-            f = self._roll("drip")
-            if f is not None:
-                self._log(request, resp, fault="drip")
-                return attrs.evolve(resp, drip=float(f.arg or 1.0))
-        self._log(request, resp)
-        return resp
+        if not route.faults:
+            return resp, None
+        return resp, self._roll("drop") or self._roll("slow") or self._roll("drip")
 
     def error_response(
         self, status: int, request: SandboxRequest, detail: str | None = None
@@ -518,11 +757,9 @@ class Sandbox:
     ) -> None:
         if request.path.startswith("/_sandbox/"):
             return
-        headers = {
-            k: ("***" if k.lower() in _CREDENTIAL_HEADERS else v)
-            for k, v in request.headers.items()
-        }
-        with self._lock:
+        masked = {h.lower() for h in self.credential_headers}
+        headers = {k: ("***" if k.lower() in masked else v) for k, v in request.headers.items()}
+        with self.lock:
             self.requests.append(
                 {
                     "method": request.method,
@@ -535,11 +772,11 @@ class Sandbox:
             )
 
     def _get_effects(self, request: SandboxRequest) -> SandboxResponse:
-        with self._lock:
+        with self.lock:
             return SandboxResponse.json(200, {"effects": list(self.effects)})
 
     def _get_requests(self, request: SandboxRequest) -> SandboxResponse:
-        with self._lock:
+        with self.lock:
             return SandboxResponse.json(
                 200, {"requests": list(self.requests), "faults": dict(self.faults_injected)}
             )
@@ -555,3 +792,22 @@ class Sandbox:
     def _post_reset(self, request: SandboxRequest) -> SandboxResponse:
         self.reset()
         return SandboxResponse.json(200, {"message": "reset"})
+
+
+def _token_fields(request: SandboxRequest, body: str) -> dict[str, Any] | None:
+    """The fields of a token request (first value of each form field), ``None`` when the
+    body is not of the declared kind."""
+    if body == "json":
+        try:
+            data = request.json()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+    ctype = (request.header("Content-Type") or "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        return None
+    try:
+        form = parse_qs(request.body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+    return {k: v[0] for k, v in form.items() if v}
