@@ -48,7 +48,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ._acme import AcmePlugin, AcmeSandbox
 from ._host import PluginHost
 from ._models import DocState, Document, OutcomeKind
 from ._relay import DocumentStatus, Relay
@@ -57,8 +56,6 @@ from .sandbox import Sandbox
 
 __all__ = [
     "FAST_ENGINE",
-    "AcmePlugin",
-    "AcmeSandbox",
     "ProviderContractTests",
     "WebhookServer",
     "settle",
