@@ -130,6 +130,7 @@ def test_every_sandbox_is_exported_from_its_plugins_sandbox_module(provider: str
         if isinstance(getattr(module, n), type) and issubclass(getattr(module, n), Sandbox)
     ]
     declared = PluginHost().hooks(provider).provider_sandbox()
+    assert declared is not None
     assert exported == [declared]
     assert declared.name == provider
     assert declared.__name__.lower() == f"{provider}sandbox"

@@ -82,7 +82,7 @@ class Shop(Sandbox):
 @pytest.fixture
 def shop() -> Iterator[Shop]:
     with Shop() as sandbox:
-        yield sandbox  # type: ignore[misc]
+        yield sandbox
 
 
 def _token(shop: Shop, **form: str) -> requests.Response:

@@ -57,7 +57,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
@@ -81,7 +81,6 @@ _FAULT_RE = re.compile(
     r"(?:@(?P<rate>[0-9.]+)|\*(?P<count>[0-9]+))?(?::(?P<arg>[A-Za-z0-9.]+))?$"
 )
 FAULT_NAMES = ("error", "throttle", "drop", "slow", "drip", "token-ttl")
-_V = TypeVar("_V")
 
 
 @attrs.define
@@ -249,20 +248,20 @@ class OAuthTokenRoute:
     grant_type_required: bool = True
 
 
-class IdempotencyKeys(Generic[_V]):
+class IdempotencyKeys:
     """The idempotency keys a provider has seen, each with what it kept the first time
     (a document id, a record): :attr:`Sandbox.idempotency`. Thread-safe."""
 
     def __init__(self) -> None:
-        self._first: dict[Hashable, _V] = {}
+        self._first: dict[Hashable, Any] = {}
         self._lock = threading.Lock()
 
-    def seen(self, key: Hashable) -> _V | None:
+    def seen(self, key: Hashable) -> Any:
         """What was kept for *key* the first time, ``None`` for a new key."""
         with self._lock:
             return self._first.get(key)
 
-    def remember(self, key: Hashable, value: _V) -> _V | None:
+    def remember(self, key: Hashable, value: Any) -> Any:
         """Keep *value* for a new *key* and return ``None``; for a key seen before, keep
         nothing and return the first value (check and record are one step)."""
         with self._lock:
@@ -387,8 +386,8 @@ class Sandbox:
     name: ClassVar[str] = "sandbox"
     #: Options a subclass understands, with their defaults (``--option KEY=VALUE`` on the CLI).
     options: ClassVar[Mapping[str, Any]] = {}
-    #: Request headers (lower case) whose values the request log masks: the provider's
-    #: credential headers. A subclass adds its own: ``Sandbox.credential_headers | {...}``.
+    #: The provider's credential headers in lower case; the request log masks their values.
+    #: A subclass adds its own with ``Sandbox.credential_headers | {"x-api-key"}``.
     credential_headers: ClassVar[frozenset[str]] = frozenset({"authorization"})
     #: The provider's OAuth2 client-credentials token route, if it has one.
     token_route: ClassVar[OAuthTokenRoute | None] = None
@@ -416,7 +415,7 @@ class Sandbox:
         #: replace it with a fresh :class:`TokenIssuer` (the provider forgets every token).
         self.tokens = TokenIssuer(float(self.config.get("token_ttl") or 3600))
         #: Idempotency keys seen (see :meth:`duplicate_of`); cleared by :meth:`reset`.
-        self.idempotency: IdempotencyKeys[Any] = IdempotencyKeys()
+        self.idempotency = IdempotencyKeys()
         self._faults: list[Fault] = [f if isinstance(f, Fault) else parse_fault(f) for f in faults]
         self.effects: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
@@ -607,7 +606,7 @@ class Sandbox:
         scheme = "https" if self._server is not None and self._server.tls else "http"
         return f"{scheme}://{self.host}:{self.port}"
 
-    def start(self, *, ssl_context: ssl.SSLContext | None = None) -> Sandbox:
+    def start(self, *, ssl_context: ssl.SSLContext | None = None) -> Self:
         """Serve on a daemon thread; with *ssl_context* (a server context), over HTTPS."""
         self._server = _Server((self.host, self._port), self)
         if ssl_context is not None:
@@ -640,7 +639,7 @@ class Sandbox:
         finally:
             self._server.server_close()
 
-    def __enter__(self) -> Sandbox:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
