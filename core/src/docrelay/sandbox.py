@@ -387,7 +387,7 @@ class Sandbox:
     #: Options a subclass understands, with their defaults (``--option KEY=VALUE`` on the CLI).
     options: ClassVar[Mapping[str, Any]] = {}
     #: The provider's credential headers in lower case; the request log masks their values.
-    #: A subclass adds its own with ``Sandbox.credential_headers | {"x-api-key"}``.
+    #: A subclass adds its own with ``Sandbox.credential_headers | {"x-secret-header"}``.
     credential_headers: ClassVar[frozenset[str]] = frozenset({"authorization"})
     #: The provider's OAuth2 client-credentials token route, if it has one.
     token_route: ClassVar[OAuthTokenRoute | None] = None
