@@ -44,24 +44,28 @@ Fault specs, as taken by ``docrelay sandbox NAME --fault SPEC``::
 
 from __future__ import annotations
 
-import contextlib
 import hmac
-import json
 import random
 import re
-import socket
 import ssl
 import threading
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar, Literal, Self
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, ClassVar, Self
+from urllib.parse import parse_qs
 
 import attrs
 import requests
+
+from ._sandbox_http import (
+    Fault,
+    Route,
+    SandboxRequest,
+    SandboxResponse,
+    _Server,
+    parse_fault,
+)
+from ._sandbox_state import IdempotencyKeys, OAuthTokenRoute, SlidingWindow, TokenIssuer
 
 __all__ = [
     "Fault",
@@ -75,304 +79,6 @@ __all__ = [
     "TokenIssuer",
     "parse_fault",
 ]
-
-_FAULT_RE = re.compile(
-    r"^(?P<name>error|throttle|drop|slow|drip|token-ttl)"
-    r"(?:@(?P<rate>[0-9.]+)|\*(?P<count>[0-9]+))?(?::(?P<arg>[A-Za-z0-9.]+))?$"
-)
-FAULT_NAMES = ("error", "throttle", "drop", "slow", "drip", "token-ttl")
-
-
-@attrs.define
-class Fault:
-    """One fault: by ``rate`` (a probability per request) or ``count`` (the next N requests)."""
-
-    name: str
-    rate: float | None = None
-    count: int | None = None
-    arg: str | None = None
-
-    def spec(self) -> str:
-        s = self.name
-        if self.rate is not None:
-            s += f"@{self.rate:g}"
-        if self.count is not None:
-            s += f"*{self.count}"
-        if self.arg is not None:
-            s += f":{self.arg}"
-        return s
-
-
-def parse_fault(spec: str) -> Fault:
-    """Parse a fault spec (see the module docstring); :class:`ValueError` with one line."""
-    m = _FAULT_RE.match(spec.strip())
-    if not m:
-        raise ValueError(
-            f"invalid fault spec {spec!r}: expected NAME[@RATE|*COUNT][:ARG] with NAME one of "
-            + ", ".join(FAULT_NAMES)
-        )
-    rate = float(m["rate"]) if m["rate"] is not None else None
-    if rate is not None and not 0.0 <= rate <= 1.0:
-        raise ValueError(f"invalid fault spec {spec!r}: rate must be between 0 and 1")
-    count = int(m["count"]) if m["count"] is not None else None
-    name, arg = m["name"], m["arg"]
-    if name == "token-ttl":
-        if arg is None:
-            raise ValueError(f"invalid fault spec {spec!r}: token-ttl needs :SECONDS")
-        float(arg)
-    elif rate is None and count is None:
-        rate = 1.0
-    if name in ("slow", "drip") and arg is not None:
-        float(arg)
-    if name == "error" and arg is not None and not (arg.isdigit() and 500 <= int(arg) <= 599):
-        raise ValueError(f"invalid fault spec {spec!r}: error takes a 5xx status")
-    return Fault(name=name, rate=rate, count=count, arg=arg)
-
-
-@attrs.frozen
-class SandboxRequest:
-    method: str
-    path: str
-    query: Mapping[str, list[str]]
-    headers: Mapping[str, str]
-    body: bytes
-    client: str
-    params: Mapping[str, str] = attrs.field(factory=dict)
-
-    def header(self, name: str, default: str | None = None) -> str | None:
-        lname = name.lower()
-        for k, v in self.headers.items():
-            if k.lower() == lname:
-                return v
-        return default
-
-    def json(self) -> Any:
-        """The body as JSON; :class:`ValueError` when it is not."""
-        return json.loads(self.body)
-
-    def arg(self, name: str, default: str | None = None) -> str | None:
-        values = self.query.get(name)
-        return values[0] if values else default
-
-
-@attrs.frozen
-class SandboxResponse:
-    status: int
-    body: bytes = b""
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-    #: Seconds between the bytes of the body (the ``drip`` fault); ``None``: one write.
-    drip: float | None = None
-
-    @classmethod
-    def json(
-        cls, status: int, data: Any, headers: Mapping[str, str] | None = None
-    ) -> SandboxResponse:
-        h = {"Content-Type": "application/json"}
-        h.update(headers or {})
-        return cls(status=status, body=json.dumps(data).encode(), headers=h)
-
-    @classmethod
-    def empty(cls, status: int, headers: Mapping[str, str] | None = None) -> SandboxResponse:
-        return cls(status=status, body=b"", headers=dict(headers or {}))
-
-
-@attrs.frozen
-class Route:
-    method: str
-    pattern: re.Pattern[str]
-    handler: Callable[[SandboxRequest], SandboxResponse]
-    faults: bool = True
-
-
-class TokenIssuer:
-    """Bearer tokens with a lifetime, as an OAuth2 server hands them out."""
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._tokens: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()
-        self.issued = 0
-
-    def issue(self, subject: str, ttl: float | None = None) -> tuple[str, float]:
-        life = self.ttl if ttl is None else ttl
-        token = "sbx-" + uuid.uuid4().hex
-        with self._lock:
-            self._tokens[token] = (subject, time.time() + life)
-            self.issued += 1
-        return token, life
-
-    def subject(self, token: str | None) -> str | None:
-        """The subject of a valid, unexpired token, else ``None``."""
-        if not token:
-            return None
-        with self._lock:
-            entry = self._tokens.get(token)
-        if entry is None or entry[1] <= time.time():
-            return None
-        return entry[0]
-
-    def bearer(self, request: SandboxRequest) -> str | None:
-        """The subject of the request's valid ``Authorization: Bearer`` token, else ``None``."""
-        auth = request.header("Authorization") or ""
-        if not auth.lower().startswith("bearer "):
-            return None
-        return self.subject(auth[7:].strip())
-
-    def issued_tokens(self) -> list[str]:
-        """Every token issued so far, expired ones included (tests look for leaks)."""
-        with self._lock:
-            return list(self._tokens)
-
-    def expire_all(self) -> None:
-        """Every token issued so far expires now (the provider's clock jumped)."""
-        with self._lock:
-            self._tokens = {t: (s, 0.0) for t, (s, _) in self._tokens.items()}
-
-
-@attrs.frozen
-class OAuthTokenRoute:
-    """An OAuth2 client-credentials token route, declared as :attr:`Sandbox.token_route`.
-
-    The route answers ``POST path`` (never subject to fault injection): it reads the request
-    (``body``: ``"form"``, ``application/x-www-form-urlencoded`` as RFC 6749 says, or
-    ``"json"``, a JSON object as Auth0 takes it), checks ``grant_type`` (unless
-    ``grant_type_required`` is false) and the client against :meth:`Sandbox.token_clients`,
-    runs :meth:`Sandbox.check_token_request` for provider-specific fields (scope, audience),
-    and issues a token from :attr:`Sandbox.tokens` for :meth:`Sandbox.token_lifetime`
-    seconds. Refusals go through :meth:`Sandbox.token_refusal`, the grant through
-    :meth:`Sandbox.token_grant`; :meth:`Sandbox.bearer` checks the tokens on other routes.
-    """
-
-    path: str = "/oauth/token"
-    body: Literal["form", "json"] = "form"
-    grant_type_required: bool = True
-
-
-class IdempotencyKeys:
-    """The idempotency keys a provider has seen, each with what it kept the first time
-    (a document id, a record): :attr:`Sandbox.idempotency`. Thread-safe."""
-
-    def __init__(self) -> None:
-        self._first: dict[Hashable, Any] = {}
-        self._lock = threading.Lock()
-
-    def seen(self, key: Hashable) -> Any:
-        """What was kept for *key* the first time, ``None`` for a new key."""
-        with self._lock:
-            return self._first.get(key)
-
-    def remember(self, key: Hashable, value: Any) -> Any:
-        """Keep *value* for a new *key* and return ``None``; for a key seen before, keep
-        nothing and return the first value (check and record are one step)."""
-        with self._lock:
-            first = self._first.get(key)
-            if first is None:
-                self._first[key] = value
-            return first
-
-    def forget(self, key: Hashable) -> None:
-        with self._lock:
-            self._first.pop(key, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._first.clear()
-
-    def __contains__(self, key: object) -> bool:
-        with self._lock:
-            return key in self._first
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._first)
-
-
-class SlidingWindow:
-    """At most ``limit`` events per ``per`` seconds for each key."""
-
-    def __init__(self, limit: int, per: float) -> None:
-        self.limit = limit
-        self.per = per
-        self._events: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def hit(self, key: str) -> float | None:
-        """Count one event; ``None`` if allowed, else seconds until one is allowed."""
-        now = time.monotonic()
-        with self._lock:
-            q = self._events.setdefault(key, deque())
-            while q and q[0] <= now - self.per:
-                q.popleft()
-            if len(q) >= self.limit:
-                return max(0.0, q[0] + self.per - now)
-            q.append(now)
-            return None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes: without this, Nagle's algorithm and the
-    # client's delayed ACK add ~40 ms to every answer.
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        parts = urlsplit(self.path)
-        request = SandboxRequest(
-            method=self.command,
-            path=parts.path,
-            query=parse_qs(parts.query),
-            headers=dict(self.headers.items()),
-            body=body,
-            client=self.client_address[0],
-        )
-        result = self.server.sandbox._serve(request)
-        if result is None:  # drop: the work is done, the answer is lost
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self.send_response(result.status)
-        for k, v in result.headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(result.body)))
-        self.end_headers()
-        if self.command == "HEAD":
-            return
-        if result.drip is None:
-            self.wfile.write(result.body)
-            return
-        for i in range(len(result.body)):
-            self.wfile.write(result.body[i : i + 1])
-            self.wfile.flush()
-            time.sleep(result.drip)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _dispatch
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, addr: tuple[str, int], sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        self.tls = False
-        super().__init__(addr, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away (a killed worker, a timeout) is normal here: stay quiet."""
-        import sys
-
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError | TimeoutError):
-            return
-        super().handle_error(request, client_address)
 
 
 class Sandbox:
