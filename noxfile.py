@@ -68,8 +68,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=DEFAULT_PYTHON)
 def tests_core(session: nox.Session) -> None:
-    """Core's own tests with nothing but core installed (no provider plugin)."""
-    session.install("-e", "./core[postgres]", *PLUGIN_TEST_DEPS)
+    """Core's own tests with nothing but core and the test-only Acme provider installed."""
+    session.install("-e", "./core[postgres]", "-e", "./tests/acme", *PLUGIN_TEST_DEPS)
     session.run("python", "-m", "pytest", "core/tests", *session.posargs)
 
 
@@ -98,6 +98,7 @@ def typecheck(session: nox.Session) -> None:
     session.run(
         "mypy",
         *src,
+        "tests/acme/src",
         "tests/typing",
         env={"MYPYPATH": os.pathsep.join(src)},
     )

@@ -25,8 +25,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from acme_testprovider import AcmeSandbox
 from docrelay import Document
-from docrelay._acme import AcmeSandbox
 from docrelay._store import iter_chunks, open_store
 
 RESULTS = Path(__file__).resolve().parent / "results" / "b6.json"
@@ -38,7 +38,7 @@ TARGET = 3.5
 WORKER = r"""
 import json, os, sys, time
 from docrelay import Relay
-from docrelay._acme import AcmePlugin
+from acme_testprovider import AcmePlugin
 
 cfg = json.loads(os.environ["DOCRELAY_B6"])
 relay = Relay(

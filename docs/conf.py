@@ -32,7 +32,7 @@ myst_heading_anchors = 3
 nitpicky = True
 nitpick_ignore_regex = [
     # The standard library and third-party types in signatures (no intersphinx offline).
-    ("py:class", r"(collections\.abc|typing|types|enum|logging|re|pathlib|threading)\..*"),
+    ("py:class", r"(collections\.abc|typing|types|enum|logging|re|pathlib|threading|ssl)\..*"),
     ("py:class", r"(pluggy|attrs|requests|urllib3)\..*"),
     ("py:class", r"(str|bytes|int|float|bool|dict|list|tuple|type|object|None|Any)"),
     ("py:exc", r"(ValueError|KeyError|Exception|RuntimeError)"),

@@ -191,9 +191,7 @@ def issued_tokens(sbs: Mapping[str, Any]) -> list[str]:
     """Every bearer token the eConnect and SieSmart sandboxes handed out (TokenIssuer)."""
     out: list[str] = []
     for name in ("econnect", "siesmart"):
-        issuer = sbs[name].tokens
-        with issuer._lock:
-            out.extend(issuer._tokens)
+        out.extend(sbs[name].tokens.issued_tokens())
     return out
 
 

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from acme_testprovider import AcmeSandbox
 from docrelay import Document
-from docrelay._acme import AcmeSandbox
 from docrelay._builtins import default_key
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow
 SENDER = r"""
 import json, os
 from docrelay import Document, Relay
-from docrelay._acme import AcmePlugin
+from acme_testprovider import AcmePlugin
 
 
 class ResendAcme(AcmePlugin):

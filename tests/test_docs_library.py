@@ -14,7 +14,8 @@ from pathlib import Path
 
 import docrelay
 import pytest
-from docrelay.testing import FAST_ENGINE, AcmePlugin, AcmeSandbox, WebhookServer
+from acme_testprovider import AcmePlugin, AcmeSandbox
+from docrelay.testing import FAST_ENGINE, WebhookServer
 from docrelay_aqi import sample_document
 from docrelay_aqi.sandbox import AqiSandbox
 
@@ -22,7 +23,8 @@ QUIET_RUN = textwrap.dedent(
     """
     import sys
     import docrelay
-    from docrelay.testing import AcmePlugin, AcmeSandbox, FAST_ENGINE
+    from acme_testprovider import AcmePlugin, AcmeSandbox
+    from docrelay.testing import FAST_ENGINE
 
     with AcmeSandbox(faults=["error*3:503", "throttle*1:0"]) as sandbox:
         relay = docrelay.Relay(

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from acme_testprovider import AcmePlugin, AcmeSandbox
 from docrelay import ConfigError, Document, DocumentError, Relay
-from docrelay._acme import AcmePlugin, AcmeSandbox
 
 PG_URL = os.environ.get("DOCRELAY_TEST_PG_URL", "")
 CREDS = {"client_id": "acme-client", "client_secret": "acme-secret-value"}
@@ -378,7 +378,7 @@ def test_postgres_wake_up_goes_out_with_the_commit(tmp_path: Path, sandbox: Acme
 ERP_JOB = r"""
 import json, os, sys, time
 import docrelay
-from docrelay._acme import AcmePlugin
+from acme_testprovider import AcmePlugin
 
 cfg = json.loads(os.environ["OUTBOX_ERP"])
 relay = docrelay.Relay(cfg["url"], providers={"acme": {"base_url": cfg["sandbox"],
@@ -449,7 +449,7 @@ def test_erp_process_killed(
 WORKER = r"""
 import json, os, time
 from docrelay import Relay
-from docrelay._acme import AcmePlugin
+from acme_testprovider import AcmePlugin
 
 cfg = json.loads(os.environ["OUTBOX_WORKER"])
 relay = Relay(cfg["url"], store_options=cfg["options"], autoload=False,

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import subprocess
+import sys
 import tomllib
 import types
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +129,19 @@ def test_all_is_sorted_and_complete() -> None:
 
     assert sorted(docrelay.__all__) == docrelay.__all__
     assert sorted(public) == docrelay.__all__
+
+
+def test_core_wheel_does_not_ship_the_reference_test_provider(tmp_path: Path) -> None:
+    """The built core wheel holds the sandbox base but not Acme, the test provider (it lives
+    in the test-only distribution ``tests/acme``, which requirements-dev installs)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT / "core")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    [wheel] = tmp_path.glob("docrelay-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+
+    assert "docrelay/sandbox.py" in names
+    assert [n for n in names if "acme" in n.lower()] == []
+    assert "acme_testprovider" not in _pyproject(ROOT / "core")["project"]["dependencies"]
+    assert "-e ./tests/acme" in _requirement_lines()

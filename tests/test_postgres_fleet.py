@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from acme_testprovider import AcmeSandbox
 from docrelay import Document
-from docrelay._acme import AcmeSandbox
 from docrelay._store import iter_chunks, open_store
 
 PG_URL = os.environ.get("DOCRELAY_TEST_PG_URL", "")
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 WORKER = r"""
 import json, os, sys, time
 from docrelay import Relay
-from docrelay._acme import AcmePlugin
+from acme_testprovider import AcmePlugin
 
 cfg = json.loads(os.environ["DOCRELAY_FLEET"])
 creds = {"client_id": "acme-client", "client_secret": "acme-secret-value"}

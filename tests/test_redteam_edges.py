@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from acme_testprovider import AcmePlugin
 from docrelay import HttpRequest, Relay
-from docrelay._acme import AcmePlugin
 
 FAST = {
     "retry_wait_initial": 0.01,
@@ -154,7 +154,7 @@ def test_redteam_request_deadline_covers_a_dripping_tls_handshake(
 _WORKER = """
 import json, os, sys
 from docrelay import Relay
-from docrelay._acme import AcmePlugin
+from acme_testprovider import AcmePlugin
 relay = Relay(
     os.environ["RT_STORE"],
     store_options=json.loads(os.environ["RT_STORE_OPTIONS"]),
@@ -216,8 +216,8 @@ def test_redteam_a_worker_continued_after_its_lease_was_taken_over_sends_nothing
     import subprocess
     import sys
 
+    from acme_testprovider import AcmeSandbox
     from docrelay import Document
-    from docrelay._acme import AcmeSandbox
 
     sbx = AcmeSandbox()
     sbx.start()
@@ -362,8 +362,8 @@ def test_redteam_a_header_value_with_a_control_character_never_reaches_the_wire(
     only CR, LF and NUL, so a token or setting with ESC, DEL or a vertical tab went out to
     the provider, whose 400 would then blame the document (rejected) for a configuration
     fault."""
+    from acme_testprovider import AcmeSandbox
     from docrelay import Context, Document, hookimpl
-    from docrelay._acme import AcmeSandbox
 
     class BadHeader:
         @hookimpl
@@ -413,8 +413,8 @@ def test_redteam_a_lease_shorter_than_the_keepers_beat_is_refused_or_still_kept(
         second live worker claims the document and sends it while the first is still reading
         its answer (it looks the document up, finds it, and settles it under the first worker's
     feet). Either such a lease is refused at load, or it is still kept alive."""
+    from acme_testprovider import AcmeSandbox
     from docrelay import ConfigError, Document
-    from docrelay._acme import AcmeSandbox
 
     sbx = AcmeSandbox(faults=["drip*1:0.05"])
     sbx.start()
@@ -518,8 +518,8 @@ def test_redteam_an_internal_error_while_polling_never_resends_an_accepted_docum
     to ``retry_wait``, so it is *sent again*: the provider already has it (a second
     validation at a provider without a key). It must end in a final state with the reason,
     without another send."""
+    from acme_testprovider import AcmeSandbox
     from docrelay import Context, Document, hookimpl
-    from docrelay._acme import AcmeSandbox
 
     class BrokenPoll(AcmePlugin):
         @hookimpl

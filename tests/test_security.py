@@ -20,7 +20,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -194,17 +193,9 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _https_sandbox(cls: type, cert: tuple[Path, Path], **options: Any) -> Any:
-    from docrelay.sandbox import _Server
-
-    sb = cls(**options)
-    server = _Server(("127.0.0.1", 0), sb)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert[0]), str(cert[1]))
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    sb._server = server
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                     daemon=True).start()  # fmt: skip
-    return sb
+    return cls(**options).start(ssl_context=ctx)
 
 
 def _ebh_doc(i: str) -> Document:

@@ -217,7 +217,7 @@ def test_private_import_scan_finds_an_offender(tmp_path: Path) -> None:
 
 KIT_WITHOUT_CONFTEST = """
 import docrelay
-from docrelay.testing import AcmePlugin, AcmeSandbox
+from acme_testprovider import AcmePlugin, AcmeSandbox
 
 
 def test_fixtures_come_from_the_installed_kit(sandbox_factory, relay_factory):

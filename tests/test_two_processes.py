@@ -31,8 +31,8 @@ import pytest
 
 pytest.importorskip("docrelay_siesmart")
 
+from acme_testprovider import AcmeSandbox
 from docrelay import Document
-from docrelay._acme import AcmeSandbox
 from docrelay._store import open_store
 from docrelay_procuros.sandbox import ProcurosSandbox
 from docrelay_siesmart.sandbox import SieSmartSandbox
@@ -168,8 +168,7 @@ def test_two_runs_share_the_siesmart_limit_and_one_token(
         )
 
         # The token is a secret: not in the store as plain text, nor in any output.
-        with sandbox.tokens._lock:
-            issued = list(sandbox.tokens._tokens)
+        issued = sandbox.tokens.issued_tokens()
         for p_out, p_err in [*results, (out, err)]:
             assert not any(t in p_out or t in p_err for t in issued)
         if backend == "sqlite":
@@ -261,7 +260,7 @@ def test_run_waits_for_another_process_holding_the_sqlite_write_lock(tmp_path: P
 SENDER = r"""
 import json, os, sys
 from docrelay import Document, Relay
-from docrelay._acme import AcmePlugin
+from acme_testprovider import AcmePlugin
 
 cfg = json.loads(os.environ["DEAD_OWNER_TEST"])
 relay = Relay(

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from acme_testprovider import AcmePlugin, AcmeSandbox
 from docrelay import Document, Relay
-from docrelay._acme import AcmePlugin, AcmeSandbox
 
 #: Short waits so that retries, deferrals and polls happen within a test.
 FAST_ENGINE: dict[str, Any] = {

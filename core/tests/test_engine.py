@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from acme_testprovider import AcmePlugin, AcmeSandbox
 from docrelay import DocumentError, RateLimit, Relay
-from docrelay._acme import AcmePlugin, AcmeSandbox
 from docrelay._store import SQLStore
 from docrelay.sandbox import SandboxRequest, SandboxResponse
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from acme_testprovider import AcmePlugin, AcmeSandbox
 from docrelay import (
     ConfigError,
     Context,
@@ -25,13 +26,12 @@ from docrelay import (
     TransportError,
     hookimpl,
 )
-from docrelay._acme import AcmePlugin, AcmeSandbox
 from docrelay._host import BUILTINS
 
 # -- discovery --------------------------------------------------------------------------------
 
 GOOD = """
-from docrelay._acme import AcmePlugin
+from acme_testprovider import AcmePlugin
 plugin = AcmePlugin("{provider}")
 """
 BROKEN_IMPORT = """

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from acme_testprovider import AcmePlugin, AcmeSandbox
 from docrelay import (
     ConfigError,
     Context,
@@ -34,7 +35,6 @@ from docrelay import (
     TransportError,
     hookimpl,
 )
-from docrelay._acme import AcmePlugin, AcmeSandbox
 from docrelay._builtins import default_key
 from docrelay._engine import ProviderRuntime
 from docrelay.sandbox import SandboxRequest, SandboxResponse
@@ -257,12 +257,11 @@ def test_secrets_never_appear(
     relay.submit(acme.doc("bad-1", b'{"amount": "INVALID"}'))
     relay.submit(acme.doc("beta-1", provider="beta"))
     relay.run_until_settled(timeout=10)
-    with sbx.tokens._lock:  # every token the sandbox issued expires now
-        sbx.tokens._tokens = {t: (s, 0.0) for t, (s, _) in sbx.tokens._tokens.items()}
+    sbx.tokens.expire_all()  # every token the sandbox issued expires now
     relay.submit(acme.doc("late-1"))
     relay.run_until_settled(timeout=10)
 
-    tokens = list(sbx.tokens._tokens)
+    tokens = sbx.tokens.issued_tokens()
     assert len(tokens) >= 2, "the expired token was refreshed"
     states = {s.id: s.state.value for s in relay.statuses()}
     assert states["late-1"] == "delivered"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from acme_testprovider import AcmePlugin
 from docrelay import (
     ConfigError,
     Document,
@@ -23,7 +24,6 @@ from docrelay import (
     TransportError,
     load_config,
 )
-from docrelay._acme import AcmePlugin
 from docrelay._builtins import classify_generic, default_key
 from docrelay._engine import ProviderRuntime
 from docrelay._models import retry_after_seconds, validate_document_id

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import requests
+from acme_testprovider import AcmeSandbox
 from docrelay import Relay
-from docrelay._acme import AcmeSandbox
 from docrelay._serve import WebhookServer
 from docrelay._wsgi import make_wsgi_app
 

@@ -10,6 +10,26 @@ state (seen ids, ETags, validation progress). The base class gives it:
   issued, readable in-process or at ``GET /_sandbox/effects`` and ``/_sandbox/requests``;
 - helpers for tokens with a lifetime, sliding-window rate limits and delayed callbacks.
 
+Extension points for subclasses (all public; a plugin sandbox never overrides a private
+method nor touches a private attribute of this module's classes):
+
+- :meth:`Sandbox.routes` (the provider's routes), :meth:`Sandbox.reset` (forget state),
+  :meth:`Sandbox.error_response` and :meth:`Sandbox.throttle_response` (the provider's 5xx
+  and 429 bodies for injected faults);
+- :meth:`Sandbox.before_request` (per-request set-up, run first) and
+  :meth:`Sandbox.finish_response` (answer post-processing: add headers, rewrite a body);
+- :meth:`Sandbox.drop_answer`: the request being handled is processed (or, called from
+  :meth:`~Sandbox.before_request`, not even handled) and its answer is never sent, the
+  ``drop`` fault aimed at one request;
+- :attr:`Sandbox.token_route` (:class:`OAuthTokenRoute`): an OAuth2 client-credentials token
+  route issuing tokens from :attr:`Sandbox.tokens`; :meth:`Sandbox.bearer` checks them;
+- :attr:`Sandbox.idempotency` (:class:`IdempotencyKeys`) with
+  :meth:`Sandbox.duplicate_of` and :meth:`Sandbox.duplicate_response`: the keys seen and the
+  provider's answer to a repeated one;
+- :attr:`Sandbox.credential_headers`: request headers the request log masks;
+- :attr:`Sandbox.lock`, :attr:`Sandbox.random` and :meth:`Sandbox.count_fault` for state,
+  dice and fault counters of the subclass's own faults.
+
 Fault specs, as taken by ``docrelay sandbox NAME --fault SPEC``::
 
     error@0.2          20% of requests answer 500 or 503 before anything is processed
@@ -24,25 +44,33 @@ Fault specs, as taken by ``docrelay sandbox NAME --fault SPEC``::
 
 from __future__ import annotations
 
-import contextlib
-import json
+import hmac
 import random
 import re
-import socket
+import ssl
 import threading
 import time
-import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, ClassVar, Self
+from urllib.parse import parse_qs
 
 import attrs
 import requests
 
+from ._sandbox_http import (
+    Fault,
+    Route,
+    SandboxRequest,
+    SandboxResponse,
+    _Server,
+    parse_fault,
+)
+from ._sandbox_state import IdempotencyKeys, OAuthTokenRoute, SlidingWindow, TokenIssuer
+
 __all__ = [
     "Fault",
+    "IdempotencyKeys",
+    "OAuthTokenRoute",
     "Route",
     "Sandbox",
     "SandboxRequest",
@@ -51,238 +79,6 @@ __all__ = [
     "TokenIssuer",
     "parse_fault",
 ]
-
-_FAULT_RE = re.compile(
-    r"^(?P<name>error|throttle|drop|slow|drip|token-ttl)"
-    r"(?:@(?P<rate>[0-9.]+)|\*(?P<count>[0-9]+))?(?::(?P<arg>[A-Za-z0-9.]+))?$"
-)
-FAULT_NAMES = ("error", "throttle", "drop", "slow", "drip", "token-ttl")
-#: Request headers whose values the request log masks (credentials, even sandbox ones).
-_CREDENTIAL_HEADERS = frozenset(
-    {"authorization", "providerkey", "x-subscription-key", "subscription-key", "x-api-key"}
-)
-
-
-@attrs.define
-class Fault:
-    """One fault: by ``rate`` (a probability per request) or ``count`` (the next N requests)."""
-
-    name: str
-    rate: float | None = None
-    count: int | None = None
-    arg: str | None = None
-
-    def spec(self) -> str:
-        s = self.name
-        if self.rate is not None:
-            s += f"@{self.rate:g}"
-        if self.count is not None:
-            s += f"*{self.count}"
-        if self.arg is not None:
-            s += f":{self.arg}"
-        return s
-
-
-def parse_fault(spec: str) -> Fault:
-    """Parse a fault spec (see the module docstring); :class:`ValueError` with one line."""
-    m = _FAULT_RE.match(spec.strip())
-    if not m:
-        raise ValueError(
-            f"invalid fault spec {spec!r}: expected NAME[@RATE|*COUNT][:ARG] with NAME one of "
-            + ", ".join(FAULT_NAMES)
-        )
-    rate = float(m["rate"]) if m["rate"] is not None else None
-    if rate is not None and not 0.0 <= rate <= 1.0:
-        raise ValueError(f"invalid fault spec {spec!r}: rate must be between 0 and 1")
-    count = int(m["count"]) if m["count"] is not None else None
-    name, arg = m["name"], m["arg"]
-    if name == "token-ttl":
-        if arg is None:
-            raise ValueError(f"invalid fault spec {spec!r}: token-ttl needs :SECONDS")
-        float(arg)
-    elif rate is None and count is None:
-        rate = 1.0
-    if name in ("slow", "drip") and arg is not None:
-        float(arg)
-    if name == "error" and arg is not None and not (arg.isdigit() and 500 <= int(arg) <= 599):
-        raise ValueError(f"invalid fault spec {spec!r}: error takes a 5xx status")
-    return Fault(name=name, rate=rate, count=count, arg=arg)
-
-
-@attrs.frozen
-class SandboxRequest:
-    method: str
-    path: str
-    query: Mapping[str, list[str]]
-    headers: Mapping[str, str]
-    body: bytes
-    client: str
-    params: Mapping[str, str] = attrs.field(factory=dict)
-
-    def header(self, name: str, default: str | None = None) -> str | None:
-        lname = name.lower()
-        for k, v in self.headers.items():
-            if k.lower() == lname:
-                return v
-        return default
-
-    def json(self) -> Any:
-        """The body as JSON; :class:`ValueError` when it is not."""
-        return json.loads(self.body)
-
-    def arg(self, name: str, default: str | None = None) -> str | None:
-        values = self.query.get(name)
-        return values[0] if values else default
-
-
-@attrs.frozen
-class SandboxResponse:
-    status: int
-    body: bytes = b""
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-    #: Seconds between the bytes of the body (the ``drip`` fault); ``None``: one write.
-    drip: float | None = None
-
-    @classmethod
-    def json(
-        cls, status: int, data: Any, headers: Mapping[str, str] | None = None
-    ) -> SandboxResponse:
-        h = {"Content-Type": "application/json"}
-        h.update(headers or {})
-        return cls(status=status, body=json.dumps(data).encode(), headers=h)
-
-    @classmethod
-    def empty(cls, status: int, headers: Mapping[str, str] | None = None) -> SandboxResponse:
-        return cls(status=status, body=b"", headers=dict(headers or {}))
-
-
-@attrs.frozen
-class Route:
-    method: str
-    pattern: re.Pattern[str]
-    handler: Callable[[SandboxRequest], SandboxResponse]
-    faults: bool = True
-
-
-class TokenIssuer:
-    """Bearer tokens with a lifetime, as an OAuth2 server hands them out."""
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._tokens: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()
-        self.issued = 0
-
-    def issue(self, subject: str, ttl: float | None = None) -> tuple[str, float]:
-        life = self.ttl if ttl is None else ttl
-        token = "sbx-" + uuid.uuid4().hex
-        with self._lock:
-            self._tokens[token] = (subject, time.time() + life)
-            self.issued += 1
-        return token, life
-
-    def subject(self, token: str | None) -> str | None:
-        """The subject of a valid, unexpired token, else ``None``."""
-        if not token:
-            return None
-        with self._lock:
-            entry = self._tokens.get(token)
-        if entry is None or entry[1] <= time.time():
-            return None
-        return entry[0]
-
-    def bearer(self, request: SandboxRequest) -> str | None:
-        auth = request.header("Authorization") or ""
-        if not auth.lower().startswith("bearer "):
-            return None
-        return self.subject(auth[7:].strip())
-
-
-class SlidingWindow:
-    """At most ``limit`` events per ``per`` seconds for each key."""
-
-    def __init__(self, limit: int, per: float) -> None:
-        self.limit = limit
-        self.per = per
-        self._events: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def hit(self, key: str) -> float | None:
-        """Count one event; ``None`` if allowed, else seconds until one is allowed."""
-        now = time.monotonic()
-        with self._lock:
-            q = self._events.setdefault(key, deque())
-            while q and q[0] <= now - self.per:
-                q.popleft()
-            if len(q) >= self.limit:
-                return max(0.0, q[0] + self.per - now)
-            q.append(now)
-            return None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes: without this, Nagle's algorithm and the
-    # client's delayed ACK add ~40 ms to every answer.
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        parts = urlsplit(self.path)
-        request = SandboxRequest(
-            method=self.command,
-            path=parts.path,
-            query=parse_qs(parts.query),
-            headers=dict(self.headers.items()),
-            body=body,
-            client=self.client_address[0],
-        )
-        result = self.server.sandbox._serve(request)
-        if result is None:  # drop: the work is done, the answer is lost
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self.send_response(result.status)
-        for k, v in result.headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(result.body)))
-        self.end_headers()
-        if self.command == "HEAD":
-            return
-        if result.drip is None:
-            self.wfile.write(result.body)
-            return
-        for i in range(len(result.body)):
-            self.wfile.write(result.body[i : i + 1])
-            self.wfile.flush()
-            time.sleep(result.drip)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _dispatch
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, addr: tuple[str, int], sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        super().__init__(addr, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away (a killed worker, a timeout) is normal here: stay quiet."""
-        import sys
-
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError | TimeoutError):
-            return
-        super().handle_error(request, client_address)
 
 
 class Sandbox:
@@ -296,6 +92,11 @@ class Sandbox:
     name: ClassVar[str] = "sandbox"
     #: Options a subclass understands, with their defaults (``--option KEY=VALUE`` on the CLI).
     options: ClassVar[Mapping[str, Any]] = {}
+    #: The provider's credential headers in lower case; the request log masks their values.
+    #: A subclass adds its own with ``Sandbox.credential_headers | {"x-secret-header"}``.
+    credential_headers: ClassVar[frozenset[str]] = frozenset({"authorization"})
+    #: The provider's OAuth2 client-credentials token route, if it has one.
+    token_route: ClassVar[OAuthTokenRoute | None] = None
 
     def __init__(
         self,
@@ -312,8 +113,15 @@ class Sandbox:
         self.config: dict[str, Any] = {**self.options, **options}
         self.host = host
         self._port = port
-        self._lock = threading.RLock()
-        self._random = random.Random(seed)
+        #: The lock of the sandbox's state; a subclass may hold it for its own state too.
+        self.lock = threading.RLock()
+        #: The seeded dice of the fault injection; a subclass rolls its own faults with it.
+        self.random = random.Random(seed)
+        #: Tokens issued by :attr:`token_route`, checked by :meth:`bearer`. A test may
+        #: replace it with a fresh :class:`TokenIssuer` (the provider forgets every token).
+        self.tokens = TokenIssuer(float(self.config.get("token_ttl") or 3600))
+        #: Idempotency keys seen (see :meth:`duplicate_of`); cleared by :meth:`reset`.
+        self.idempotency = IdempotencyKeys()
         self._faults: list[Fault] = [f if isinstance(f, Fault) else parse_fault(f) for f in faults]
         self.effects: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
@@ -321,11 +129,17 @@ class Sandbox:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._timers: list[threading.Timer] = []
+        self._this_request = threading.local()
+        token_routes = []
+        if self.token_route is not None:
+            path = re.compile("^" + re.escape(self.token_route.path) + "$")
+            token_routes.append(Route("POST", path, self.token_response, faults=False))
         self._routes: list[Route] = [
             Route("GET", re.compile(r"^/_sandbox/effects$"), self._get_effects, faults=False),
             Route("GET", re.compile(r"^/_sandbox/requests$"), self._get_requests, faults=False),
             Route("POST", re.compile(r"^/_sandbox/faults$"), self._post_faults, faults=False),
             Route("POST", re.compile(r"^/_sandbox/reset$"), self._post_reset, faults=False),
+            *token_routes,
             *self.routes(),
         ]
 
@@ -337,19 +151,46 @@ class Sandbox:
 
     def reset(self) -> None:
         """Forget all provider state (subclasses extend this and call ``super().reset()``)."""
-        with self._lock:
+        with self.lock:
             self.effects.clear()
             self.requests.clear()
             self.faults_injected.clear()
+            self.idempotency.clear()
+
+    def before_request(self, request: SandboxRequest) -> None:
+        """Called first for every request, in the thread that answers it (before routing and
+        fault injection; the ``/_sandbox`` routes included): set per-request state such as a
+        trace id, or call :meth:`drop_answer` to lose the request before it is handled."""
+
+    def finish_response(
+        self, request: SandboxRequest, response: SandboxResponse
+    ) -> SandboxResponse:
+        """Post-process every answer before it is sent (injected faults, 404s and the
+        ``/_sandbox`` routes included; not a lost answer): return it with the provider's
+        headers added or its body rewritten (``attrs.evolve(response, headers=...)``)."""
+        return response
+
+    def drop_answer(self, fault: str = "drop") -> None:
+        """Lose the answer of the request being handled: whatever the handler returns, the
+        connection is closed without an answer, as the ``drop`` fault does, but aimed at this
+        one request (also with concurrent clients). Called from a route handler, the request
+        is processed and the answer lost; called from :meth:`before_request`, the request is
+        lost before it is handled (and not logged). Counted in ``faults_injected[fault]``."""
+        self._this_request.lost = fault
+
+    def count_fault(self, name: str) -> None:
+        """Count one fault the subclass injected itself in ``faults_injected[name]``."""
+        with self.lock:
+            self.faults_injected[name] = self.faults_injected.get(name, 0) + 1
 
     def record_effect(self, kind: str, key: str, **data: Any) -> None:
         """Record one business effect (a document taken in), to be judged by tests."""
-        with self._lock:
+        with self.lock:
             self.effects.append({"kind": kind, "key": key, "at": time.time(), **data})
 
     def token_ttl(self, default: float) -> float:
         """The token lifetime to hand out: the ``token-ttl`` fault's, else *default*."""
-        with self._lock:
+        with self.lock:
             for f in self._faults:
                 if f.name == "token-ttl" and f.arg is not None:
                     return float(f.arg)
@@ -359,7 +200,7 @@ class Sandbox:
         """Run *fn* in *delay* seconds on a daemon timer (callbacks, async progress)."""
         t = threading.Timer(delay, fn)
         t.daemon = True
-        with self._lock:
+        with self.lock:
             self._timers = [x for x in self._timers if x.is_alive()]
             self._timers.append(t)
         t.start()
@@ -372,6 +213,92 @@ class Sandbox:
             return 0
         return r.status_code
 
+    # -- idempotency ----------------------------------------------------------------------------
+
+    def duplicate_of(self, request: SandboxRequest, key: Hashable) -> SandboxResponse | None:
+        """The provider's answer when *key* is in :attr:`idempotency` (see
+        :meth:`duplicate_response`), else ``None``. Record a new key with
+        ``self.idempotency.remember(key, value)`` once the request is processed; hold
+        :attr:`lock` across both when the check and the record must be one step."""
+        first = self.idempotency.seen(key)
+        if first is None:
+            return None
+        return self.duplicate_response(request, key, first)
+
+    def duplicate_response(
+        self, request: SandboxRequest, key: Hashable, first: Any
+    ) -> SandboxResponse:
+        """The provider's answer to a repeated idempotency key (default: 409 with the first
+        value as ``id``); subclasses return the provider's own shape."""
+        return SandboxResponse.json(409, {"message": "already received", "id": first})
+
+    # -- OAuth2 client credentials --------------------------------------------------------------
+
+    def bearer(self, request: SandboxRequest) -> str | None:
+        """The client id of the request's valid bearer token (from :attr:`tokens`), else
+        ``None``."""
+        return self.tokens.bearer(request)
+
+    def token_clients(self) -> Mapping[str, str]:
+        """The clients :attr:`token_route` accepts, id -> secret (default: the ``clients``
+        option, else the ``client_id`` and ``client_secret`` options)."""
+        clients = self.config.get("clients")
+        if isinstance(clients, Mapping):
+            return {str(k): str(v) for k, v in clients.items()}
+        if "client_id" in self.config:
+            return {str(self.config["client_id"]): str(self.config.get("client_secret"))}
+        return {}
+
+    def token_lifetime(self) -> float:
+        """Seconds a new token lives: the ``token-ttl`` fault's, else the ``token_ttl``
+        option (3600)."""
+        return self.token_ttl(float(self.config.get("token_ttl") or 3600))
+
+    def check_token_request(
+        self, fields: Mapping[str, Any], request: SandboxRequest
+    ) -> SandboxResponse | None:
+        """Provider-specific checks of a token request whose client is valid (scope,
+        audience): a refusal, or ``None`` to issue the token."""
+        return None
+
+    def token_refusal(self, error: str, request: SandboxRequest) -> SandboxResponse:
+        """The refusal of a token request; *error* is ``invalid_request``,
+        ``unsupported_grant_type`` or ``invalid_client`` (default: RFC 6749's
+        ``{"error": error}``, 401 for ``invalid_client``, else 400)."""
+        return SandboxResponse.json(401 if error == "invalid_client" else 400, {"error": error})
+
+    def token_grant(
+        self, fields: Mapping[str, Any], token: str, lifetime: float
+    ) -> SandboxResponse:
+        """The answer that hands out *token* (default: ``access_token``, ``token_type``
+        and ``expires_in``, whole seconds as an integer)."""
+        expires_in: float = int(lifetime) if float(lifetime).is_integer() else lifetime
+        return SandboxResponse.json(
+            200, {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
+        )
+
+    def token_response(self, request: SandboxRequest) -> SandboxResponse:
+        """The handler of :attr:`token_route` (a subclass may wrap it, calling ``super()``)."""
+        route = self.token_route or OAuthTokenRoute()
+        fields = _token_fields(request, route.body)
+        if fields is None:
+            return self.token_refusal("invalid_request", request)
+        if route.grant_type_required and fields.get("grant_type") != "client_credentials":
+            return self.token_refusal("unsupported_grant_type", request)
+        client, secret = fields.get("client_id"), fields.get("client_secret")
+        expected = self.token_clients().get(client) if isinstance(client, str) else None
+        if (
+            expected is None
+            or not isinstance(secret, str)
+            or not hmac.compare_digest(secret.encode(), expected.encode())
+        ):
+            return self.token_refusal("invalid_client", request)
+        refused = self.check_token_request(fields, request)
+        if refused is not None:
+            return refused
+        token, life = self.tokens.issue(str(client), ttl=self.token_lifetime())
+        return self.token_grant(fields, token, life)
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     @property
@@ -382,10 +309,15 @@ class Sandbox:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self._server is not None and self._server.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
-    def start(self) -> Sandbox:
+    def start(self, *, ssl_context: ssl.SSLContext | None = None) -> Self:
+        """Serve on a daemon thread; with *ssl_context* (a server context), over HTTPS."""
         self._server = _Server((self.host, self._port), self)
+        if ssl_context is not None:
+            self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
+            self._server.tls = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -396,7 +328,7 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
-        with self._lock:
+        with self.lock:
             timers, self._timers = self._timers, []
         for t in timers:
             t.cancel()
@@ -413,7 +345,7 @@ class Sandbox:
         finally:
             self._server.server_close()
 
-    def __enter__(self) -> Sandbox:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -423,16 +355,16 @@ class Sandbox:
 
     def set_faults(self, specs: Iterable[str | Fault]) -> None:
         parsed = [f if isinstance(f, Fault) else parse_fault(f) for f in specs]
-        with self._lock:
+        with self.lock:
             self._faults = parsed
 
     @property
     def faults(self) -> list[str]:
-        with self._lock:
+        with self.lock:
             return [f.spec() for f in self._faults]
 
     def _roll(self, name: str) -> Fault | None:
-        with self._lock:
+        with self.lock:
             for f in self._faults:
                 if f.name != name:
                     continue
@@ -441,7 +373,7 @@ class Sandbox:
                         f.count -= 1
                         self.faults_injected[name] = self.faults_injected.get(name, 0) + 1
                         return f
-                elif f.rate is not None and self._random.random() < f.rate:
+                elif f.rate is not None and self.random.random() < f.rate:
                     self.faults_injected[name] = self.faults_injected.get(name, 0) + 1
                     return f
         return None
@@ -449,48 +381,60 @@ class Sandbox:
     # -- dispatch -------------------------------------------------------------------------------
 
     def _serve(self, request: SandboxRequest) -> SandboxResponse | None:
+        """One request: ``None`` when its answer is lost (the connection is then closed)."""
+        self._this_request.lost = None
+        self.before_request(request)
+        lost: str | None = self._this_request.lost
+        if lost is not None:  # lost on the way: never handled, never logged
+            self.count_fault(lost)
+            return None
         route, params = self._match(request)
+        fault: Fault | None = None
         if route is None:
             allowed = any(r.pattern.match(request.path) for r in self._routes)
             resp = SandboxResponse.json(
                 405 if allowed else 404,
                 {"message": f"no route for {request.method} {request.path}"},
             )
-            self._log(request, resp)
-            return resp
-        request = attrs.evolve(request, params=params)
+        else:
+            request = attrs.evolve(request, params=params)
+            resp, fault = self._handle(route, request)
+        lost = self._this_request.lost
+        if lost is not None:  # the handler processed the request and lost its answer
+            self.count_fault(lost)
+            self._log(request, resp, fault=lost)
+            return None
+        if fault is not None and fault.name == "drop":  # the work is done, the answer is lost
+            self._log(request, resp, fault="drop")
+            return None
+        resp = self.finish_response(request, resp)
+        if fault is not None and fault.name == "slow":
+            time.sleep(float(fault.arg or 2.0))
+        elif fault is not None and fault.name == "drip":
+            resp = attrs.evolve(resp, drip=float(fault.arg or 1.0))
+        self._log(request, resp, fault=fault.name if fault is not None else None)
+        return resp
+
+    def _handle(
+        self, route: Route, request: SandboxRequest
+    ) -> tuple[SandboxResponse, Fault | None]:
+        """The route's answer with the faults injected around it."""
         if route.faults:
             f = self._roll("error")
             if f is not None:
-                status = int(f.arg) if f.arg else self._random.choice((500, 503))
-                resp = self.error_response(status, request)
-                self._log(request, resp, fault="error")
-                return resp
+                status = int(f.arg) if f.arg else self.random.choice((500, 503))
+                return self.error_response(status, request), f
             f = self._roll("throttle")
             if f is not None:
                 headers = {} if f.arg in (None, "none") else {"Retry-After": str(f.arg)}
-                resp = self.throttle_response(request, headers)
-                self._log(request, resp, fault="throttle")
-                return resp
+                return self.throttle_response(request, headers), f
         try:
             resp = route.handler(request)
         except Exception as exc:  # noqa: BLE001 - a sandbox bug must answer 500, not hang
             resp = self.error_response(500, request, detail=f"{type(exc).__name__}: {exc}")
-        if route.faults:
-            if self._roll("drop") is not None:
-                self._log(request, resp, fault="drop")
-                return None
-            f = self._roll("slow")
-            if f is not None:
-                time.sleep(float(f.arg or 2.0))
-                self._log(request, resp, fault="slow")
-                return resp
-            f = self._roll("drip")
-            if f is not None:
-                self._log(request, resp, fault="drip")
-                return attrs.evolve(resp, drip=float(f.arg or 1.0))
-        self._log(request, resp)
-        return resp
+        if not route.faults:
+            return resp, None
+        return resp, self._roll("drop") or self._roll("slow") or self._roll("drip")
 
     def error_response(
         self, status: int, request: SandboxRequest, detail: str | None = None
@@ -518,11 +462,9 @@ class Sandbox:
     ) -> None:
         if request.path.startswith("/_sandbox/"):
             return
-        headers = {
-            k: ("***" if k.lower() in _CREDENTIAL_HEADERS else v)
-            for k, v in request.headers.items()
-        }
-        with self._lock:
+        masked = {h.lower() for h in self.credential_headers}
+        headers = {k: ("***" if k.lower() in masked else v) for k, v in request.headers.items()}
+        with self.lock:
             self.requests.append(
                 {
                     "method": request.method,
@@ -535,11 +477,11 @@ class Sandbox:
             )
 
     def _get_effects(self, request: SandboxRequest) -> SandboxResponse:
-        with self._lock:
+        with self.lock:
             return SandboxResponse.json(200, {"effects": list(self.effects)})
 
     def _get_requests(self, request: SandboxRequest) -> SandboxResponse:
-        with self._lock:
+        with self.lock:
             return SandboxResponse.json(
                 200, {"requests": list(self.requests), "faults": dict(self.faults_injected)}
             )
@@ -555,3 +497,22 @@ class Sandbox:
     def _post_reset(self, request: SandboxRequest) -> SandboxResponse:
         self.reset()
         return SandboxResponse.json(200, {"message": "reset"})
+
+
+def _token_fields(request: SandboxRequest, body: str) -> dict[str, Any] | None:
+    """The fields of a token request (first value of each form field), ``None`` when the
+    body is not of the declared kind."""
+    if body == "json":
+        try:
+            data = request.json()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+    ctype = (request.header("Content-Type") or "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        return None
+    try:
+        form = parse_qs(request.body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+    return {k: v[0] for k, v in form.items() if v}

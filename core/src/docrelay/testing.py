@@ -48,7 +48,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ._acme import AcmePlugin, AcmeSandbox
 from ._context import Context
 from ._host import PluginHost
 from ._models import (
@@ -66,8 +65,6 @@ from .sandbox import Sandbox
 
 __all__ = [
     "FAST_ENGINE",
-    "AcmePlugin",
-    "AcmeSandbox",
     "ProviderContractTests",
     "WebhookServer",
     "classify",
@@ -111,7 +108,7 @@ def classify(
     plugin's ``classify_response``, then the core's generic classification and completion
     (status, ``Retry-After`` wait, request id), exactly as in a delivery round.
 
-    >>> from docrelay.testing import AcmePlugin
+    >>> from acme_testprovider import AcmePlugin
     >>> classify(AcmePlugin(), HttpResponse(status=503, headers={"Retry-After": "4"})).wait
     4.0
     """

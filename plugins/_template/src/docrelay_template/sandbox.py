@@ -20,7 +20,7 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any, ClassVar
 
 from docrelay.sandbox import Route, Sandbox, SandboxRequest, SandboxResponse
@@ -32,6 +32,7 @@ class TemplateSandbox(Sandbox):
     """The template provider's sandbox (deduplicates on ``Idempotency-Key``)."""
 
     name: ClassVar[str] = "template"
+    credential_headers = Sandbox.credential_headers | {"x-api-key"}
     options: ClassVar[Mapping[str, Any]] = {"api_key": "sandbox-key", "max_payload": 1_000_000}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -46,7 +47,7 @@ class TemplateSandbox(Sandbox):
         ]
 
     def reset(self) -> None:
-        with self._lock:
+        with self.lock:
             self.documents.clear()
         super().reset()
 
@@ -92,13 +93,12 @@ class TemplateSandbox(Sandbox):
                 return self._invalid("body", "not valid JSON", status=400)
             if not isinstance(data, dict) or not str(data.get("number") or "").strip():
                 return self._invalid("number", "a document number is required")
-        with self._lock:
-            seen = self.documents.get(key)
-            if seen is not None:
-                return SandboxResponse.json(
-                    409, {"message": "document already received", "id": seen["id"]}
-                )
+        with self.lock:
+            duplicate = self.duplicate_of(request, key)
+            if duplicate is not None:
+                return duplicate
             doc_id = str(uuid.uuid4())
+            self.idempotency.remember(key, doc_id)
             self.documents[key] = {
                 "id": doc_id,
                 "status": "received",
@@ -110,10 +110,15 @@ class TemplateSandbox(Sandbox):
             201, {"id": doc_id, "status": "received"}, {"X-Request-Id": uuid.uuid4().hex}
         )
 
+    def duplicate_response(
+        self, request: SandboxRequest, key: Hashable, first: Any
+    ) -> SandboxResponse:
+        return SandboxResponse.json(409, {"message": "document already received", "id": first})
+
     def _get_document(self, request: SandboxRequest) -> SandboxResponse:
         if not self._authorized(request):
             return SandboxResponse.json(401, {"message": "missing or invalid API key"})
-        with self._lock:
+        with self.lock:
             for doc in self.documents.values():
                 if doc["id"] == request.params["id"]:
                     return SandboxResponse.json(200, doc)

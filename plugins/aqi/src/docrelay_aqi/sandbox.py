@@ -201,6 +201,7 @@ class AqiSandbox(Sandbox):
     """
 
     name: ClassVar[str] = "aqi"
+    credential_headers = Sandbox.credential_headers | {"x-subscription-key"}
     options: ClassVar[Mapping[str, Any]] = {
         "subscription_key": "aqi-sandbox-key",
         "secondary_key": "aqi-sandbox-key-secondary",
@@ -274,7 +275,7 @@ class AqiSandbox(Sandbox):
 
     def reset(self) -> None:
         super().reset()
-        with self._lock:
+        with self.lock:
             self.callbacks.clear()
             self.transactions.clear()
             self.orders.clear()
@@ -363,7 +364,7 @@ class AqiSandbox(Sandbox):
             order_ref = str(body["orderReference"])
         order_key = (business, customer, order_ref)
         txid = request.header("X-Request-ID") or uuid.uuid4().hex
-        with self._lock:
+        with self.lock:
             txn = self.transactions.get(txid)
             if txn is not None and txn.state == "pending":
                 # "Subsequent requests with the same request ID might get ignored."
@@ -477,7 +478,7 @@ class AqiSandbox(Sandbox):
             order.payments += 1
 
     def _layer2(self, job: _Job) -> None:
-        with self._lock:
+        with self.lock:
             txn = self.transactions.get(job.transaction_id)
             if txn is None:  # reset in between
                 return
@@ -542,11 +543,11 @@ class AqiSandbox(Sandbox):
 
     def _deliver(self, url: str, payload: dict[str, Any], *, redelivery: bool = False) -> bool:
         drop_rate = _float(self.config["callback_drop_rate"])
-        with self._lock:
-            dropped = not redelivery and drop_rate > 0 and self._random.random() < drop_rate
+        with self.lock:
+            dropped = not redelivery and drop_rate > 0 and self.random.random() < drop_rate
         status = 0 if dropped else self.post_json(url, payload)
         ok = 200 <= status < 300
-        with self._lock:
+        with self.lock:
             self.notifications.append(
                 {
                     "url": url,
@@ -563,7 +564,7 @@ class AqiSandbox(Sandbox):
 
     def redeliver(self) -> int:
         """Send every undelivered notification again; returns how many got a 2xx now."""
-        with self._lock:
+        with self.lock:
             pending, self.undelivered = self.undelivered, []
         return sum(1 for url, payload in pending if self._deliver(url, payload, redelivery=True))
 
@@ -579,7 +580,7 @@ class AqiSandbox(Sandbox):
             "id": str(uuid.uuid4()),
             "notificationTypes": list(notification_types or [EDI_ERROR_SENT]),
         }
-        with self._lock:
+        with self.lock:
             self.callbacks[entry["id"]] = entry
         return dict(entry)
 
@@ -620,14 +621,14 @@ class AqiSandbox(Sandbox):
         refused = self._refuse_key(request)
         if refused is not None:
             return refused
-        with self._lock:
+        with self.lock:
             return SandboxResponse.json(200, list(self.callbacks.values()))
 
     def _delete_callback(self, request: SandboxRequest) -> SandboxResponse:
         refused = self._refuse_key(request)
         if refused is not None:
             return refused
-        with self._lock:
+        with self.lock:
             entry = self.callbacks.pop(request.params["id"], None)
         if entry is None:
             return self.problem(404, "NotFound", "No such callback.", type_="Path")
@@ -637,7 +638,7 @@ class AqiSandbox(Sandbox):
 
     def _post_redeliver(self, request: SandboxRequest) -> SandboxResponse:
         delivered = self.redeliver()
-        with self._lock:
+        with self.lock:
             remaining = len(self.undelivered)
         return SandboxResponse.json(200, {"redelivered": delivered, "remaining": remaining})
 
@@ -653,6 +654,6 @@ class AqiSandbox(Sandbox):
         return SandboxResponse.json(200, {"data_source": value})
 
     def _get_notifications(self, request: SandboxRequest) -> SandboxResponse:
-        with self._lock:
+        with self.lock:
             data = json.loads(json.dumps(self.notifications))
         return SandboxResponse.json(200, {"notifications": data})

@@ -234,6 +234,7 @@ class EbhSandbox(Sandbox):
     """The eBillingHub Validation API, with asynchronous validation by polls or seconds."""
 
     name = "ebh"
+    credential_headers = Sandbox.credential_headers | {"providerkey"}
     options: ClassVar[Mapping[str, Any]] = {
         "provider_keys": ("sandbox-provider-key",),
         "max_payload": 5 * 1024 * 1024,
@@ -472,8 +473,7 @@ class EbhSandbox(Sandbox):
             if not self._poll_faults:
                 return None
             status = self._poll_faults.pop(0)
-        with self._lock:
-            self.faults_injected["poll"] = self.faults_injected.get("poll", 0) + 1
+        self.count_fault("poll")
         if status >= 500:
             message = _UNEXPECTED
         else:

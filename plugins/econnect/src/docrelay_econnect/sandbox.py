@@ -36,15 +36,22 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import json
 import re
-import threading
 import urllib.parse
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from docrelay.sandbox import Route, Sandbox, SandboxRequest, SandboxResponse, TokenIssuer
+from docrelay.sandbox import (
+    OAuthTokenRoute,
+    Route,
+    Sandbox,
+    SandboxRequest,
+    SandboxResponse,
+    TokenIssuer,
+)
 
 from ._ubl import is_valid_document_id, read_ubl
 
@@ -67,6 +74,8 @@ class EConnectSandbox(Sandbox):
     """The eConnect PSB sandbox; see the module docstring for routes and options."""
 
     name = "econnect"
+    credential_headers = Sandbox.credential_headers | {"subscription-key"}
+    token_route = OAuthTokenRoute(path="/connect/token", body="form")
     options: ClassVar[Mapping[str, Any]] = {
         "client_id": "econnect-sandbox",
         "client_secret": "econnect-sandbox-secret",
@@ -81,14 +90,12 @@ class EConnectSandbox(Sandbox):
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.tokens = TokenIssuer(ttl=3600)
         #: party id -> document id -> record (kind, root, number, body, statuses...)
         self.documents: dict[str, dict[str, dict[str, Any]]] = {}
         #: (party, document number) whose answer was already lost once (``lose_answer``).
         self.lost_answers: set[tuple[str, str]] = set()
         #: (party, document number) already answered 503 once (``unavailable_once``).
         self.failed_once: set[tuple[str, str]] = set()
-        self._local = threading.local()
         super().__init__(*args, **kwargs)
 
     # -- configuration --------------------------------------------------------------------------
@@ -114,18 +121,6 @@ class EConnectSandbox(Sandbox):
     def unavailable_once(self) -> frozenset[str]:
         return self._names("unavailable_once")
 
-    def _serve(self, request: SandboxRequest) -> SandboxResponse | None:
-        # ``lose_answer`` must drop the answer of exactly the request that processed the
-        # document, also with concurrent clients: the handler marks its own thread.
-        self._local.lose = False
-        response = super()._serve(request)
-        if self._local.lose:
-            self._local.lose = False
-            with self._lock:
-                self.faults_injected["drop"] = self.faults_injected.get("drop", 0) + 1
-            return None
-        return response
-
     def _number(self, name: str) -> float:
         return float(self.config[name])
 
@@ -140,7 +135,6 @@ class EConnectSandbox(Sandbox):
     def routes(self) -> list[Route]:
         doc = r"(?P<doctype>salesInvoice|purchaseOrder)"
         return [
-            Route("POST", re.compile(r"^/connect/token$"), self._token, faults=False),
             Route("POST", re.compile(r"^/api/v1/(?P<party>[^/]+)/" + doc + r"/send$"), self._send),
             Route(
                 "GET",
@@ -152,7 +146,7 @@ class EConnectSandbox(Sandbox):
         ]
 
     def reset(self) -> None:
-        with self._lock:
+        with self.lock:
             super().reset()
             self.documents.clear()
             self.lost_answers.clear()
@@ -190,48 +184,34 @@ class EConnectSandbox(Sandbox):
     ) -> SandboxResponse:
         return self.problem(429, "Too many requests.", headers)
 
-    # -- token endpoint -------------------------------------------------------------------------
+    # -- token endpoint (the base's OAuth2 route, eConnect's refusals and grant) ---------------
 
-    def _token(self, request: SandboxRequest) -> SandboxResponse:
-        ctype = (request.header("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype != "application/x-www-form-urlencoded":
-            return SandboxResponse.json(400, {"error": "invalid_request"})
-        try:
-            form = urllib.parse.parse_qs(request.body.decode("utf-8"), strict_parsing=False)
-        except UnicodeDecodeError:
-            return SandboxResponse.json(400, {"error": "invalid_request"})
+    def token_refusal(self, error: str, request: SandboxRequest) -> SandboxResponse:
+        return SandboxResponse.json(400, {"error": error})
 
-        def field(name: str) -> str:
-            values = form.get(name) or [""]
-            return values[0]
+    @staticmethod
+    def _scopes(fields: Mapping[str, Any]) -> list[str]:
+        return str(fields.get("scope") or "").split() or ["ap"]
 
-        if field("grant_type") != "client_credentials":
-            return SandboxResponse.json(400, {"error": "unsupported_grant_type"})
-        if field("client_id") != str(self.config["client_id"]) or field("client_secret") != str(
-            self.config["client_secret"]
-        ):
-            return SandboxResponse.json(400, {"error": "invalid_client"})
-        scopes = field("scope").split() or ["ap"]
-        if not set(scopes) <= {"ap", "vpd"}:
+    def check_token_request(
+        self, fields: Mapping[str, Any], request: SandboxRequest
+    ) -> SandboxResponse | None:
+        if not set(self._scopes(fields)) <= {"ap", "vpd"}:
             return SandboxResponse.json(400, {"error": "invalid_scope"})
-        ttl = self.token_ttl(self._number("token_ttl"))
-        token, life = self.tokens.issue(field("client_id"), ttl=ttl)
-        return SandboxResponse.json(
-            200,
-            {
-                "access_token": token,
-                "expires_in": int(life) if float(life).is_integer() else life,
-                "token_type": "Bearer",
-                "scope": " ".join(scopes),
-            },
-            {"Cache-Control": "no-store"},
-        )
+        return None
+
+    def token_grant(
+        self, fields: Mapping[str, Any], token: str, lifetime: float
+    ) -> SandboxResponse:
+        granted = super().token_grant(fields, token, lifetime)
+        body = {**json.loads(granted.body), "scope": " ".join(self._scopes(fields))}
+        return SandboxResponse.json(200, body, {"Cache-Control": "no-store"})
 
     # -- API ------------------------------------------------------------------------------------
 
     def _authorize(self, request: SandboxRequest) -> tuple[str | None, SandboxResponse | None]:
         """The party id of an authorised request, or the error to answer."""
-        if self.tokens.bearer(request) is None:
+        if self.bearer(request) is None:
             return None, self.problem(
                 401,
                 "Unauthorized: a valid bearer token is required.",
@@ -289,11 +269,11 @@ class EConnectSandbox(Sandbox):
         else:
             payload = request.body
         ubl = read_ubl(payload, roots)
-        with self._lock:
+        with self.lock:
             once = (party, str(ubl.id))
             if ubl.id in self.unavailable_once and once not in self.failed_once:
                 self.failed_once.add(once)
-                self.faults_injected["error"] = self.faults_injected.get("error", 0) + 1
+                self.count_fault("error")
                 return self.error_response(503, request)
             seen = self.documents.setdefault(party, {})
             if header is not None and header in seen:
@@ -319,7 +299,7 @@ class EConnectSandbox(Sandbox):
             self.record_effect(effect, key=document_id, party=party, **{number_field: ubl.id})
             if ubl.id in self.lose_answer and once not in self.lost_answers:
                 self.lost_answers.add(once)
-                self._local.lose = True  # processed; _serve now drops the answer
+                self.drop_answer()  # processed; the base drops the answer
         delay = self._number("delivery_delay")
         sent = (record, "Sent", "The document is delivered to the receiver.")
         if delay <= 0:
@@ -329,7 +309,7 @@ class EConnectSandbox(Sandbox):
         return SandboxResponse.json(200, {"id": document_id})
 
     def _add_status(self, record: dict[str, Any], name: str, description: str) -> None:
-        with self._lock:
+        with self.lock:
             record["statuses"].append(
                 {
                     "id": str(uuid.uuid4()),
@@ -344,7 +324,7 @@ class EConnectSandbox(Sandbox):
         if denied is not None or party is None:
             return denied or self.problem(403, "No permission.")
         document_id = urllib.parse.unquote(request.params["document_id"])
-        with self._lock:
+        with self.lock:
             record = self.documents.get(party, {}).get(document_id)
             if record is None or record["doctype"] != request.params["doctype"]:
                 return self.problem(404, f"Document '{document_id}' not found.")
@@ -354,6 +334,6 @@ class EConnectSandbox(Sandbox):
 
     def document(self, party: str, document_id: str) -> dict[str, Any] | None:
         """The stored record of one document (``None`` if the sandbox never took it in)."""
-        with self._lock:
+        with self.lock:
             record = self.documents.get(party, {}).get(document_id)
             return dict(record) if record is not None else None

@@ -46,7 +46,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -103,7 +103,6 @@ class ProcurosSandbox(Sandbox):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._state_lock = threading.RLock()
-        self._received: dict[str, str] = {}
         self.transactions: list[dict[str, Any]] = []
         self.reported_errors: list[dict[str, Any]] = []
         self.portal_errors: dict[str, dict[str, Any]] = {}
@@ -151,7 +150,6 @@ class ProcurosSandbox(Sandbox):
     def reset(self) -> None:
         super().reset()
         with self._state_lock:
-            self._received.clear()
             self.transactions.clear()
             self.reported_errors.clear()
             self.portal_errors.clear()
@@ -275,14 +273,11 @@ class ProcurosSandbox(Sandbox):
         receiver_ids = _identifiers(content["header"].get(spec.receiver))
         key = self._duplicate_key(data)
         with self._state_lock:
-            if key in self._received:
-                return self._client_error(
-                    400,
-                    str(self.config["duplicate_message"]),
-                    procurosTransactionId=self._received[key],
-                )
+            duplicate = self.duplicate_of(request, key)
+            if duplicate is not None:
+                return duplicate
             tx_id = str(uuid.uuid4())
-            self._received[key] = tx_id
+            self.idempotency.remember(key, tx_id)
             inactive = set(_as_list(self.config.get("inactive_receivers")))
             if type_ in set(_as_list(self.config.get("inactive_types"))):
                 reply: str | None = "Trade partner does not accept transactions of this type."
@@ -312,6 +307,14 @@ class ProcurosSandbox(Sandbox):
         if reply is not None:
             return SandboxResponse.json(202, {"message": reply})
         return SandboxResponse.json(201, {"procurosTransactionId": tx_id})
+
+    def duplicate_response(
+        self, request: SandboxRequest, key: Hashable, first: Any
+    ) -> SandboxResponse:
+        """A payload Procuros already has: 400 with the first transaction's id."""
+        return self._client_error(
+            400, str(self.config["duplicate_message"]), procurosTransactionId=first
+        )
 
     def _report_error(self, request: SandboxRequest) -> SandboxResponse:
         try:

@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 import attrs
 from docrelay.sandbox import (
+    OAuthTokenRoute,
     Route,
     Sandbox,
     SandboxRequest,
@@ -105,6 +106,7 @@ class SieSmartSandbox(Sandbox):
     """
 
     name: ClassVar[str] = "siesmart"
+    token_route = OAuthTokenRoute(path="/oauth/token", body="json")
     options: ClassVar[Mapping[str, Any]] = {
         "client_id": "sbx-siesmart-client",
         "client_secret": "sbx-siesmart-secret",
@@ -129,7 +131,6 @@ class SieSmartSandbox(Sandbox):
         self._seq = 0
         self._last_etag = ""
         super().__init__(*args, **kwargs)
-        self.tokens = TokenIssuer(float(self.config["token_ttl"]))
         self.window = SlidingWindow(
             int(self.config["rate_limit"]), float(self.config["rate_window"])
         )
@@ -142,7 +143,6 @@ class SieSmartSandbox(Sandbox):
     def routes(self) -> list[Route]:
         pid = r"(?P<pid>[A-Za-z0-9._\-]+)"
         return [
-            Route("POST", re.compile(r"^/oauth/token$"), self._token, faults=False),
             Route("GET", re.compile(r"^/proposals/search$"), self._search),
             Route("POST", re.compile(r"^/proposals$"), self._create),
             Route("GET", re.compile(rf"^/proposals/{pid}$"), self._get),
@@ -179,33 +179,34 @@ class SieSmartSandbox(Sandbox):
             int(self.config["rate_limit"]), float(self.config["rate_window"])
         )
 
-    def _serve(self, request: SandboxRequest) -> SandboxResponse | None:
-        """Every response gets a fresh ``X-B2B-TRACE-ID``; error bodies carry the same id."""
-        trace = str(uuid.uuid4())
-        self._tls.trace = trace
+    def before_request(self, request: SandboxRequest) -> None:
+        """A fresh ``X-B2B-TRACE-ID`` per request; ``lose_requests`` loses proposal calls."""
+        self._tls.trace = str(uuid.uuid4())
         if request.path.startswith("/proposals"):
             with self._state_lock:
                 lose = self._lose > 0
                 if lose:
                     self._lose -= 1
             if lose:  # the connection breaks before the request is handled
-                return None
-        resp = super()._serve(request)
-        if resp is None:
-            return None
-        headers = dict(resp.headers)
-        headers[TRACE_HEADER] = trace
-        body = resp.body
-        if resp.status >= 400:
+                self.drop_answer()
+
+    def finish_response(
+        self, request: SandboxRequest, response: SandboxResponse
+    ) -> SandboxResponse:
+        """Every response carries the trace id; error bodies carry the same id."""
+        trace = self.trace
+        headers = {**response.headers, TRACE_HEADER: trace}
+        body = response.body
+        if response.status >= 400:
             try:
                 data = json.loads(body) if body else None
             except ValueError:
                 data = None
             if isinstance(data, dict) and "traceId" not in data:
-                data.setdefault("code", f"HTTP_{resp.status}")
+                data.setdefault("code", f"HTTP_{response.status}")
                 data["traceId"] = trace
                 body = json.dumps(data).encode()
-        return attrs.evolve(resp, headers=headers, body=body)
+        return attrs.evolve(response, headers=headers, body=body)
 
     @property
     def trace(self) -> str:
@@ -244,7 +245,7 @@ class SieSmartSandbox(Sandbox):
 
     def _guard(self, request: SandboxRequest) -> tuple[str | None, SandboxResponse | None]:
         """Rate limit, then authentication. Returns (client, error response or None)."""
-        client = self.tokens.bearer(request)
+        client = self.bearer(request)
         wait = self.window.hit(client or request.client)
         if wait is not None:
             ra = self.config["retry_after"]
@@ -363,7 +364,8 @@ class SieSmartSandbox(Sandbox):
 
     # -- handlers -------------------------------------------------------------------------------
 
-    def _token(self, request: SandboxRequest) -> SandboxResponse:
+    def token_response(self, request: SandboxRequest) -> SandboxResponse:
+        """``token_error`` answers every token request with that status."""
         status = int(self.config["token_error"] or 0)
         if status:
             return SandboxResponse.json(
@@ -375,37 +377,41 @@ class SieSmartSandbox(Sandbox):
                     else "Unauthorized",
                 },
             )
-        data = self._json_object(request)
-        if data is None:
+        return super().token_response(request)
+
+    def token_refusal(self, error: str, request: SandboxRequest) -> SandboxResponse:
+        if error == "invalid_request":
             return SandboxResponse.json(
                 400, {"error": "invalid_request", "error_description": "JSON body required"}
             )
-        if data.get("grant_type") != "client_credentials":
+        if error == "unsupported_grant_type":
             return SandboxResponse.json(
                 403,
                 {"error": "unauthorized_client", "error_description": "Grant type not allowed"},
             )
-        if (
-            data.get("client_id") != self.config["client_id"]
-            or data.get("client_secret") != self.config["client_secret"]
-        ):
-            return SandboxResponse.json(
-                401, {"error": "access_denied", "error_description": "Unauthorized"}
-            )
-        if data.get("audience") != self.config["audience"]:
+        return SandboxResponse.json(
+            401, {"error": "access_denied", "error_description": "Unauthorized"}
+        )
+
+    def check_token_request(
+        self, fields: Mapping[str, Any], request: SandboxRequest
+    ) -> SandboxResponse | None:
+        if fields.get("audience") != self.config["audience"]:
             return SandboxResponse.json(
                 403,
                 {
                     "error": "access_denied",
                     "error_description": "Service not enabled within domain: "
-                    + str(data.get("audience"))[:200],
+                    + str(fields.get("audience"))[:200],
                 },
             )
-        token, life = self.tokens.issue(
-            str(data["client_id"]), self.token_ttl(float(self.config["token_ttl"]))
-        )
+        return None
+
+    def token_grant(
+        self, fields: Mapping[str, Any], token: str, lifetime: float
+    ) -> SandboxResponse:
         return SandboxResponse.json(
-            200, {"access_token": token, "token_type": "Bearer", "expires_in": int(life)}
+            200, {"access_token": token, "token_type": "Bearer", "expires_in": int(lifetime)}
         )
 
     def _create(self, request: SandboxRequest) -> SandboxResponse:

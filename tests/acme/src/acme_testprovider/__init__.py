@@ -1,5 +1,6 @@
-"""Acme: a small reference provider with a sandbox, for docrelay's own tests and as a
-worked example for plugin authors (``docrelay.testing.acme_plugin``).
+"""Acme: a small reference provider with a sandbox, for docrelay's own tests (a test-only
+distribution under ``tests/acme``, never shipped; register it with
+``Relay(plugins=[AcmePlugin()], autoload=False)``).
 
 The Acme API: ``POST /token`` (client credentials, JSON) gives a bearer token;
 ``POST /documents`` with ``Idempotency-Key`` takes a document (200 ``{"id"}``; 409 when the
@@ -14,14 +15,14 @@ reconciles by lookup before resending.
 from __future__ import annotations
 
 import json
-import re as _re
+import re
 import threading
 import uuid
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from ._context import Context, Token
-from ._models import (
+from docrelay import (
+    Context,
     DemoBatch,
     Document,
     FieldError,
@@ -29,16 +30,17 @@ from ._models import (
     HttpResponse,
     Notification,
     Outcome,
+    OutcomeError,
     OutcomeKind,
     ProviderInfo,
     RateLimit,
     Setting,
+    Token,
     TransportError,
-    retry_after_seconds,
+    hookimpl,
 )
-from .exceptions import OutcomeError
-from .hookspecs import hookimpl
-from .sandbox import Route, Sandbox, SandboxRequest, SandboxResponse, TokenIssuer
+from docrelay.helpers import retry_after_seconds
+from docrelay.sandbox import OAuthTokenRoute, Route, Sandbox, SandboxRequest, SandboxResponse
 
 __all__ = ["AcmePlugin", "AcmeSandbox"]
 
@@ -54,53 +56,34 @@ class AcmeSandbox(Sandbox):
         "token_ttl": 3600.0,
         "clients": {"acme-client": "acme-secret-value"},
     }
+    token_route = OAuthTokenRoute(path="/token", body="json", grant_type_required=False)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.tokens = TokenIssuer(float(self.config["token_ttl"]))
         self.docs: dict[str, dict[str, Any]] = {}
-        self.by_key: dict[str, str] = {}
         self._state = threading.Lock()
 
     def reset(self) -> None:
         super().reset()
         with self._state:
             self.docs.clear()
-            self.by_key.clear()
 
     def routes(self) -> list[Route]:
         return [
-            Route("POST", _re.compile(r"^/token$"), self._token, faults=False),
-            Route("POST", _re.compile(r"^/documents$"), self._post),
-            Route("GET", _re.compile(r"^/documents$"), self._lookup),
-            Route("GET", _re.compile(r"^/documents/(?P<id>[^/]+)$"), self._get),
+            Route("POST", re.compile(r"^/documents$"), self._post),
+            Route("GET", re.compile(r"^/documents$"), self._lookup),
+            Route("GET", re.compile(r"^/documents/(?P<id>[^/]+)$"), self._get),
         ]
 
-    def _token(self, req: SandboxRequest) -> SandboxResponse:
-        try:
-            data = req.json()
-        except ValueError:
-            return SandboxResponse.json(400, {"error": "invalid_request"})
-        clients = self.config["clients"]
-        if clients.get(data.get("client_id")) != data.get("client_secret"):
-            return SandboxResponse.json(401, {"error": "invalid_client"})
-        token, life = self.tokens.issue(
-            str(data["client_id"]), self.token_ttl(float(self.config["token_ttl"]))
-        )
-        return SandboxResponse.json(
-            200, {"access_token": token, "expires_in": life, "token_type": "Bearer"}
-        )
-
     def _post(self, req: SandboxRequest) -> SandboxResponse:
-        if self.tokens.bearer(req) is None:
+        if self.bearer(req) is None:
             return SandboxResponse.json(401, {"message": "invalid or expired token"})
         key = req.header("Idempotency-Key")
         kind = req.header("X-Acme-Kind") or "document"
         with self._state:
-            if self.config["dedupe"] and key and key in self.by_key:
-                return SandboxResponse.json(
-                    409, {"message": "already received", "id": self.by_key[key]}
-                )
+            duplicate = self.duplicate_of(req, key) if self.config["dedupe"] and key else None
+            if duplicate is not None:
+                return duplicate  # 409 {"message": "already received", "id": first id}
             if b"INVALID" in req.body:
                 return SandboxResponse.json(
                     422,
@@ -113,7 +96,7 @@ class AcmeSandbox(Sandbox):
             doc_id = uuid.uuid4().hex
             self.docs[doc_id] = {"key": key, "kind": kind, "polls": 0, "body": req.body}
             if key:
-                self.by_key[key] = doc_id
+                self.idempotency.remember(key, doc_id)
         self.record_effect(
             "document_received",
             doc_id,
@@ -124,7 +107,7 @@ class AcmeSandbox(Sandbox):
         return SandboxResponse.json(status, {"id": doc_id})
 
     def _lookup(self, req: SandboxRequest) -> SandboxResponse:
-        if self.tokens.bearer(req) is None:
+        if self.bearer(req) is None:
             return SandboxResponse.json(401, {"message": "invalid or expired token"})
         key = req.arg("key")
         with self._state:
@@ -132,7 +115,7 @@ class AcmeSandbox(Sandbox):
         return SandboxResponse.json(200, {"items": [{"id": i} for i in found]})
 
     def _get(self, req: SandboxRequest) -> SandboxResponse:
-        if self.tokens.bearer(req) is None:
+        if self.bearer(req) is None:
             return SandboxResponse.json(401, {"message": "invalid or expired token"})
         with self._state:
             d = self.docs.get(req.params["id"])
