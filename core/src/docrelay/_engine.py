@@ -161,6 +161,9 @@ class Engine:
         self.leases = LeaseKeeper(store, settings.lease_seconds, clock)
         self.owner_prefix = f"{process_identity()}:{uuid.uuid4().hex[:6]}"
         self.listeners: list[Callable[[Record, str, str], None]] = []
+        #: Configured providers that cannot be used, and why (an unset ``${VAR}``, a plugin
+        #: that did not load): reading the store works, delivering for them raises.
+        self.unavailable: dict[str, str] = {}
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -168,6 +171,8 @@ class Engine:
         return f"{self.owner_prefix}:{threading.get_ident()}"
 
     def runtime(self, provider: str) -> ProviderRuntime:
+        if provider in self.unavailable:
+            raise ConfigError(self.unavailable[provider])
         rt = self.providers.get(provider)
         if rt is None:
             info = self.host.provider(provider)
