@@ -193,13 +193,20 @@ def test_an_unused_providers_missing_secret_does_not_block_the_others(
 
 
 def test_docs_agree_that_accepted_is_not_done() -> None:
-    """cli.py and docs/webhooks.md: ``accepted`` exits 1. docs/cli.md and getting-started.md
-    said exit 0 "when every document shown is delivered, duplicate, no_action or accepted"."""
+    """The exit-code table: ``accepted`` is pending (3), never good (0). docs/cli.md and
+    getting-started.md once said exit 0 "when every document shown is delivered, duplicate,
+    no_action or accepted"."""
+    from docrelay.cli import EXIT_CODES
+
+    table = dict(EXIT_CODES)
+    assert "accepted" not in table[0] and "accepted" in table[3]
     for page in ("docs/cli.md", "docs/getting-started.md"):
         text = " ".join((ROOT / page).read_text().split())
-        m = re.search(r"`0` when every document shown is ([^;]*);", text)
+        m = re.search(r"`0`[^`]*?(delivered, duplicate, no_action)[^`]*`1`", text)
         assert m, page
-        assert "accepted" not in m.group(1), (page, m.group(0))
+        assert "accepted" not in m.group(0), (page, m.group(0))
+        m3 = re.search(r"`3`(.*?)`2`", text)
+        assert m3 and "accepted" in m3.group(1), page
 
 
 def test_deployment_names_the_secret_path_of_the_webhook_receiver() -> None:

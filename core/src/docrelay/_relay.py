@@ -271,7 +271,7 @@ class Relay:
 
     @property
     def providers(self) -> tuple[str, ...]:
-        """The configured providers' names (usable or not: see :meth:`require`)."""
+        """The names of the configured providers, usable or not (see :meth:`require`)."""
         return self._configured
 
     def require(self, provider: str) -> ProviderInfo:
