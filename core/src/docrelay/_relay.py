@@ -383,9 +383,7 @@ class Relay:
             )
         ]
 
-    def counts(
-        self, statuses: Iterable[DocumentStatus] | None = None
-    ) -> dict[str, dict[str, int]]:
+    def counts(self, statuses: Iterable[DocumentStatus] | None = None) -> dict[str, dict[str, int]]:
         """Documents per provider and state (of *statuses*, else of the whole store)."""
         out: dict[str, dict[str, int]] = {}
         for s in self.statuses() if statuses is None else statuses:

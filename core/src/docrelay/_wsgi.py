@@ -24,7 +24,6 @@ from ._redact import redact
 from .exceptions import ConfigError, UnknownProviderError
 
 
-
 class Relay(Protocol):
     """What the receiver needs of a :class:`docrelay.Relay` (no import of it: no cycle)."""
 
@@ -40,6 +39,7 @@ class Relay(Protocol):
         *,
         secret: str | None = None,
     ) -> Any: ...
+
 
 __all__ = ["MAX_WEBHOOK_BYTES", "make_wsgi_app"]
 

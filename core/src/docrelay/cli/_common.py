@@ -85,7 +85,7 @@ def guard(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class NonEmpty(click.ParamType):
+class NonEmpty(click.ParamType[str]):
     """A text value that is not empty or blank (``--id ""`` is refused, not a default)."""
 
     name = "text"

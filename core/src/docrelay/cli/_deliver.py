@@ -138,15 +138,21 @@ class _Stop:
 
 
 @click.command(epilog="`-` as FILE reads one document from standard input (with --id).")
-@click.option("--provider", required=True, type=TEXT,
-              help="Provider name (see `docrelay plugins`).")
+@click.option(
+    "--provider", required=True, type=TEXT, help="Provider name (see `docrelay plugins`)."
+)
 @click.option("--env", "env_name", default=None, type=TEXT, help="Provider environment.")
-@click.option("--base-url", default=None, type=TEXT,
-              help="Provider base URL (overrides --env).")
-@click.option("--id", "doc_id", default=None, type=TEXT,
-              help="Document id (only with one FILE; needed for `-`).")
-@click.option("--kind", default=None, type=TEXT,
-              help="Document kind (default: the provider's first).")
+@click.option("--base-url", default=None, type=TEXT, help="Provider base URL (overrides --env).")
+@click.option(
+    "--id",
+    "doc_id",
+    default=None,
+    type=TEXT,
+    help="Document id (only with one FILE; needed for `-`).",
+)
+@click.option(
+    "--kind", default=None, type=TEXT, help="Document kind (default: the provider's first)."
+)
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Document metadata.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -202,13 +208,27 @@ def send(ctx: click.Context, provider: str, env_name: str | None, base_url: str 
 
 @click.command()
 @click.option("--provider", default=None, type=TEXT, help="Only this provider's documents.")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Threads per process.")
-@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Worker processes on this store, each with its own relay.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Threads per process.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes on this store, each with its own relay.",
+)
 @click.option("--until-idle", is_flag=True, help="Stop when nothing is due now.")
-@click.option("--events", is_flag=True, hidden=True,
-              help="One JSON line per state change on stdout (for --processes).")
+@click.option(
+    "--events",
+    is_flag=True,
+    hidden=True,
+    help="One JSON line per state change on stdout (for --processes).",
+)
 @click.pass_context
 @guard
 def run(ctx: click.Context, provider: str | None, workers: int, processes: int,

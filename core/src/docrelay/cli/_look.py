@@ -41,9 +41,9 @@ def print_statuses(statuses: Sequence[DocumentStatus], fmt: str) -> None:
         w.writerow(["id", "provider", "kind", "state", "attempts", "provider_ref",
                     "updated_at", "next_attempt_at", "detail"])  # fmt: skip
         for s in statuses:
+            due = when(s.next_attempt_at) if s.next_attempt_at else ""
             w.writerow([s.id, s.provider, s.kind, s.state.value, s.attempts,
-                        s.provider_ref or "", when(s.updated_at),
-                        when(s.next_attempt_at) if s.next_attempt_at else "", detail(s)])  # fmt: skip
+                        s.provider_ref or "", when(s.updated_at), due, detail(s)])  # fmt: skip
         click.echo(redact(buf.getvalue()), nl=False)
     else:
         out.print(status_table(statuses))
@@ -67,21 +67,37 @@ def _since(value: str | None) -> float | None:
     return dt.timestamp()
 
 
-_FORMATS = [click.option("--json", "fmt", flag_value="json", help="A JSON list."),
-            click.option("--jsonl", "fmt", flag_value="jsonl", help="One JSON object a line."),
-            click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row.")]  # fmt: skip
+_FORMATS = [
+    click.option("--json", "fmt", flag_value="json", help="A JSON list."),
+    click.option("--jsonl", "fmt", flag_value="jsonl", help="One JSON object a line."),
+    click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row."),
+]
 
 
 @click.command()
 @click.argument("doc_ids", nargs=-1)
-@click.option("--state", "states", multiple=True,
-              type=click.Choice([s.value for s in DocState]), help="Only this state (repeatable).")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice([s.value for s in DocState]),
+    help="Only this state (repeatable).",
+)
 @click.option("--provider", default=None, type=TEXT, help="Only this provider.")
-@click.option("--since", default=None, type=TEXT, metavar="WHEN",
-              help="Only documents changed since WHEN: 15m, 2h, 7d or an ISO date.")
-@click.option("--limit", type=click.IntRange(0), default=None,
-              help=f"Rows shown (default {DEFAULT_ROWS} in the table, all in machine output; "
-              "0: all). Counts and the exit code cover every match.")
+@click.option(
+    "--since",
+    default=None,
+    type=TEXT,
+    metavar="WHEN",
+    help="Only documents changed since WHEN: 15m, 2h, 7d or an ISO date.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(0),
+    default=None,
+    help=f"Rows shown (default {DEFAULT_ROWS} in the table, all in machine output; "
+    "0: all). Counts and the exit code cover every match.",
+)
 @_FORMATS[0]
 @_FORMATS[1]
 @_FORMATS[2]
@@ -164,8 +180,9 @@ def _timeline(attempts: list[dict[str, Any]]) -> Table:
         table.add_column(col, overflow="fold")
     for a in attempts:
         o = a["outcome"] or {}
-        ids = " ".join(x for x in (o.get("rule"), o.get("trace_id") and f"trace={o['trace_id']}",
-                                   o.get("request_id") and f"request={o['request_id']}") if x)  # fmt: skip
+        marks = (o.get("rule"), o.get("trace_id") and f"trace={o['trace_id']}",
+                 o.get("request_id") and f"request={o['request_id']}")  # fmt: skip
+        ids = " ".join(x for x in marks if x)
         details = o.get("message") or ""
         for fe in o.get("field_errors", [])[:5]:
             details += f"\n{fe.get('field') or '-'}: {fe.get('message')}"
@@ -181,8 +198,13 @@ def _timeline(attempts: list[dict[str, Any]]) -> Table:
 
 @click.command()
 @click.argument("doc_ids", nargs=-1)
-@click.option("--state", "states", multiple=True, type=click.Choice(REQUEUEABLE),
-              help="Every document in this state (repeatable).")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(REQUEUEABLE),
+    help="Every document in this state (repeatable).",
+)
 @click.option("--provider", default=None, type=TEXT, help="Only this provider's documents.")
 @click.option("--dry-run", is_flag=True, help="Say what would be requeued; change nothing.")
 @click.pass_context

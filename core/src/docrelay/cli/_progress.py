@@ -8,8 +8,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from .._render import counts_line
 from .._relay import DocumentStatus
+from .._render import counts_line
 from ._common import err, log
 
 __all__ = ["Tracker", "summary_line"]

@@ -17,11 +17,13 @@ from ._common import TEXT, config, err, guard, note, out
 
 
 @click.command()
-@click.option("--host", default=None, type=TEXT,
-              help="Interface (default from config, 127.0.0.1).")
+@click.option("--host", default=None, type=TEXT, help="Interface (default from config, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None)
-@click.option("--insecure", is_flag=True,
-              help="Take notifications of providers without a webhook_secret (loopback only).")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Take notifications of providers without a webhook_secret (loopback only).",
+)
 @click.pass_context
 @guard
 def webhooks(ctx: click.Context, host: str | None, port: int | None, insecure: bool) -> None:
@@ -80,12 +82,26 @@ def _print_notification_stats(relay: Relay) -> None:
 @click.command()
 @click.argument("name", type=TEXT)
 @click.option("--host", default="127.0.0.1", show_default=True, type=TEXT)
-@click.option("--port", type=click.IntRange(0, 65535), default=None,
-              help="Port (default: the port of the provider's sandbox environment).")
-@click.option("--fault", "faults", multiple=True, metavar="SPEC",
-              help="Fault to inject, e.g. error@0.2, drop*1, throttle@0.05:2, slow@0.1:3.")
-@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Sandbox option (values parsed as JSON when they can be).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port (default: the port of the provider's sandbox environment).",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="SPEC",
+    help="Fault to inject, e.g. error@0.2, drop*1, throttle@0.05:2, slow@0.1:3.",
+)
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Sandbox option (values parsed as JSON when they can be).",
+)
 @click.option("--seed", type=int, default=None, help="Seed for the fault dice.")
 @guard
 def sandbox(name: str, host: str, port: int | None, faults: tuple[str, ...],
@@ -146,9 +162,13 @@ def demo(as_json: bool) -> None:
 
 @click.command("new-plugin")
 @click.argument("name")
-@click.option("--directory", "-d", type=click.Path(file_okay=False, path_type=Path),
-              default=None,
-              help="Where to write it (default: ./docrelay-NAME); must not exist or be empty.")
+@click.option(
+    "--directory",
+    "-d",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write it (default: ./docrelay-NAME); must not exist or be empty.",
+)
 @guard
 def new_plugin(name: str, directory: Path | None) -> None:
     """Write a working provider plugin distribution for the provider NAME: hooks, classifier,
