@@ -200,8 +200,8 @@ def send(ctx: click.Context, provider: str, env_name: str | None, base_url: str 
         shown = [s for s in statuses if exit_code([s]) != 0][:TABLE_ROWS]
     print_statuses(shown, "json" if as_json else "table")
     if shown is not statuses and not as_json:
-        note(f"{len(statuses) - len(shown)} good or further row(s) not shown "
-             "(docrelay status --limit 0 shows all)")  # fmt: skip
+        note(f"{len(statuses) - len(shown)} more row(s) not shown (`docrelay status` "
+             "filters them: --state, --limit 0)")  # fmt: skip
     note(summary_line(statuses, tracker.elapsed, time.time(), interrupted))
     sys.exit(EXIT_INTERRUPTED if interrupted else exit_code(statuses))
 
