@@ -27,7 +27,7 @@ import attrs
 import stamina
 
 from ._builtins import DOCRELAY_TRANSPORT_FAULTS, classify_generic
-from ._context import Context, DocumentView, Token, TransportFailure
+from ._context import Context, Token, TransportFailure
 from ._host import PluginHost, ProviderHooks
 from ._leases import LeaseKeeper
 from ._limits import RateLimiter, TokenCache, rate_bucket, token_key
@@ -44,6 +44,7 @@ from ._models import (
 from ._notify import overdue_reason
 from ._redact import redact, redact_outcome, register_secret
 from ._settings import EngineSettings, ProviderRuntime
+from ._status import DocumentStatus
 from ._store import LeaseLost, Record, Store, process_identity
 from ._transport import Transport
 from .exceptions import ConfigError, DocumentError, OutcomeError
@@ -119,20 +120,9 @@ class _Services:
 
     def find_documents(
         self, provider: str, kind: str | None, metadata: Mapping[str, str]
-    ) -> list[DocumentView]:
+    ) -> list[DocumentStatus]:
         return [
-            DocumentView(
-                id=r.id,
-                provider=r.provider,
-                kind=r.document.kind,
-                state=r.state.value,
-                metadata=r.document.metadata,
-                reason=r.reason,
-                provider_ref=r.provider_ref,
-                provider_state=dict(r.provider_state),
-                updated_at=r.updated_at,
-            )
-            for r in self.engine.store.find(provider, kind, metadata)
+            DocumentStatus.from_record(r) for r in self.engine.store.find(provider, kind, metadata)
         ]
 
     def register_secret(self, value: str) -> None:

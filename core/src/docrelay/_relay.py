@@ -21,84 +21,18 @@ from ._models import (
     Attempt,
     DocState,
     Document,
-    FieldError,
-    Outcome,
     ProviderInfo,
 )
 from ._notify import WebhookRefused, WebhookSettings, check_secret
 from ._redact import install_log_redaction, redact
-from ._store import Record, Store, open_store, submission_refusal
+from ._status import DocumentStatus
+from ._store import Store, open_store, submission_refusal
 from ._wsgi import make_wsgi_app
 from .exceptions import ConfigError, DocumentError, NotFoundError, StoreError
 
 __all__ = ["DocumentStatus", "IngestResult", "Relay", "SettleResult"]
 
 log = logging.getLogger("docrelay")
-
-
-@attrs.frozen
-class DocumentStatus:
-    """Where a document is, and why: what ``docrelay status`` shows."""
-
-    id: str
-    provider: str
-    kind: str
-    state: DocState
-    revision: str
-    key: str | None
-    attempts: int
-    outcome: Outcome | None
-    reason: str | None
-    provider_ref: str | None
-    next_attempt_at: float | None
-    updated_at: float
-    provider_state: Mapping[str, Any] = attrs.field(factory=dict)
-
-    @classmethod
-    def from_record(cls, rec: Record) -> DocumentStatus:
-        return cls(
-            id=rec.id,
-            provider=rec.provider,
-            kind=rec.document.kind,
-            state=rec.state,
-            revision=rec.document.revision,
-            key=rec.key,
-            attempts=rec.attempts,
-            outcome=rec.outcome,
-            reason=rec.reason,
-            provider_ref=rec.provider_ref,
-            next_attempt_at=rec.next_attempt_at,
-            updated_at=rec.updated_at,
-            provider_state=dict(rec.provider_state),
-        )
-
-    @property
-    def error_url(self) -> str | None:
-        return self.outcome.error_url if self.outcome else None
-
-    @property
-    def field_errors(self) -> tuple[FieldError, ...]:
-        return self.outcome.field_errors if self.outcome else ()
-
-    @property
-    def is_final(self) -> bool:
-        return self.state in FINAL_STATES
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "provider": self.provider,
-            "kind": self.kind,
-            "state": self.state.value,
-            "revision": self.revision,
-            "key": self.key,
-            "attempts": self.attempts,
-            "outcome": self.outcome.to_dict() if self.outcome else None,
-            "reason": self.reason,
-            "provider_ref": self.provider_ref,
-            "next_attempt_at": self.next_attempt_at,
-            "updated_at": self.updated_at,
-        }
 
 
 @attrs.frozen
