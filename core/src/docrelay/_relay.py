@@ -299,6 +299,7 @@ class Relay:
         return self.store.submit_many(documents, self.clock())
 
     def status(self, doc_id: str) -> DocumentStatus:
+        """Where *doc_id* is, and why (:class:`NotFoundError` for an unknown id)."""
         rec = self.store.get(doc_id)
         if rec is None:
             raise NotFoundError(f"no document {doc_id!r}")

@@ -18,7 +18,7 @@ __all__ = ["DocumentStatus"]
 @attrs.frozen
 class DocumentStatus:
     """Where a document is, and why: the one public shape of a stored document (what
-    :meth:`Relay.status` returns, ``docrelay status`` shows and ``ctx.find_documents``
+    :meth:`docrelay.Relay.status` returns, ``docrelay status`` shows and ``ctx.find_documents``
     finds)."""
 
     id: str
