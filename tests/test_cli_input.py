@@ -114,11 +114,6 @@ def test_missing_config_file(tmp_path: Path) -> None:
         ("[engine]\nwhatever = 1\n", "unknown [engine]"),
         ('[plugins]\nenabled = "econnect"\n', "list of names"),
         (
-            '[providers.econnect]\nbase_url = "http://127.0.0.1:9"\nclient_id = "c"\n'
-            'client_secret = "${NOT_SET_ANYWHERE_42}"\nparty_id = "p"\n',
-            "NOT_SET_ANYWHERE_42",
-        ),
-        (
             '[providers.econnect]\nbase_url = "http://198.51.100.7"\nclient_id = "c"\n'
             'client_secret = "${CLI_TEST_SECRET}"\nparty_id = "p"\n',
             "plain http",
@@ -137,7 +132,6 @@ def test_missing_config_file(tmp_path: Path) -> None:
         "engine-type",
         "engine-unknown",
         "plugins-type",
-        "unset-env",
         "insecure-http",
         "unknown-setting",
         "unknown-provider",
@@ -227,8 +221,22 @@ def test_send_is_all_or_nothing(tmp_path: Path, bad: str) -> None:
     assert store_docs(tmp_path / "store.db") == []
 
 
+def test_unset_secret_is_refused_when_the_provider_sends(tmp_path: Path) -> None:
+    """An unset ``${VAR}`` is an error when its provider is used (``send``), naming the
+    variable; reading commands do not need it (test_redteam_usage)."""
+    cfg = write_config(
+        tmp_path,
+        '[providers.econnect]\nbase_url = "http://127.0.0.1:9"\nclient_id = "c"\n'
+        'client_secret = "${NOT_SET_ANYWHERE_42}"\nparty_id = "p"\n',
+    )
+    proc = run(["--config", str(cfg), "send", "--provider", "econnect", str(INVOICE)], tmp_path)
+    assert_one_line_error(proc, "NOT_SET_ANYWHERE_42", "[providers.econnect] client_secret")
+    assert not (tmp_path / "docrelay.db").exists()
+
+
 def test_unknown_document_for_why_and_requeue(tmp_path: Path) -> None:
     cfg = econnect_config(tmp_path)
+    assert run(["--config", str(cfg), "run", "--until-idle"], tmp_path, ENV).returncode == 0
     for cmd in (["why", "no-such-doc"], ["requeue", "no-such-doc"], ["status", "no-such-doc"]):
         assert_one_line_error(run(["--config", str(cfg), *cmd], tmp_path, ENV), "no-such-doc")
 
@@ -371,7 +379,7 @@ def test_huge_provider_answers_stay_bounded(tmp_path: Path) -> None:
             after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         finally:
             sb.stop()
-        assert code in (0, 1), out
+        assert code in (0, 1, 3), out  # 3: still waiting for a retry
         [status] = json.loads(out)
         results[name] = (status, max(after, before))
         db = tmp_path / name / "store.db"

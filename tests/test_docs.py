@@ -182,6 +182,8 @@ def _cli_names() -> list[str]:
     for name, command in main.commands.items():
         names.append(name)
         for param in command.params:
+            if getattr(param, "hidden", False):  # internal (run --events for --processes)
+                continue
             names += [o for o in getattr(param, "opts", []) if o.startswith("--")]
     return names
 

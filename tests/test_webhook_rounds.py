@@ -204,7 +204,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_accepted_is_not_done_and_overdue_needs_attention(
     tmp_path: Path, sandbox: AqiSandbox
 ) -> None:
-    """`docrelay send` leaves an AQI order accepted (no notification yet): exit code 1, not
+    """`docrelay send` leaves an AQI order accepted (no notification yet): exit code 3, not
     success. Past [engine] notification_timeout, its reason says it needs attention and
     what to do, and `docrelay status` shows that reason."""
     cfg = tmp_path / "docrelay.toml"
@@ -221,9 +221,9 @@ def test_accepted_is_not_done_and_overdue_needs_attention(
         sent = _cli(["--config", str(cfg), "send", "--provider", "aqi", "--json", *meta,
                      str(order)], tmp_path)  # fmt: skip
         assert json.loads(sent.stdout)[0]["state"] == "accepted", sent.stdout
-        assert sent.returncode == 1, "accepted is not done"
+        assert sent.returncode == 3, "accepted is not done"
         waiting = _cli(["--config", str(cfg), "status", "order-9"], tmp_path)
-        assert waiting.returncode == 1
+        assert waiting.returncode == 3
         assert "waiting for the provider's notification" in waiting.stdout
 
         with Relay.from_config(_load(cfg)) as relay:
@@ -239,7 +239,7 @@ def test_accepted_is_not_done_and_overdue_needs_attention(
         assert "0.5 s" in st.reason
         assert "callback" in st.reason
         shown = _cli(["--config", str(cfg), "status", "order-9"], tmp_path)
-        assert shown.returncode == 1
+        assert shown.returncode == 3
         assert "needs attention" in shown.stdout
     finally:
         del os.environ["AQI_KEY"]

@@ -33,7 +33,7 @@ from ._models import (
 )
 from ._notify import WebhookRefused, WebhookSettings
 from ._relay import DocumentStatus, IngestResult, Relay, SettleResult
-from ._store import Record, Store, open_store
+from ._store import Store, open_store
 from .exceptions import (
     ConfigError,
     DocrelayError,
@@ -60,7 +60,7 @@ __all__ = [  # noqa: RUF022
     "Document",
     "DocumentError",
     "DocumentStatus",
-    "DocumentView",
+    "DocumentView",  # the former name of DocumentStatus (plugins written before)
     "EngineSettings",
     "FINAL_STATES",
     "FieldError",
@@ -76,7 +76,6 @@ __all__ = [  # noqa: RUF022
     "PluginStatus",
     "ProviderInfo",
     "RateLimit",
-    "Record",
     "Relay",
     "Setting",
     "SettleResult",

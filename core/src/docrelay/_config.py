@@ -80,6 +80,10 @@ class Config:
     webhooks_port: int = 8080
     #: The whole ``[webhooks]`` table (limits: see :class:`docrelay.WebhookSettings`).
     webhooks: Mapping[str, Any] = attrs.field(factory=dict)
+    #: Per provider, why it cannot be used yet: a ``${VAR}`` reference to an unset variable.
+    #: Resolved when the provider is used (:meth:`docrelay.Relay.require`), so commands that
+    #: only read the store work without the secrets of every provider.
+    unresolved: Mapping[str, str] = attrs.field(factory=dict)
 
     def with_provider(self, name: str, **settings: Any) -> Config:
         providers = {k: dict(v) for k, v in self.providers.items()}
@@ -111,8 +115,12 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Read *path*, or ``./docrelay.toml`` when it exists, else the defaults."""
+    """Read *path*, else ``$DOCRELAY_CONFIG``, else ``./docrelay.toml`` when it exists, else
+    the defaults. A provider setting that refers to an unset variable does not fail here: the
+    provider is :attr:`Config.unresolved` until the variable is set."""
     env = os.environ if environ is None else environ
+    if path is None and env.get("DOCRELAY_CONFIG"):
+        path = env["DOCRELAY_CONFIG"]
     explicit = path is not None
     p = Path(path) if path is not None else Path(DEFAULT_CONFIG)
     if not p.exists():
@@ -157,12 +165,17 @@ def load_config(
         check_plugin_names(f"{p}: [plugins] {k}", v or ())
     providers: dict[str, dict[str, Any]] = {}
     references: dict[str, frozenset[str]] = {}
+    unresolved: dict[str, str] = {}
     for name, settings in table("providers").items():
         if not isinstance(settings, dict):
             raise ConfigError(f"{p}: [providers.{name}] must be a table")
         resolved, refs = {}, set()
         for k, v in settings.items():
-            resolved[k], used = _expand(v, f"{p}: [providers.{name}] {k}", env)
+            try:
+                resolved[k], used = _expand(v, f"{p}: [providers.{name}] {k}", env)
+            except ConfigError as exc:
+                unresolved.setdefault(name, str(exc))
+                resolved[k], used = None, True
             if used:
                 refs.add(k)
         providers[name] = resolved
@@ -189,6 +202,7 @@ def load_config(
         webhooks_host=str(webhooks.get("host", "127.0.0.1")),
         webhooks_port=int(webhooks.get("port", 8080)),
         webhooks=webhooks,
+        unresolved=unresolved,
     )
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from ._models import HttpRequest, HttpResponse, ProviderInfo, TransportError
+from ._status import DocumentStatus
 
 if TYPE_CHECKING:
     from ._models import Document, Outcome
@@ -37,19 +38,9 @@ class TransportFailure(Exception):
         self.error = error
 
 
-@attrs.frozen
-class DocumentView:
-    """A read-only look at another stored document (for ``hold`` decisions)."""
-
-    id: str
-    provider: str
-    kind: str
-    state: str
-    metadata: Mapping[str, str]
-    reason: str | None = None
-    provider_ref: str | None = None
-    provider_state: Mapping[str, Any] = attrs.field(factory=dict)
-    updated_at: float = 0.0
+#: The name plugins used for another stored document: it is :class:`DocumentStatus`, the one
+#: shape of a stored document (kept so that plugins written before it still import).
+DocumentView = DocumentStatus
 
 
 class _Services(Protocol):

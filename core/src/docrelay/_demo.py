@@ -13,6 +13,7 @@ from rich.console import Console
 from ._host import PluginHost
 from ._models import DocState, Document, OutcomeKind
 from ._relay import DocumentStatus, Relay
+from ._render import status_table
 from ._serve import WebhookServer, settle
 from .sandbox import Sandbox
 
@@ -148,8 +149,6 @@ def run_demo(out: Console, err: Console, as_json: bool = False, timeout: float =
                     "store": store_url,
                 }))  # fmt: skip
             else:
-                from .cli import status_table
-
                 out.print(status_table(statuses, title="docrelay demo"))
                 for name in EXPECTED:
                     mark = "[green]✓[/]" if seen[name] else "[red]✗[/]"

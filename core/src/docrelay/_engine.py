@@ -26,7 +26,7 @@ import attrs
 import stamina
 
 from ._classify import DOCRELAY_TRANSPORT_FAULTS, classify_generic
-from ._context import Context, DocumentView, Token, TransportFailure
+from ._context import Context, Token, TransportFailure
 from ._host import PluginHost, ProviderHooks
 from ._leases import LeaseKeeper
 from ._limits import RateLimiter, TokenCache, rate_bucket, token_key
@@ -44,6 +44,7 @@ from ._models import (
 from ._notify import overdue_reason
 from ._redact import redact, redact_outcome, register_secret
 from ._settings import EngineSettings, ProviderRuntime
+from ._status import DocumentStatus
 from ._store import KEEP, LeaseLost, Record, Store, Transition, process_identity
 from ._transport import Transport
 from .exceptions import ConfigError, DocumentError, OutcomeError
@@ -137,8 +138,10 @@ class _Services:
 
     def find_documents(
         self, provider: str, kind: str | None, metadata: Mapping[str, str]
-    ) -> list[DocumentView]:
-        return [_view(r) for r in self.engine.store.find(provider, kind, metadata)]
+    ) -> list[DocumentStatus]:
+        return [
+            DocumentStatus.from_record(r) for r in self.engine.store.find(provider, kind, metadata)
+        ]
 
     def register_secret(self, value: str) -> None:
         register_secret(value)
@@ -146,31 +149,17 @@ class _Services:
     def auth_headers(self, ctx: Context, request: HttpRequest) -> dict[str, str]:
         return self.engine.host.hooks(self.runtime.info.name).auth_headers(request, ctx)
 
-    def get_document(self, provider: str, doc_id: str) -> DocumentView | None:
+    def get_document(self, provider: str, doc_id: str) -> DocumentStatus | None:
         record = self.engine.store.get(doc_id)
         if record is None or record.provider != provider:
             return None
-        return _view(record)
+        return DocumentStatus.from_record(record)
 
     def classify(
         self, ctx: Context, response: HttpResponse | None, error: TransportError | None
     ) -> Outcome:
         hooks = self.engine.host.hooks(self.runtime.info.name)
         return hooks.classify_response(response, error, ctx, ctx.document)
-
-
-def _view(r: Record) -> DocumentView:
-    return DocumentView(
-        id=r.id,
-        provider=r.provider,
-        kind=r.document.kind,
-        state=r.state.value,
-        metadata=r.document.metadata,
-        reason=r.reason,
-        provider_ref=r.provider_ref,
-        provider_state=dict(r.provider_state),
-        updated_at=r.updated_at,
-    )
 
 
 class Engine:
@@ -195,6 +184,9 @@ class Engine:
         self.leases = LeaseKeeper(store, settings.lease_seconds, clock)
         self.owner_prefix = f"{process_identity()}:{uuid.uuid4().hex[:6]}"
         self.listeners: list[Callable[[Record, str, str], None]] = []
+        #: Configured providers that cannot be used, and why (an unset ``${VAR}``, a plugin
+        #: that did not load): reading the store works, delivering for them raises.
+        self.unavailable: dict[str, str] = {}
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -202,6 +194,8 @@ class Engine:
         return f"{self.owner_prefix}:{threading.get_ident()}"
 
     def runtime(self, provider: str) -> ProviderRuntime:
+        if provider in self.unavailable:
+            raise ConfigError(self.unavailable[provider])
         rt = self.providers.get(provider)
         if rt is None:
             info = self.host.provider(provider)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -31,7 +31,14 @@ from ._models import DocState
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from ._relay import Relay
+
+class Relay(Protocol):
+    """What the metrics need of a :class:`docrelay.Relay` (no import of it: no cycle)."""
+
+    def queue_depth(self) -> dict[str, dict[str, int]]: ...
+
+    def paused(self) -> dict[str, tuple[str, float | None]]: ...
+
 
 __all__ = ["CONTENT_TYPE", "QueueCollector", "metrics_page", "metrics_registry", "serve_metrics"]
 

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -16,81 +17,23 @@ from ._config import Config, check_plugin_names
 from ._engine import Engine, EngineSettings, ProviderRuntime
 from ._host import PluginHost, PluginStatus
 from ._lifecycle import submission_refusal
-from ._models import FINAL_STATES, Attempt, DocState, Document, FieldError, Outcome
+from ._models import (
+    FINAL_STATES,
+    Attempt,
+    DocState,
+    Document,
+    ProviderInfo,
+)
 from ._notify import WebhookRefused, WebhookSettings, check_secret
 from ._redact import install_log_redaction, redact
-from ._store import Record, Store, open_store
+from ._status import DocumentStatus
+from ._store import Store, open_store
 from ._wsgi import make_wsgi_app
-from .exceptions import ConfigError, DocumentError, NotFoundError
+from .exceptions import ConfigError, DocumentError, NotFoundError, StoreError
 
 __all__ = ["DocumentStatus", "IngestResult", "Relay", "SettleResult"]
 
 log = logging.getLogger("docrelay")
-
-
-@attrs.frozen
-class DocumentStatus:
-    """Where a document is, and why: what ``docrelay status`` shows."""
-
-    id: str
-    provider: str
-    kind: str
-    state: DocState
-    revision: str
-    key: str | None
-    attempts: int
-    outcome: Outcome | None
-    reason: str | None
-    provider_ref: str | None
-    next_attempt_at: float | None
-    updated_at: float
-    provider_state: Mapping[str, Any] = attrs.field(factory=dict)
-
-    @classmethod
-    def from_record(cls, rec: Record) -> DocumentStatus:
-        return cls(
-            id=rec.id,
-            provider=rec.provider,
-            kind=rec.document.kind,
-            state=rec.state,
-            revision=rec.document.revision,
-            key=rec.key,
-            attempts=rec.attempts,
-            outcome=rec.outcome,
-            reason=rec.reason,
-            provider_ref=rec.provider_ref,
-            next_attempt_at=rec.next_attempt_at,
-            updated_at=rec.updated_at,
-            provider_state=dict(rec.provider_state),
-        )
-
-    @property
-    def error_url(self) -> str | None:
-        return self.outcome.error_url if self.outcome else None
-
-    @property
-    def field_errors(self) -> tuple[FieldError, ...]:
-        return self.outcome.field_errors if self.outcome else ()
-
-    @property
-    def is_final(self) -> bool:
-        return self.state in FINAL_STATES
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "provider": self.provider,
-            "kind": self.kind,
-            "state": self.state.value,
-            "revision": self.revision,
-            "key": self.key,
-            "attempts": self.attempts,
-            "outcome": self.outcome.to_dict() if self.outcome else None,
-            "reason": self.reason,
-            "provider_ref": self.provider_ref,
-            "next_attempt_at": self.next_attempt_at,
-            "updated_at": self.updated_at,
-        }
 
 
 @attrs.frozen
@@ -152,6 +95,8 @@ class Relay:
     :param insecure_webhooks: take notifications of providers that have no
         ``webhook_secret`` (anyone who can reach the receiver can then move documents):
         only for a receiver that nobody else can reach. Off by default.
+    :param create_store: false: a SQLite store file that does not exist is a
+        :class:`~docrelay.exceptions.StoreError`, not a new empty store (for readers).
     """
 
     def __init__(
@@ -169,6 +114,7 @@ class Relay:
         host: PluginHost | None = None,
         webhooks: WebhookSettings | Mapping[str, Any] | None = None,
         insecure_webhooks: bool = False,
+        create_store: bool = True,
     ) -> None:
         install_log_redaction()
         self.webhook_settings = (
@@ -189,17 +135,34 @@ class Relay:
             name: ProviderRuntime.build(self.host.provider(name), cfg, settings)
             for name, cfg in (providers or {}).items()
         }
+        if isinstance(store, str) and not create_store:
+            _require_existing_store(store)
         self.store = (
             store if isinstance(store, Store) else open_store(store, **dict(store_options or {}))
         )
         self.engine = Engine(self.host, self.store, runtimes, settings, clock=clock)
+        self._configured: tuple[str, ...] = tuple(providers or ())
         self.clock = clock
         self._wsgi: Callable[..., Any] | None = None
 
     @classmethod
-    def from_config(cls, config: Config, **kwargs: Any) -> Relay:
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        create_store: bool = True,
+        needs: Iterable[str] = (),
+        **kwargs: Any,
+    ) -> Relay:
         """A relay as ``docrelay.toml`` describes it (refuses inline secrets, unknown plugin
-        names and settings of the wrong type or out of range: :class:`ConfigError`)."""
+        names and settings of the wrong type or out of range: :class:`ConfigError`).
+
+        A configured provider whose ``${VAR}`` is not set, or whose plugin did not load, does
+        not stop the relay: reading the store works, and using that provider
+        (:meth:`require`, delivering its documents) raises the :class:`ConfigError`.
+        Providers in *needs* must be usable: their error is raised before the store is
+        opened. With *create_store* false, a SQLite store file that does not exist is an
+        error (:class:`~docrelay.exceptions.StoreError`), not a new empty store."""
         check_plugin_names("[plugins] enabled", config.plugins_enabled or ())
         check_plugin_names("[plugins] disabled", config.plugins_disabled)
         host = PluginHost(
@@ -207,7 +170,12 @@ class Relay:
             disabled=config.plugins_disabled,
             plugins=kwargs.get("plugins", ()),
         )
+        unavailable = dict(config.unresolved)
+        broken = {s.name: s.error for s in host.statuses() if s.status == "error"}
         for name, settings in config.providers.items():
+            if name in broken and name not in host.providers:
+                unavailable[name] = f"provider {name}: its plugin did not load: {broken[name]}"
+                continue
             info = host.provider(name)
             refs = config.references.get(name, frozenset())
             for s in info.settings:
@@ -216,16 +184,59 @@ class Relay:
                         f"provider {name}: setting {s.name!r} is a secret: give it as a "
                         f"${{ENV_VAR}} reference, not inline"
                     )
+        for name in needs:
+            if name in unavailable:
+                raise ConfigError(unavailable[name])
         kwargs.pop("plugins", None)
-        return cls(
+        relay = cls(
             store=config.store_url,
-            providers=config.providers,
+            providers={k: v for k, v in config.providers.items() if k not in unavailable},
             engine=config.engine,
             store_options=config.store_options,
             host=host,
             webhooks=kwargs.pop("webhooks", config.webhooks),
+            create_store=create_store,
             **kwargs,
         )
+        relay.engine.unavailable.update(unavailable)
+        relay._configured = tuple(config.providers)
+        return relay
+
+    # -- providers ------------------------------------------------------------------------------
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The names of the configured providers, usable or not (see :meth:`require`)."""
+        return self._configured
+
+    def require(self, provider: str) -> ProviderInfo:
+        """*provider*'s description, when it can deliver; else :class:`ConfigError` (an
+        unset ``${VAR}``, a plugin that did not load, an unknown name)."""
+        self.engine.runtime(provider)
+        return self.host.provider(provider)
+
+    def provider_info(self, provider: str) -> ProviderInfo:
+        """*provider*'s description (no secret needed)."""
+        return self.host.provider(provider)
+
+    def payload_limit(self, provider: str) -> int:
+        """The largest payload *provider* takes, in bytes."""
+        rt = self.engine.runtime(provider)
+        return rt.max_payload_bytes or self.engine.settings.max_payload_bytes
+
+    def webhook_providers(self) -> list[str]:
+        """Configured providers that take notifications (webhook validation or a
+        ``parse_notification`` hook)."""
+        return [
+            name
+            for name in self.providers
+            if self.host.provider(name).async_validation == "webhook"
+            or self.host.hooks(name).implements("parse_notification")
+        ]
+
+    @property
+    def max_attempts(self) -> int:
+        return self.engine.settings.max_attempts
 
     # -- documents ------------------------------------------------------------------------------
 
@@ -304,6 +315,7 @@ class Relay:
         return self.store.submit_many(documents, self.clock())
 
     def status(self, doc_id: str) -> DocumentStatus:
+        """Where *doc_id* is, and why (:class:`NotFoundError` for an unknown id)."""
         rec = self.store.get(doc_id)
         if rec is None:
             raise NotFoundError(f"no document {doc_id!r}")
@@ -322,6 +334,56 @@ class Relay:
             )
         ]
 
+    def counts(self, statuses: Iterable[DocumentStatus] | None = None) -> dict[str, dict[str, int]]:
+        """Documents per provider and state (of *statuses*, else of the whole store)."""
+        out: dict[str, dict[str, int]] = {}
+        for s in self.statuses() if statuses is None else statuses:
+            per = out.setdefault(s.provider, {})
+            per[s.state.value] = per.get(s.state.value, 0) + 1
+        return out
+
+    def notifications(self, doc_id: str) -> list[dict[str, Any]]:
+        """The notifications stored for *doc_id* (newest last)."""
+        return self.store.notifications(doc_id)
+
+    def explain(self, doc_id: str) -> dict[str, Any]:
+        """The timeline of one document, and what happens next (``docrelay why``)."""
+        s = self.status(doc_id)
+        paused = self.paused().get(s.provider)
+        if s.state in (DocState.DELIVERED, DocState.DUPLICATE, DocState.NO_ACTION):
+            next_step = "none: it is final and will never be sent again"
+        elif s.state == DocState.REJECTED:
+            next_step = "correct the document and submit it again (a new revision, a new round)"
+        elif s.state == DocState.FAILED:
+            next_step = f"fix the cause, then `docrelay requeue {doc_id}`"
+        elif paused:
+            next_step = f"provider paused ({paused[0]}); `docrelay requeue {doc_id}` resumes it"
+        elif s.next_attempt_at is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.next_attempt_at))
+            what = "poll" if s.state == DocState.ACCEPTED else "attempt"
+            next_step = f"next {what} at {when} UTC"
+        else:
+            next_step = s.reason or "waiting"
+        return {
+            "status": s.to_dict(),
+            "budget": {"attempts_used": s.attempts, "max_attempts": self.max_attempts},
+            "next_step": next_step,
+            "timeline": [
+                {
+                    "number": a.number,
+                    "at": a.started_at,
+                    "action": a.action,
+                    "request": a.request,
+                    "status": a.status,
+                    "outcome": a.outcome.to_dict() if a.outcome else None,
+                    "duration": a.duration,
+                    "key": a.key,
+                }
+                for a in self.history(doc_id)
+            ],
+            "notifications": self.notifications(doc_id),
+        }
+
     def history(self, doc_id: str) -> list[Attempt]:
         if self.store.get(doc_id) is None:
             raise NotFoundError(f"no document {doc_id!r}")
@@ -332,6 +394,11 @@ class Relay:
         and lift a pause of its provider."""
         return DocumentStatus.from_record(self.store.requeue(doc_id, self.clock()))
 
+    def requeue_many(self, doc_ids: Iterable[str]) -> list[DocumentStatus]:
+        """:meth:`requeue` each of *doc_ids*, in order; the first that cannot be requeued
+        raises (the ones before it stay requeued)."""
+        return [self.requeue(i) for i in doc_ids]
+
     def plugins(self) -> list[PluginStatus]:
         return self.host.statuses()
 
@@ -340,9 +407,16 @@ class Relay:
 
     # -- delivery -------------------------------------------------------------------------------
 
-    def on_change(self, listener: Callable[[Record, str, str], None]) -> None:
-        """Call *listener(record, old, new)* after every committed state change."""
-        self.engine.listeners.append(listener)
+    def on_change(self, listener: Callable[[DocumentStatus, str, str], None]) -> None:
+        """Call *listener(status, old, new)* after every committed state change (*status*
+        is the document as it is after the change; *old* and *new* are state values)."""
+        self.engine.listeners.append(
+            lambda rec, old, new: listener(DocumentStatus.from_record(rec), old, new)
+        )
+
+    def next_due(self, provider: str | None = None) -> float | None:
+        """When the earliest document is due (``None``: nothing waits)."""
+        return self.store.next_due(provider)
 
     def run_until_idle(
         self,
@@ -580,6 +654,23 @@ class Relay:
 
     def __repr__(self) -> str:
         return f"<Relay store={redact(getattr(self.store, 'url', '?'))!r}>"
+
+
+def _require_existing_store(url: str) -> None:
+    """Refuse to open a SQLite store file that is not there (read-only commands must not
+    create one in the wrong directory)."""
+    if not url.startswith("sqlite://"):
+        return
+    path = url.removeprefix("sqlite://")
+    path = path[1:] if path.startswith("/") else path
+    if not path or path == ":memory:" or Path(path).exists():
+        return
+    if not Path(path).parent.exists():
+        raise StoreError(f"store directory {str(Path(path).parent)!r} does not exist")
+    raise StoreError(
+        f"no store at {path!r} ([store] url {redact(url)!r}): nothing sent yet, or the "
+        "wrong directory or configuration (--config, DOCRELAY_CONFIG)"
+    )
 
 
 def _payload_problem(provider: str, content_type: str | None, document: Document) -> str | None:

@@ -79,14 +79,52 @@ def _tls_message(exc: requests.RequestException) -> str:
     return f"TLS handshake with {where} failed ({type(cause).__name__}: {cause}); check base_url"
 
 
-def transport_error(exc: requests.RequestException) -> TransportError:
-    """Name a requests failure: what happened, and whether the request may have been sent.
+def _host_port(exc: requests.RequestException) -> tuple[str, str]:
+    """``(host, "host:port")`` of the request *exc* is about."""
+    url = getattr(getattr(exc, "request", None), "url", None)
+    if isinstance(url, str):
+        parts = urlsplit(url)
+        if parts.hostname:
+            port = parts.port or (80 if parts.scheme == "http" else 443)
+            return parts.hostname, f"{parts.hostname}:{port}"
+    return "", "the provider's host"
 
-    ``tls`` (a certificate that did not verify, a failed handshake) and ``invalid_request``
-    (requests refused to build it: a header with a line break, a malformed URL) are never
-    sent and are configuration errors; see :data:`docrelay._builtins.DOCRELAY_TRANSPORT_FAULTS`.
+
+def _root_words(exc: BaseException) -> str:
+    """The innermost cause's own words (``[Errno 111] Connection refused``), short."""
+    causes = _causes(exc)
+    for e in reversed(causes):
+        if isinstance(e, OSError) and (e.strerror or e.args):
+            text = e.strerror or str(e)
+            text = re.sub(r"^<[^>]+>: ", "", text)
+            return text[:200]
+    return type(exc).__name__
+
+
+def transport_error(
+    exc: requests.RequestException,
+    provider: str | None = None,
+    local: bool = False,
+    timeouts: tuple[float, float] | None = None,
+) -> TransportError:
+    """Name a requests failure for a person: what happened, where (host:port), the next
+    step, and the operating system's own words in brackets; and whether the request may
+    have been sent.
+
+    *provider* and *local* (a loopback or sandbox address) choose the next step: "is the
+    sandbox running? (docrelay sandbox NAME)" for a local address. ``tls`` (a certificate
+    that did not verify, a failed handshake) and ``invalid_request`` (requests refused to
+    build it: a header with a line break, a malformed URL) are never sent and are
+    configuration errors; see :data:`docrelay._builtins.DOCRELAY_TRANSPORT_FAULTS`.
     """
     text = redact(f"{type(exc).__name__}: {exc}")[:500]
+    host, where = _host_port(exc)
+    words = _root_words(exc)
+    connect_t, read_t = timeouts or (None, None)
+    if local:
+        step = "is the sandbox running?" + (f" (docrelay sandbox {provider})" if provider else "")
+    else:
+        step = "check base_url, the network and the provider's status page"
     if isinstance(exc, requests.exceptions.SSLError):
         return TransportError(kind="tls", message=redact(_tls_message(exc))[:500], sent=False)
     if isinstance(exc, _BAD_URL):
@@ -97,22 +135,37 @@ def transport_error(exc: requests.RequestException) -> TransportError:
             message=redact(f"request not sent: {type(exc).__name__}: {exc}")[:500],
             sent=False,
         )
+
+    def named(kind: str, message: str, sent: bool) -> TransportError:
+        return TransportError(kind=kind, message=redact(f"{message} [{words}]")[:500], sent=sent)
+
     if isinstance(exc, requests.ConnectTimeout):
-        return TransportError(kind="connect_timeout", message=text, sent=False)
+        after = f" after {connect_t:g} s" if connect_t else ""
+        return named("connect_timeout", f"connecting to {where} timed out{after}: {step}", False)
     if isinstance(exc, requests.ReadTimeout):
-        return TransportError(kind="read_timeout", message=text, sent=True)
+        after = f" within {read_t:g} s" if read_t else ""
+        return named("read_timeout", f"no answer from {where}{after}; the request may have "
+                     "arrived (it is looked up or resent with the same key)", True)  # fmt: skip
     if isinstance(exc, requests.ConnectionError):
         chain = repr(exc.args) + repr(exc.__cause__) + repr(exc.__context__)
-        not_sent = (
-            "NewConnectionError",
-            "Connection refused",
-            "NameResolutionError",
-            "Failed to establish",
-            "Max retries exceeded with url",
-        )
-        if any(s in chain for s in not_sent) and "RemoteDisconnected" not in chain:
-            return TransportError(kind="connect", message=text, sent=False)
-        return TransportError(kind="disconnected", message=text, sent=True)
+        causes = _causes(exc)
+        if "RemoteDisconnected" not in chain:
+            if "NameResolutionError" in chain or any(
+                isinstance(e, socket.gaierror) for e in causes
+            ):
+                return named("connect", f"cannot resolve {host or where} (DNS): check "
+                             "base_url and the network", False)  # fmt: skip
+            if "Connection refused" in chain or any(
+                isinstance(e, ConnectionRefusedError) for e in causes
+            ):
+                return named("connect", f"connection refused by {where}: {step}", False)
+            not_sent = ("NewConnectionError", "Failed to establish",
+                        "Max retries exceeded with url")  # fmt: skip
+            if any(s in chain for s in not_sent):
+                return named("connect", f"cannot connect to {where}: {step}", False)
+        return named("disconnected", f"the connection to {where} closed before the answer; "
+                     "the request may have arrived (it is looked up or resent with the same "
+                     "key)", True)  # fmt: skip
     return TransportError(kind="other", message=text, sent=True)
 
 
@@ -361,7 +414,10 @@ class Transport:
             fired = watch.finish() or fired
             if fired:
                 return None, self._past_deadline(started)
-            return None, transport_error(exc)
+            local = rt.environment == "sandbox" or is_loopback(urlsplit(url).hostname or "")
+            return None, transport_error(
+                exc, rt.info.name, local, (rt.connect_timeout, rt.read_timeout)
+            )
         finally:
             _WATCHDOG.remove(watch)
             _current.watch = None

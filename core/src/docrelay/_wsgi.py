@@ -15,7 +15,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wrappers import Request
@@ -24,8 +24,27 @@ from ._notify import SourceRateLimiter, WebhookRefused, access_log, safe_path
 from ._redact import redact
 from .exceptions import ConfigError, UnknownProviderError
 
-if TYPE_CHECKING:
-    from ._relay import Relay
+
+class Relay(Protocol):
+    """What the receiver needs of a :class:`docrelay.Relay` (no import of it: no cycle)."""
+
+    webhook_settings: Any
+
+    def queue_depth(self) -> dict[str, dict[str, int]]: ...
+
+    def paused(self) -> dict[str, tuple[str, float | None]]: ...
+
+    def check_webhook(self, provider: str, secret: str | None) -> None: ...
+
+    def ingest_notification(
+        self,
+        provider: str,
+        body: bytes,
+        headers: Any = None,
+        *,
+        secret: str | None = None,
+    ) -> Any: ...
+
 
 __all__ = ["MAX_WEBHOOK_BYTES", "make_wsgi_app"]
 

@@ -1,0 +1,335 @@
+"""``docrelay send`` and ``docrelay run``: the commands that deliver."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .._models import Document, validate_document_id
+from .._redact import redact
+from .._relay import DocumentStatus, Relay
+from ..exceptions import ConfigError, DocumentError
+from ._common import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    TEXT,
+    exit_code,
+    guard,
+    note,
+    verbosity,
+)
+from ._look import print_statuses
+from ._progress import Tracker, summary_line
+
+CONTENT_TYPES = {
+    ".xml": "application/xml",
+    ".ubl": "application/xml",
+    ".json": "application/json",
+    ".pdf": "application/pdf",
+    ".txt": "text/plain",
+    ".csv": "text/csv",
+    ".edi": "application/EDIFACT",
+    ".edifact": "application/EDIFACT",
+}
+#: A table of more rows than this shows only the documents that are not good.
+TABLE_ROWS = 50
+
+
+def _parse_meta(values: Sequence[str]) -> dict[str, str]:
+    meta = {}
+    for v in values:
+        k, sep, val = v.partition("=")
+        if not sep or not k:
+            raise ConfigError(f"--meta expects KEY=VALUE, not {v!r}")
+        meta[k] = val
+    return meta
+
+
+def _read_payload(path: Path, provider: str, limit: int) -> tuple[bytes, str]:
+    if str(path) == "-":
+        payload = sys.stdin.buffer.read(limit + 1)
+        if len(payload) > limit:
+            raise DocumentError(f"standard input is over the {provider} limit of {limit} bytes")
+        return payload, ""
+    if not path.exists():
+        raise DocumentError(f"file {str(path)!r} not found")
+    if not path.is_file():
+        raise DocumentError(f"{str(path)!r} is not a file")
+    size = path.stat().st_size
+    if size > limit:
+        raise DocumentError(
+            f"file {str(path)!r} is {size} bytes, over the {provider} limit of {limit} bytes"
+        )
+    try:
+        return path.read_bytes(), CONTENT_TYPES.get(path.suffix.lower(), "")
+    except OSError as exc:
+        raise DocumentError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _documents(relay: Relay, files: Sequence[Path], doc_id: str | None, provider: str,
+               kind: str, meta: dict[str, str]) -> list[Document]:  # fmt: skip
+    """Read and check every file before the store is touched: all or nothing, and one line
+    for each bad file."""
+    info = relay.require(provider)
+    limit = relay.payload_limit(provider)
+    default_type = info.content_type or "application/octet-stream"
+    documents: list[Document] = []
+    ids: set[str] = set()
+    problems: list[str] = []
+    for f in files:
+        try:
+            payload, content_type = _read_payload(f, provider, limit)
+            d_id = f.stem if doc_id is None else doc_id
+            try:
+                validate_document_id(d_id)
+            except ValueError as exc:
+                raise DocumentError(str(exc)) from None
+            d = Document(id=d_id, provider=provider, kind=kind, payload=payload,
+                         content_type=content_type or default_type, metadata=meta)  # fmt: skip
+        except DocumentError as exc:
+            problems.append(str(exc))
+            continue
+        if d.id in ids:
+            problems.append(f"two files give the document id {d.id!r}; use --id")
+            continue
+        ids.add(d.id)
+        try:
+            relay.precheck(d)
+        except DocumentError as exc:
+            where = "standard input" if str(f) == "-" else f"file {str(f)!r}"
+            problems.append(f"{where}: {exc}")
+            continue
+        documents.append(d)
+    if problems:
+        for line in problems[:-1]:
+            note(f"docrelay: error: {line}")
+        raise DocumentError(problems[-1])
+    return documents
+
+
+class _Stop:
+    """SIGINT and SIGTERM set :attr:`event`: the batch in hand is finished, then the command
+    prints its summary. With *force*, a second Ctrl-C stops at once."""
+
+    def __init__(self, force: bool = False) -> None:
+        self.event = threading.Event()
+        self.force = force
+        self.signals: list[int] = []
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)
+        if self.force and self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.event.set()
+
+    def install(self) -> _Stop:
+        signal.signal(signal.SIGINT, self)
+        signal.signal(signal.SIGTERM, self)
+        return self
+
+
+@click.command(epilog="`-` as FILE reads one document from standard input (with --id).")
+@click.option(
+    "--provider", required=True, type=TEXT, help="Provider name (see `docrelay plugins`)."
+)
+@click.option("--env", "env_name", default=None, type=TEXT, help="Provider environment.")
+@click.option("--base-url", default=None, type=TEXT, help="Provider base URL (overrides --env).")
+@click.option(
+    "--id",
+    "doc_id",
+    default=None,
+    type=TEXT,
+    help="Document id (only with one FILE; needed for `-`).",
+)
+@click.option(
+    "--kind", default=None, type=TEXT, help="Document kind (default: the provider's first)."
+)
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Document metadata.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_context
+@guard
+def send(ctx: click.Context, provider: str, env_name: str | None, base_url: str | None,
+         doc_id: str | None, kind: str | None, meta: tuple[str, ...], workers: int,
+         as_json: bool, files: tuple[Path, ...]) -> None:  # fmt: skip
+    """Store FILEs as documents, deliver until nothing is due now, and print the outcome."""
+    if doc_id is not None and len(files) != 1:
+        raise ConfigError("--id needs exactly one FILE")
+    if any(str(f) == "-" for f in files) and (doc_id is None or len(files) != 1):
+        raise ConfigError("`-` (standard input) needs --id and no other FILE")
+    if env_name and base_url:
+        raise ConfigError("give --env or --base-url, not both")
+    overrides: dict[str, Any] = {}
+    if env_name:
+        overrides = {"env": env_name, "base_url": None}
+    if base_url:
+        overrides["base_url"] = base_url
+    from ._common import config as load
+
+    cfg = load(ctx)
+    if overrides or provider not in cfg.providers:
+        cfg = cfg.with_provider(provider, **overrides)
+    metadata = _parse_meta(meta)
+    with Relay.from_config(cfg, needs=[provider]) as relay:
+        kind = kind or relay.provider_info(provider).kinds[0]
+        documents = _documents(relay, files, doc_id, provider, kind, metadata)
+        for d in documents:
+            relay.submit(d)
+        stop = _Stop(force=True).install()
+        tracker = Tracker(total=len(documents), show=not as_json, verbose=verbosity(ctx))
+        relay.on_change(tracker.changed)
+        with tracker:
+            try:
+                relay.run_until_idle(workers=workers, provider=provider, stop=stop.event)
+            except KeyboardInterrupt:
+                stop.event.set()
+        statuses = relay.statuses(ids=[d.id for d in documents])
+    interrupted = bool(stop.signals)
+    shown = statuses
+    if not as_json and len(statuses) > TABLE_ROWS:
+        shown = [s for s in statuses if exit_code([s]) != 0][:TABLE_ROWS]
+    print_statuses(shown, "json" if as_json else "table")
+    if shown is not statuses and not as_json:
+        note(f"{len(statuses) - len(shown)} more row(s) not shown (`docrelay status` "
+             "filters them: --state, --limit 0)")  # fmt: skip
+    note(summary_line(statuses, tracker.elapsed, time.time(), interrupted))
+    sys.exit(EXIT_INTERRUPTED if interrupted else exit_code(statuses))
+
+
+@click.command()
+@click.option("--provider", default=None, type=TEXT, help="Only this provider's documents.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Threads per process.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes on this store, each with its own relay.",
+)
+@click.option("--until-idle", is_flag=True, help="Stop when nothing is due now.")
+@click.option(
+    "--events",
+    is_flag=True,
+    hidden=True,
+    help="One JSON line per state change on stdout (for --processes).",
+)
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus /metrics on this port (0: any free port).")  # fmt: skip
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, type=TEXT,
+              help="Interface of --metrics-port.")  # fmt: skip
+@click.pass_context
+@guard
+def run(ctx: click.Context, provider: str | None, workers: int, processes: int,
+        until_idle: bool, events: bool, metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1") -> None:  # fmt: skip
+    """Deliver queued documents (a worker; several may share one store). Ctrl-C or SIGTERM
+    finishes the batch in hand, prints the summary of this run and exits."""
+    from ._common import config as load
+
+    cfg = load(ctx)
+    relay = Relay.from_config(cfg, needs=[provider] if provider else list(cfg.providers))
+    with relay:
+        if metrics_port is not None and not events:
+            from .._metrics import serve_metrics
+
+            server, _ = serve_metrics(relay, metrics_host, metrics_port)
+            note(f"docrelay run: metrics on http://{metrics_host}:{server.server_port}/metrics")
+        if provider:
+            relay.require(provider)
+        stop = _Stop().install()
+        tracker = Tracker(show=not events, verbose=0 if events else verbosity(ctx))
+        if events:
+            relay.on_change(_print_event)
+        else:
+            relay.on_change(tracker.changed)
+        if processes > 1:
+            code = _run_processes(ctx, relay, tracker, stop, provider, workers, processes,
+                                  until_idle)  # fmt: skip
+            if code == EXIT_USAGE:
+                sys.exit(code)
+        elif not events and not until_idle:
+            note("docrelay run: delivering; Ctrl-C to stop")
+        if processes == 1:
+            with tracker:
+                if until_idle:
+                    relay.run_until_idle(workers=workers, provider=provider, stop=stop.event)
+                else:
+                    relay.run_forever(workers=workers, provider=provider, stop=stop.event)
+        if events:
+            return
+        statuses = relay.statuses(ids=sorted(tracker.states)) if tracker.states else []
+    bad = [s.id for s in statuses if s.state.value in ("rejected", "failed")]
+    if bad:
+        note(f"rejected or failed: {', '.join(bad[:20])}{' ...' if len(bad) > 20 else ''} "
+             "(see `docrelay why ID`)")  # fmt: skip
+    note(summary_line(statuses, tracker.elapsed, time.time()))
+    sys.exit(exit_code(statuses))
+
+
+def _print_event(status: DocumentStatus, old: str, new: str) -> None:
+    line = json.dumps({"id": status.id, "provider": status.provider, "old": old, "new": new,
+                       "final": status.is_final})  # fmt: skip
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _run_processes(ctx: click.Context, relay: Relay, tracker: Tracker, stop: Any,
+                   provider: str | None, workers: int, processes: int,
+                   until_idle: bool) -> int:  # fmt: skip
+    """*processes* children of ``docrelay run --events``, each its own relay on the store;
+    their state changes feed *tracker*. A stop signal is passed on to every child."""
+    root = ctx.find_root().obj
+    argv = [sys.executable, "-m", "docrelay.cli"]
+    if root.get("config_path"):
+        argv += ["--config", root["config_path"]]
+    argv += ["run", "--events", "--workers", str(workers)]
+    if provider:
+        argv += ["--provider", provider]
+    if until_idle:
+        argv.append("--until-idle")
+    children = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+                for _ in range(processes)]  # fmt: skip
+
+    def read(child: subprocess.Popen[str]) -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            try:
+                e = json.loads(line)
+                tracker.event(e["id"], e["provider"], e["old"], e["new"], bool(e["final"]))
+            except (ValueError, KeyError, TypeError):
+                note(f"docrelay run: a worker process wrote {redact(line.strip())[:200]!r}")
+
+    readers = [threading.Thread(target=read, args=(c,), daemon=True) for c in children]
+    for t in readers:
+        t.start()
+    if not until_idle:
+        note(f"docrelay run: delivering with {processes} processes; Ctrl-C to stop")
+    passed = 0
+    with tracker:
+        while any(c.poll() is None for c in children):
+            stop.event.wait(0.2)
+            if len(stop.signals) > passed:
+                for c in children:
+                    if c.poll() is None:
+                        c.send_signal(signal.SIGTERM)
+                passed = len(stop.signals)
+        for t in readers:
+            t.join()
+    codes = [c.returncode for c in children]
+    return EXIT_USAGE if EXIT_USAGE in codes else 0
