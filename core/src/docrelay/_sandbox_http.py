@@ -10,13 +10,10 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
-
-if TYPE_CHECKING:
-    from .sandbox import Sandbox
 
 __all__ = ["FAULT_NAMES", "Fault", "Route", "SandboxRequest", "SandboxResponse", "parse_fault"]
 
@@ -174,12 +171,18 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _dispatch
 
 
+class _Answering(Protocol):
+    """What the HTTP server needs of a :class:`~docrelay.sandbox.Sandbox` (no import of it)."""
+
+    def _serve(self, request: SandboxRequest) -> SandboxResponse | None: ...
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, addr: tuple[str, int], sandbox: Sandbox) -> None:
+    def __init__(self, addr: tuple[str, int], sandbox: _Answering) -> None:
         self.sandbox = sandbox
         self.tls = False
         super().__init__(addr, _Handler)
