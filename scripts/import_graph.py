@@ -57,7 +57,9 @@ def imports(path: Path, modules: set[str]) -> set[str]:
             known = name
             while known and known not in modules:
                 known = known.rpartition(".")[0]
-            if known and known != me:
+            # A module's own ancestor packages are initialised before it anyway (``from .
+            # import schema`` names the package only to reach its submodule): no edge.
+            if known and known != me and not me.startswith(known + "."):
                 found.add(known)
     return found
 

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 import docrelay
 import pytest
+from acme_testprovider import AcmePlugin, AcmeSandbox
 from docrelay import (
     Context,
     DocState,
@@ -30,7 +31,7 @@ from docrelay._classify import MAX_RETRY_AFTER, complete
 from docrelay._host import HOOK_NAMES, PluginHost
 from docrelay._redact import redact
 from docrelay.auth import ApiKeyHeader, BearerToken, OAuth2ClientCredentials
-from docrelay.testing import FAST_ENGINE, AcmePlugin, AcmeSandbox
+from docrelay.testing import FAST_ENGINE
 
 SECRETS = {"client_id": "acme-client", "client_secret": "acme-secret-value"}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import re
 from pathlib import Path
@@ -18,7 +19,12 @@ from docrelay.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_FILES = sorted(ROOT.glob("plugins/*/src/*/sandbox.py"))
-PROVIDERS = sorted(ep.name for ep in importlib.metadata.entry_points(group="docrelay.plugins"))
+#: Plugins that declare a provider (a middleware plugin such as otel has no sandbox).
+PROVIDERS = sorted(
+    ep.name
+    for ep in importlib.metadata.entry_points(group="docrelay.plugins")
+    if importlib.util.find_spec(f"docrelay_{ep.name}.sandbox") is not None
+)
 
 
 def _docrelay_private_names() -> tuple[frozenset[str], frozenset[str]]:

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from acme_testprovider import AcmePlugin, AcmeSandbox
 from docrelay import Relay, hookimpl
-from docrelay._acme import AcmePlugin, AcmeSandbox
 
 MakeRelay = Callable[..., Relay]
 
