@@ -115,8 +115,10 @@ def provider_info() -> ProviderInfo:
             token_urls=TOKEN_URLS,
             token_path="/oauth/token",  # noqa: S106 - a path; the sandbox (on the base URL)
             body="json",  # Auth0: {audience, grant_type, client_id, client_secret}
-            extra_settings={"audience": "audience"},
-            expires_in=86400,
+            extra={"audience": AUDIENCE},
+            extra_settings={"audience": "audience"},  # the setting, when set, wins
+            expires_in=86400,  # "valid for 24 hours" (seed 002)
+            margin=0.0,  # as before: docrelay's token cache renews it 30 s before expiry
         ),
         request_id_header=TRACE_HEADER,
         kinds=KINDS,

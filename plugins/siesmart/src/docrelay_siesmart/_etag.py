@@ -11,6 +11,7 @@ re-read after a 412 failed: the next attempt reads first).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -35,6 +36,7 @@ __all__ = [
     "get_proposal",
     "if_match",
     "proposal_id",
+    "read",
     "read_etag",
     "setting",
     "store_etag",
@@ -102,19 +104,21 @@ def _known(ctx: Context, pid: str) -> list[tuple[float, str]]:
     return known
 
 
+def read(
+    ctx: Context, path: str, what: str, rule: str, params: Mapping[str, str] | None = None
+) -> HttpResponse:
+    """An authorised ``GET``; no answer at all is a ``retry`` naming *what* failed."""
+    try:
+        return ctx.request("GET", path, params=params, auth=True)
+    except TransportFailure as exc:
+        message = f"{what} failed ({exc.error.kind})"
+        raise OutcomeError(Outcome(kind=OutcomeKind.RETRY, message=message, rule=rule)) from None
+
+
 def get_proposal(ctx: Context, pid: str) -> HttpResponse:
     """GET the proposal; raises :class:`OutcomeError` when it cannot be read."""
     path = f"{str(setting(ctx, 'proposals_path')).rstrip('/')}/{pid}"
-    try:
-        resp = ctx.request("GET", path, auth=True)
-    except TransportFailure as exc:
-        raise OutcomeError(
-            Outcome(
-                kind=OutcomeKind.RETRY,
-                message=f"reading proposal {pid} failed ({exc.error.kind})",
-                rule=f"{NAME}:get-unreachable",
-            )
-        ) from None
+    resp = read(ctx, path, f"reading proposal {pid}", f"{NAME}:get-unreachable")
     if resp.status == 200:
         return resp
     outcome = ctx.classify(resp)

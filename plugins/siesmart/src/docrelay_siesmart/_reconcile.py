@@ -14,12 +14,11 @@ from docrelay import (
     Outcome,
     OutcomeError,
     OutcomeKind,
-    TransportFailure,
 )
 from docrelay.helpers import json_object
 
 from ._classify import NAME, proposal_id_from
-from ._etag import adopt_or_refuse, get_proposal, proposal_id, setting, store_etag, trace_of
+from ._etag import adopt_or_refuse, get_proposal, proposal_id, read, setting, store_etag, trace_of
 
 __all__ = ["DECISION_FIELDS", "lookup_label", "reconcile_create", "reconcile_modification"]
 
@@ -55,16 +54,8 @@ def _search_items(data: Any) -> list[dict[str, Any]]:
 def _search(ctx: Context, label: str) -> tuple[list[str], HttpResponse]:
     """The ids of the proposals labelled exactly *label*, and the search's answer."""
     params = {str(setting(ctx, "search_label_param")): label}
-    try:
-        resp = ctx.request("GET", str(setting(ctx, "search_path")), params=params, auth=True)
-    except TransportFailure as exc:
-        raise OutcomeError(
-            Outcome(
-                kind=OutcomeKind.RETRY,
-                message=f"proposal search failed ({exc.error.kind})",
-                rule=f"{NAME}:search-unreachable",
-            )
-        ) from None
+    path = str(setting(ctx, "search_path"))
+    resp = read(ctx, path, "proposal search", f"{NAME}:search-unreachable", params)
     if resp.status != 200:
         outcome = ctx.classify(resp)
         if outcome.kind not in (OutcomeKind.RETRY, OutcomeKind.THROTTLED, OutcomeKind.REAUTH):
