@@ -1,7 +1,9 @@
 """The hooks one by one against the sandbox over real HTTP.
 
 A small harness lends the Context real HTTP (requests), a token cache and a list of other
-documents, the way the engine does; no HTTP is mocked.
+documents, the way the engine does; auth headers and classification come from docrelay's
+public ``PluginHost`` (declared auth, the plugin's classifier then the generic one). No HTTP
+is mocked.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from docrelay import (
     DocumentView,
     HttpRequest,
     HttpResponse,
+    Outcome,
     OutcomeError,
     OutcomeKind,
+    PluginHost,
     Token,
     TransportError,
     TransportFailure,
@@ -36,6 +40,9 @@ PROPOSAL = {
     "assets": [{"iacCode": "IAC-2210"}],
     "calculation": {"termMonths": 48},
 }
+
+
+HOOKS = PluginHost(autoload=False, plugins=[plugin]).hooks("siesmart")
 
 
 class Services:
@@ -80,8 +87,19 @@ class Services:
             and all(v.metadata.get(k) == val for k, val in metadata.items())
         ]
 
+    def get_document(self, provider: str, doc_id: str) -> DocumentView | None:
+        return next((v for v in self.views if v.id == doc_id), None)
+
     def register_secret(self, value: str) -> None:
         self.secrets.add(value)
+
+    def auth_headers(self, ctx: Context, request: HttpRequest) -> dict[str, str]:
+        return HOOKS.auth_headers(request, ctx)
+
+    def classify(
+        self, ctx: Context, response: HttpResponse | None, error: TransportError | None
+    ) -> Outcome:
+        return HOOKS.classify_response(response, error, ctx, ctx.document)
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +161,10 @@ def doc(kind: str, payload: Any, doc_id: str = "d-1", **metadata: str) -> Docume
 
 
 def send(ctx: Context, document: Document) -> tuple[HttpResponse, Any]:
-    """build_request + prepare_headers + HTTP + classify_response, as one attempt."""
+    """build_request + auth headers + HTTP + classification, as one attempt."""
     req = plugin.build_request(document=document, ctx=ctx)
-    req = req.with_headers(plugin.prepare_headers(request=req, ctx=ctx))
-    resp = ctx.request(req.method, req.url, body=req.body, headers=req.headers)
-    return resp, plugin.classify_response(response=resp, error=None, ctx=ctx)
+    resp = ctx.request(req.method, req.url, body=req.body, headers=req.headers, auth=True)
+    return resp, ctx.classify(resp)
 
 
 def view_of(document: Document, ctx: Context, state: str, ref: str | None) -> DocumentView:
@@ -174,7 +191,9 @@ def test_provider_info() -> None:
     assert info.setting("client_secret") is not None
     assert info.setting("client_secret").secret  # type: ignore[union-attr]
     assert set(info.kinds) == {"proposal", "proposal_update", "decision"}
-    assert plugin.provider_sandbox() is SieSmartSandbox
+    assert info.sandbox is SieSmartSandbox
+    assert info.demo is plugin.demo_batch
+    assert info.hook_api == 2
 
 
 def test_create_sends_label_from_key_and_keeps_etag(
@@ -240,9 +259,8 @@ def test_token_refused_is_config_error(
 ) -> None:
     d = doc("proposal", PROPOSAL)
     ctx = make_ctx(sandbox, services, d, **settings)
-    req = plugin.build_request(document=d, ctx=ctx)
     with pytest.raises(OutcomeError) as info:
-        plugin.prepare_headers(request=req, ctx=ctx)
+        ctx.auth_headers()
     assert info.value.outcome.kind == kind
     assert words in (info.value.outcome.message or "")
     assert "wrong" not in str(info.value)
@@ -253,8 +271,18 @@ def test_token_endpoint_down_is_retry(sandbox: SieSmartSandbox, services: Servic
     d = doc("proposal", PROPOSAL)
     ctx = make_ctx(sandbox, services, d)
     with pytest.raises(OutcomeError) as info:
-        plugin.prepare_headers(request=plugin.build_request(document=d, ctx=ctx), ctx=ctx)
+        ctx.auth_headers()
     assert info.value.outcome.kind == OutcomeKind.RETRY
+
+
+def test_token_endpoint_429_is_throttled(sandbox: SieSmartSandbox, services: Services) -> None:
+    """Seed 002: 429 is the rate limit, lifted once the rate drops: throttled, not retry."""
+    sandbox.config["token_error"] = 429
+    ctx = make_ctx(sandbox, services, doc("proposal", PROPOSAL))
+    with pytest.raises(OutcomeError) as info:
+        ctx.auth_headers()
+    assert info.value.outcome.kind == OutcomeKind.THROTTLED
+    assert info.value.outcome.status == 429
 
 
 def test_token_endpoint_unreachable_is_retry(sandbox: SieSmartSandbox, services: Services) -> None:
@@ -266,23 +294,39 @@ def test_token_endpoint_unreachable_is_retry(sandbox: SieSmartSandbox, services:
     d = doc("proposal", PROPOSAL)
     ctx = make_ctx(sandbox, services, d, token_url=f"http://127.0.0.1:{port}/oauth/token")
     with pytest.raises(OutcomeError) as info:
-        plugin.prepare_headers(request=plugin.build_request(document=d, ctx=ctx), ctx=ctx)
+        ctx.auth_headers()
     assert info.value.outcome.kind == OutcomeKind.RETRY
-    assert info.value.outcome.rule == "siesmart:token-unreachable"
+    assert info.value.outcome.rule == "docrelay:auth-token-transport"
 
 
-def test_token_url_by_environment() -> None:
-    info = plugin.provider_info()
-    for env, url in plugin.TOKEN_URLS.items():
-        ctx = Context(
-            provider=info, settings={}, base_url="https://x", environment=env, services=Services()
-        )
-        assert plugin._token_url(ctx) == url
-    ctx = Context(
-        provider=info, settings={}, base_url="http://127.0.0.1:1", environment=None,
-        services=Services(),
-    )  # fmt: skip
-    assert plugin._token_url(ctx) == "http://127.0.0.1:1/oauth/token"
+class _Recording(Services):
+    """Records where the token request goes and never sends it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def http(self, ctx: Context, request: HttpRequest) -> HttpResponse:
+        self.urls.append(request.url)
+        raise TransportFailure(TransportError("connect", "not sent in tests", sent=False))
+
+
+@pytest.mark.parametrize(
+    ("env", "base_url", "expected"),
+    [
+        ("test", "https://x", plugin.TOKEN_URLS["test"]),
+        ("production", "https://x", plugin.TOKEN_URLS["production"]),
+        (None, "http://127.0.0.1:1", "http://127.0.0.1:1/oauth/token"),
+    ],
+)
+def test_token_url_by_environment(env: str | None, base_url: str, expected: str) -> None:
+    services = _Recording()
+    settings = {"client_id": "c", "client_secret": "s", "audience": plugin.AUDIENCE}
+    ctx = Context(provider=plugin.provider_info(), settings=settings, base_url=base_url,
+                  environment=env, services=services)  # fmt: skip
+    with pytest.raises(OutcomeError):
+        ctx.auth_headers()
+    assert services.urls == [expected]
 
 
 def _created(sandbox: SieSmartSandbox, services: Services) -> tuple[Document, Context, str]:
@@ -453,8 +497,10 @@ def test_hold_until_creating_document_is_delivered(
     assert "to be delivered (now retry_wait)" in (plugin.hold(document=upd, ctx=ctx) or "")
     services.views[0] = attrs_evolve(services.views[0], state="delivered", provider_ref="47")
     assert plugin.hold(document=upd, ctx=ctx) is None
+    ctx.state.update(proposal_id="47", etag="2025-06-01T10:00:00Z")  # a known version
     req = plugin.build_request(document=upd, ctx=ctx)
     assert req.url == "/proposals/47"
+    assert req.headers["If-Match"] == "2025-06-01T10:00:00Z"  # set in build_request now
     dec = doc("decision", {}, doc_id="d", proposal="prop-9", after="u")
     assert "waiting for document u" in (plugin.hold(document=dec, ctx=ctx) or "")
     assert plugin.hold(document=doc("proposal", PROPOSAL), ctx=ctx) is None
@@ -473,7 +519,7 @@ def attrs_evolve(view: DocumentView, **changes: Any) -> DocumentView:
         (doc("proposal", [1, 2]), "JSON object"),
         (
             Document(id="x", provider="siesmart", kind="proposal", payload=b"<xml/>"),
-            "not JSON",
+            "not a JSON object",
         ),
         (doc("invoice", {}), "does not know document kind"),
     ],
@@ -574,7 +620,6 @@ def test_reconcile_update_and_decision(sandbox: SieSmartSandbox, services: Servi
 def test_classify_hook_transport_error(sandbox: SieSmartSandbox, services: Services) -> None:
     d = doc("proposal", PROPOSAL)
     ctx = make_ctx(sandbox, services, d)
-    out = plugin.classify_response(
-        response=None, error=TransportError("read_timeout", "timed out", sent=True), ctx=ctx
-    )
-    assert out.kind == OutcomeKind.UNKNOWN
+    error = TransportError("read_timeout", "timed out", sent=True)
+    assert plugin.classify_response(response=None, error=error, ctx=ctx, document=d) is None
+    assert ctx.classify(None, error).kind == OutcomeKind.UNKNOWN

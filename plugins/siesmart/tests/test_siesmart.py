@@ -256,6 +256,25 @@ def test_expired_token_is_refreshed_once(relay: Any, sandbox: SieSmartSandbox) -
     assert sandbox.tokens.issued == 1
 
 
+def test_token_endpoint_429_is_throttled_not_retry(relay: Any, sandbox: SieSmartSandbox) -> None:
+    """Seed 002: 429 is "The request rate limit has been reached", and the block lifts by
+    itself once the rate drops. At the token endpoint too that is ``throttled`` (waited out
+    without spending the attempt budget), not ``retry`` as the plugin's own fetch said."""
+    sandbox.config["token_error"] = 429
+    relay.submit(doc("p", "proposal", PROPOSAL))
+    relay.run_until_idle()
+    st = relay.status("p")
+    assert st.outcome.kind == OutcomeKind.THROTTLED, st.outcome
+    assert st.outcome.status == 429
+    assert st.attempts == 0
+    assert effects(sandbox) == []
+    sandbox.config["token_error"] = 0
+    relay.run_until_settled(timeout=10)
+    assert relay.status("p").state == DocState.DELIVERED
+    assert set(kinds(relay, "p")) == {"throttled", "delivered"}
+    assert len(effects(sandbox, "proposal_created")) == 1
+
+
 def test_wrong_secret_is_config_error_without_leaking(
     tmp_path: Path, sandbox: SieSmartSandbox
 ) -> None:

@@ -1,7 +1,7 @@
-"""The SieSmart classifier: one response (or transport error) -> one :class:`Outcome`.
+"""The SieSmart classifier: the answers whose meaning is SieSmart's own.
 
-Pure functions, no I/O, never raise. The table follows the "General responses to API
-requests" of the SieSmart getting-started page (seed 002):
+Pure functions, no I/O. The table follows the "General responses to API requests" of the
+SieSmart getting-started page (seed 002):
 
 ====== ======================================================== =============================
 status meaning (provider's words)                               outcome
@@ -9,48 +9,41 @@ status meaning (provider's words)                               outcome
 200    The request has been successful                          delivered (create: the body
                                                                 must carry the proposal id,
                                                                 else ``unknown`` -> reconcile)
-401    The auth token is invalid or not present                 reauth (the engine refreshes
-                                                                the token once)
+401    The auth token is invalid or not present                 reauth (token refreshed once)
 403    The requested operation is not authorized for your token config_error
-412    For POST requests, the 'If-Match' header is missing      stale (refresh the ETag, retry
-       (and, assumed, a stale If-Match)                         once; on a proposal *create*
-                                                                config_error)
-429    The request rate limit has been reached                  throttled (wait = Retry-After
-                                                                if any; none is promised)
+412    For POST requests, the 'If-Match' header is missing      stale (re-read, see
+       (and, assumed, a stale If-Match)                         ``refresh_resource``); on a
+                                                                *create* config_error
+429    The request rate limit has been reached                  throttled
 500    Internal server error                                    retry
 503    Service unavailable                                      retry
 ====== ======================================================== =============================
 
-Not in the seed, classified by HTTP meaning: other 2xx delivered; 400/409/413/422 and other
-4xx rejected with the provider's words; 404 with a provider Error object rejected (the
-proposal does not exist), 404 without one config_error (wrong base URL); 405/406 and 3xx
-config_error; other 5xx retry.
+The documented statuses keep the provider's words (the seed's description when the body has
+none) and the trace id; their outcome kind is the generic one, and the core adds the
+``Retry-After`` wait. Not in the seed: a 404 with the Error object is ``rejected`` (the
+proposal does not exist), other 4xx are ``rejected`` with their field errors. Everything else
+(404 without an Error object, 405, 3xx, other 5xx, transport errors) is left to docrelay's
+generic classification (``None``).
 
-The "Error" object's fields are not public. Assumed: ``{"code", "message", "traceId"}``
-plus an optional list of field errors under ``errors`` (``{"field", "message",
-"rejectedValue", "code"}``); the decision pre-check's documented
-``preconditionViolations: [{code, userMessage}]`` is read as field errors too. Other common
-spellings (``traceID``, ``trace_id``, ``requestId``, ``userMessage``, ``detail``,
-``error_description``) are accepted.
+The "Error" object's fields are not public. Assumed: ``{"code", "message", "traceId"}`` plus
+field errors under ``errors`` (``{"field", "message", "rejectedValue", "code"}``); the decision
+pre-check's documented ``preconditionViolations: [{code, userMessage}]`` is read as field
+errors too. Other common spellings are accepted.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from docrelay import FieldError, HttpResponse, Outcome, OutcomeKind, TransportError
-from docrelay._models import retry_after_seconds
+import attrs
+from docrelay import FieldError, HttpResponse, Outcome, OutcomeKind
+from docrelay.helpers import body_text
 
-__all__ = [
-    "TRACE_HEADER",
-    "classify",
-    "error_object",
-    "proposal_id_from",
-    "trace_id_from",
-]
+__all__ = ["NAME", "SEED_MESSAGES", "TRACE_HEADER", "classify", "proposal_id_from"]
 
+NAME = "siesmart"
 #: The response header that carries the request identifier (seed 002).
 TRACE_HEADER = "X-B2B-TRACE-ID"
 
@@ -60,7 +53,7 @@ _CODE_FIELDS = ("code", "errorCode", "error")
 _FIELD_LISTS = ("errors", "fieldErrors", "preconditionViolations", "violations", "details")
 _ID_FIELDS = ("id", "proposalId", "proposal-id", "proposal_id")
 
-#: The provider's own words for the documented statuses (used when the body has none).
+#: The seed's table: the provider's words and the outcome of each documented error status.
 SEED_MESSAGES: Mapping[int, str] = {
     401: "The auth token is invalid or not present",
     403: "The requested operation is not authorized for your token",
@@ -69,51 +62,40 @@ SEED_MESSAGES: Mapping[int, str] = {
     500: "Internal server error",
     503: "Service unavailable",
 }
+_SEED_KINDS: Mapping[int, OutcomeKind] = {
+    401: OutcomeKind.REAUTH,
+    403: OutcomeKind.CONFIG_ERROR,
+    429: OutcomeKind.THROTTLED,
+    500: OutcomeKind.RETRY,
+    503: OutcomeKind.RETRY,
+}
 
-_MAX_TEXT = 500
-_MAX_FIELD_ERRORS = 200
 
-
-def _s(value: Any, limit: int = _MAX_TEXT) -> str | None:
-    """A short one-line string for *value*, or ``None`` for nothing useful."""
-    if value is None or isinstance(value, (dict, list)):
+def _s(value: Any, limit: int = 500) -> str | None:
+    """A short one-line string for a scalar *value*, or ``None``."""
+    if value is None or isinstance(value, dict | list):
         return None
-    text = " ".join(str(value).split())
-    if not text:
-        return None
-    return text[:limit]
+    return " ".join(str(value).split())[:limit] or None
 
 
-def error_object(response: HttpResponse) -> dict[str, Any] | None:
-    """The provider's Error object, when the body is a JSON object (some APIs wrap it)."""
-    try:
-        data = response.json()
-    except Exception:  # noqa: BLE001 - never raise, whatever the body
-        return None
+def _first(body: Mapping[str, Any], names: tuple[str, ...], limit: int = 500) -> str | None:
+    return next((t for n in names if (t := _s(body.get(n), limit))), None)
+
+
+def error_object(response: HttpResponse) -> dict[str, Any]:
+    """The provider's Error object (some APIs wrap it in ``error``), ``{}`` for none."""
+    data = response.json()
     if not isinstance(data, dict):
-        return None
+        return {}
     inner = data.get("error")
     if isinstance(inner, dict) and not any(k in data for k in ("message", "code")):
         return inner
     return data
 
 
-def trace_id_from(
-    response: HttpResponse, body: Mapping[str, Any] | None = None, header: str = TRACE_HEADER
-) -> str | None:
-    """The request id: the ``X-B2B-TRACE-ID`` header, else the Error object's trace field."""
-    try:
-        value = _s(response.header(header), 200)
-    except Exception:  # noqa: BLE001
-        value = None
-    if value:
-        return value
-    if body:
-        for name in _TRACE_FIELDS:
-            value = _s(body.get(name), 200)
-            if value:
-                return value
-    return None
+def trace_id_from(response: HttpResponse, body: Mapping[str, Any], header: str) -> str | None:
+    """The request id: the trace header, else the Error object's trace field."""
+    return _s(response.header(header), 200) or _first(body, _TRACE_FIELDS, 200)
 
 
 def proposal_id_from(body: Any) -> str | None:
@@ -122,211 +104,102 @@ def proposal_id_from(body: Any) -> str | None:
         return None
     for name in _ID_FIELDS:
         value = body.get(name)
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            text = _s(value, 200)
-            if text:
-                return text
-    inner = body.get("proposal")
-    if isinstance(inner, dict):
-        return proposal_id_from(inner)
-    return None
+        if isinstance(value, str | int) and not isinstance(value, bool) and _s(value, 200):
+            return _s(value, 200)
+    return proposal_id_from(body.get("proposal"))
 
 
 def _field_errors(body: Mapping[str, Any]) -> list[FieldError]:
+    """Every error of every known list; one without a field is named by its list."""
     out: list[FieldError] = []
     for list_name in _FIELD_LISTS:
         items = body.get(list_name)
-        if not isinstance(items, list):
-            continue
-        for item in items[:_MAX_FIELD_ERRORS]:
-            if isinstance(item, dict):
-                message = None
-                for name in _MESSAGE_FIELDS:
-                    message = _s(item.get(name))
-                    if message:
-                        break
-                code = None
-                for name in _CODE_FIELDS:
-                    code = _s(item.get(name), 100)
-                    if code:
-                        break
-                # Errors without a field (the decision pre-check's violations) are named by
-                # the list they came from: docrelay's store cannot reload field=None yet.
-                field = (
-                    _s(item.get("field") or item.get("path") or item.get("property"), 200)
-                    or list_name
-                )
-                value = item.get("rejectedValue", item.get("value"))
-                out.append(
-                    FieldError(
-                        field=field,
-                        message=message or code or "invalid",
-                        value=_s(value, 200),
-                        severity=_s(item.get("severity"), 50),
-                        rule=code,
-                    )
-                )
-            else:
-                text = _s(item)
-                if text:
+        for item in (items if isinstance(items, list) else [])[:200]:
+            if not isinstance(item, dict):
+                if text := _s(item):
                     out.append(FieldError(field=list_name, message=text))
+                continue
+            code = _first(item, _CODE_FIELDS, 100)
+            field = _s(item.get("field") or item.get("path") or item.get("property"), 200)
+            out.append(
+                FieldError(
+                    field=field or list_name,
+                    message=_first(item, _MESSAGE_FIELDS) or code or "invalid",
+                    value=_s(item.get("rejectedValue", item.get("value")), 200),
+                    severity=_s(item.get("severity"), 50),
+                    rule=code,
+                )
+            )
     return out
 
 
-def _message(status: int, body: Mapping[str, Any] | None, response: HttpResponse) -> str:
-    if body:
-        for name in _MESSAGE_FIELDS:
-            text = _s(body.get(name))
-            if text:
-                code = None
-                for cname in _CODE_FIELDS:
-                    code = _s(body.get(cname), 100)
-                    if code:
-                        break
-                if code and code != text:
-                    return f"{code}: {text}"
-                return text
-    seed = SEED_MESSAGES.get(status)
-    if seed:
-        return seed
-    ctype = (response.header("Content-Type") or "").lower()
-    if response.body and ("text/plain" in ctype or "json" in ctype):
-        text = _s(response.text(300))
-        if text:
-            return text
-    return f"HTTP {status}"
+def _message(status: int, body: Mapping[str, Any], response: HttpResponse) -> str | None:
+    text = _first(body, _MESSAGE_FIELDS)
+    if text:
+        code = _first(body, _CODE_FIELDS, 100)
+        return f"{code}: {text}" if code and code != text else text
+    return SEED_MESSAGES.get(status) or body_text(response)
 
 
-def _transport(error: TransportError) -> Outcome:
-    kind = _s(getattr(error, "kind", None), 50) or "other"
-    message = _s(getattr(error, "message", None)) or kind
-    if getattr(error, "sent", True):
+def _success(body: Mapping[str, Any], kind: str | None) -> Outcome:
+    ref = proposal_id_from(body)
+    said = "The request has been successful"
+    if kind == "proposal" and ref is None:
         return Outcome(
             kind=OutcomeKind.UNKNOWN,
-            message=f"no response after the request was sent ({kind}): {message}",
-            rule="siesmart:transport-sent",
+            message="proposal created but the answer carries no proposal id (look it up by label)",
+            rule=f"{NAME}:200-create-without-id",
         )
-    return Outcome(
-        kind=OutcomeKind.RETRY,
-        message=f"request not sent ({kind}): {message}",
-        rule="siesmart:transport-not-sent",
-    )
+    if kind == "decision":
+        decision = body.get("decision")
+        status = _s(decision.get("decisionStatus"), 100) if isinstance(decision, dict) else None
+        rule = f"{NAME}:200-decision"
+        return Outcome(
+            kind=OutcomeKind.DELIVERED,
+            message=said,
+            provider_ref=ref,
+            provider_status=status,
+            rule=rule,
+        )
+    rule = f"{NAME}:200-created" if kind == "proposal" else f"{NAME}:200"
+    return Outcome(kind=OutcomeKind.DELIVERED, message=said, provider_ref=ref, rule=rule)
+
+
+def _rejects(status: int, body: Mapping[str, Any]) -> bool:
+    """A 4xx that is about the document: a 404 only with the Error object (else the URL is
+    wrong); 405-408 and 415 are docrelay's generic meaning."""
+    if status == 404:
+        return any(k in body for k in ("code", "message", *_TRACE_FIELDS))
+    return 400 <= status < 500 and status not in (405, 406, 407, 408, 415)
 
 
 def classify(
-    response: HttpResponse | None,
-    error: TransportError | None = None,
-    *,
-    kind: str | None = None,
-    now: float | None = None,
-    trace_header: str = TRACE_HEADER,
-) -> Outcome:
-    """Classify one SieSmart answer. *kind* is the document kind (``proposal`` = create).
-
-    Never raises: anything unexpected becomes an outcome that says so.
-    """
-    try:
-        return _classify(response, error, kind=kind, now=now, trace_header=trace_header)
-    except Exception as exc:  # noqa: BLE001 - the contract: a classifier never raises
-        status = getattr(response, "status", None)
-        return Outcome(
-            kind=OutcomeKind.UNKNOWN
-            if status is not None and 200 <= status < 300
-            else OutcomeKind.RETRY,
-            status=status if isinstance(status, int) else None,
-            message=f"unreadable response ({type(exc).__name__})",
-            rule="siesmart:unreadable",
-        )
-
-
-def _classify(
-    response: HttpResponse | None,
-    error: TransportError | None,
-    *,
-    kind: str | None,
-    now: float | None,
-    trace_header: str,
-) -> Outcome:
-    if response is None:
-        if error is None:
-            return Outcome(
-                kind=OutcomeKind.RETRY, message="neither response nor error", rule="siesmart:none"
-            )
-        return _transport(error)
-
+    response: HttpResponse, *, kind: str | None = None, trace_header: str = TRACE_HEADER
+) -> Outcome | None:
+    """The outcome of one SieSmart answer (*kind*: the document kind, ``proposal`` = create),
+    ``None`` where docrelay's generic classification decides."""
     status = response.status
     body = error_object(response)
-    trace = trace_id_from(response, body, trace_header)
-
-    def out(k: OutcomeKind, rule: str, **kw: Any) -> Outcome:
-        kw.setdefault("message", _message(status, body, response))
-        return Outcome(kind=k, status=status, trace_id=trace, rule=rule, **kw)
-
+    message = _message(status, body, response)
     if 200 <= status < 300:
-        ref = proposal_id_from(body)
-        decision = body.get("decision") if body else None
-        pstatus = _s(decision.get("decisionStatus"), 100) if isinstance(decision, dict) else None
-        if kind == "proposal":
-            if ref is None:
-                return out(
-                    OutcomeKind.UNKNOWN,
-                    "siesmart:200-create-without-id",
-                    message="proposal created but the answer carries no proposal id "
-                    "(look it up by label)",
-                )
-            return out(
-                OutcomeKind.DELIVERED,
-                "siesmart:200-created",
-                message="The request has been successful",
-                provider_ref=ref,
-            )
-        if kind == "decision":
-            return out(
-                OutcomeKind.DELIVERED,
-                "siesmart:200-decision",
-                message="The request has been successful",
-                provider_ref=ref,
-                provider_status=pstatus,
-            )
-        return out(
-            OutcomeKind.DELIVERED,
-            "siesmart:200",
-            message="The request has been successful",
-            provider_ref=ref,
+        outcome = _success(body, kind)
+    elif status == 412:
+        stale = kind != "proposal"  # a create needs no If-Match: a re-read cannot help
+        outcome = Outcome(
+            kind=OutcomeKind.STALE if stale else OutcomeKind.CONFIG_ERROR,
+            message=message,
+            rule=f"{NAME}:412" if stale else f"{NAME}:412-on-create",
         )
-
-    if status == 401:
-        return out(OutcomeKind.REAUTH, "siesmart:401")
-    if status == 403:
-        return out(OutcomeKind.CONFIG_ERROR, "siesmart:403")
-    if status == 412:
-        if kind == "proposal":
-            return out(OutcomeKind.CONFIG_ERROR, "siesmart:412-on-create")
-        return out(OutcomeKind.STALE, "siesmart:412")
-    if status == 429:
-        wait = retry_after_seconds(
-            response.header("Retry-After"), time.time() if now is None else now
+    elif status in _SEED_KINDS:
+        outcome = Outcome(kind=_SEED_KINDS[status], message=message, rule=f"{NAME}:{status}")
+    elif _rejects(status, body):
+        rule = f"{NAME}:404-not-found" if status == 404 else f"{NAME}:{status}"
+        errors = _field_errors(body)
+        outcome = Outcome(
+            kind=OutcomeKind.REJECTED, message=message, field_errors=errors, rule=rule
         )
-        return out(OutcomeKind.THROTTLED, "siesmart:429", wait=wait)
-    if status in (500, 503):
-        wait = retry_after_seconds(
-            response.header("Retry-After"), time.time() if now is None else now
-        )
-        return out(OutcomeKind.RETRY, f"siesmart:{status}", wait=wait)
-    if status == 404:
-        if body and any(k in body for k in ("code", "message", *_TRACE_FIELDS)):
-            return out(
-                OutcomeKind.REJECTED, "siesmart:404-not-found", field_errors=_field_errors(body)
-            )
-        return out(OutcomeKind.CONFIG_ERROR, "siesmart:404-no-endpoint")
-    if status in (405, 406) or 300 <= status < 400 or status < 200:
-        return out(OutcomeKind.CONFIG_ERROR, f"siesmart:{status}")
-    if 400 <= status < 500:
-        return out(
-            OutcomeKind.REJECTED,
-            f"siesmart:{status}",
-            field_errors=_field_errors(body) if body else (),
-        )
-    # 502, 504 and the rest of 5xx: the provider's trouble, try again later.
-    wait = retry_after_seconds(response.header("Retry-After"), time.time() if now is None else now)
-    return out(OutcomeKind.RETRY, "siesmart:5xx", wait=wait)
+    else:
+        return None
+    return attrs.evolve(
+        outcome, status=status, trace_id=trace_id_from(response, body, trace_header)
+    )
