@@ -204,28 +204,39 @@ def classify_poll(
 ) -> Outcome:
     """The answer to the GET of a validation request (seed 003)."""
     status, body = response.status, response.json()
-    base: dict[str, Any] = {"status": status, "request_id": response.header("OperationId")}
+    request_id = (response.header("OperationId") or "").strip()[:200] or None
+    base: dict[str, Any] = {"status": status, "request_id": request_id}
     wait = retry_after_seconds(response.header("Retry-After"))
     wait = poll_wait if wait is None else wait
     if status == 200 and _status_value(body) is not None:
         severities = {s.upper() for s in error_severities}
         return _completed(body, response, base, severities, pending_statuses, failed_statuses, wait)
     if 200 <= status < 300:
-        message = "200 without a readable validation request; polling again"
-        if status == 202:
-            message = _message(body, response, "The results are not yet ready.")
         st = _status_value(body)
+        message, rule = f"unexpected {status} while polling; polling again", f"ebh:poll-{status}"
+        if status == 200:
+            message = "200 without a readable validation request; polling again"
+            rule = "ebh:200-unreadable"
+        elif status == 202:
+            message = _message(body, response, "The results are not yet ready.")
+            rule = "ebh:202-in-progress"
         return Outcome(
             kind=OutcomeKind.ACCEPTED,
             message=message,
             provider_ref=_body_id(body),
             provider_status=None if st is None else str(st),
             wait=wait,
-            rule={200: "ebh:200-unreadable", 202: "ebh:202-in-progress"}.get(
-                status, f"ebh:poll-{status}"
-            ),
+            rule=rule,
             **base,
         )
+    return _poll_failure(response, body, base, wait)
+
+
+def _poll_failure(
+    response: HttpResponse, body: Any, base: dict[str, Any], wait: float | None
+) -> Outcome:
+    """A poll answered with anything but 2xx: poll again, send again, or a config error."""
+    status = response.status
     message = _message(body, response, _POLL_MEANING.get(status, f"HTTP {status}"))
     if status in (408, 429) or status >= 500:
         # A failed read does not lose the validation request: poll again later.
@@ -258,13 +269,9 @@ def classify_poll(
             rule=f"ebh:{status}-redirect",
             **base,
         )
-    return Outcome(
-        kind=OutcomeKind.ACCEPTED,
-        message=message,
-        wait=wait,
-        rule=f"ebh:{status}-unexpected",
-        **base,
-    )
+    # 1xx: not part of this API; the validation request is still there.
+    rule = f"ebh:{status}-unexpected"
+    return Outcome(kind=OutcomeKind.ACCEPTED, message=message, wait=wait, rule=rule, **base)
 
 
 def _completed(
