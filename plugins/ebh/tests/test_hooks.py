@@ -1,7 +1,9 @@
 """The plugin's hooks against the sandbox over real HTTP, without the engine.
 
-A small real-HTTP stand-in for the engine's services (requests to 127.0.0.1, no mocks) lets
-build_request, prepare_headers, classify_response and poll_status run end to end.
+A small real-HTTP stand-in for the engine's services (requests to 127.0.0.1, no mocks; the
+declared ``ApiKeyHeader`` auth added as the core adds it) lets build_request,
+classify_response and poll_status run end to end. What the core itself sends is checked
+through a ``Relay`` at the sandbox.
 """
 
 from __future__ import annotations
@@ -14,18 +16,25 @@ import docrelay_ebh as ebh
 import pytest
 import requests
 from docrelay import (
+    ConfigError,
     Context,
+    DocState,
     Document,
     DocumentError,
     DocumentView,
     HttpRequest,
     HttpResponse,
+    Outcome,
     OutcomeError,
     OutcomeKind,
+    Relay,
     Token,
     TransportError,
     TransportFailure,
 )
+from docrelay.auth import ApiKeyHeader
+from docrelay.testing import FAST_ENGINE
+from docrelay.testing import classify as classify_in_core
 from docrelay_ebh.sandbox import EbhSandbox
 
 KEY = "sandbox-provider-key"
@@ -67,6 +76,20 @@ class RealHttp:
 
     def register_secret(self, value: str) -> None:
         self.secrets.append(value)
+
+    def auth_headers(self, ctx: Context, request: HttpRequest) -> dict[str, str]:
+        """The declared ``ApiKeyHeader`` schemes, as the core applies them."""
+        headers = {}
+        for scheme in ctx.provider.auth:
+            value = str(ctx.setting(scheme.setting) or "").strip()
+            if value:
+                headers[scheme.header] = value
+            elif not scheme.optional:
+                raise OutcomeError(Outcome(kind=OutcomeKind.CONFIG_ERROR, message="not set"))
+        return headers
+
+    def get_document(self, provider: str, doc_id: str) -> DocumentView | None:
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -112,13 +135,15 @@ def doc(name: str = "ubf_invoice_ok.xml", **metadata: str) -> Document:
     )
 
 
-def send(ctx: Context, document: Document) -> Any:
-    """Do what the engine does for one send: build, add headers, POST, classify."""
+def send(ctx: Context, document: Document) -> Outcome:
+    """Do what the engine does for one send: build, add the auth headers, POST, classify
+    (the plugin's classifier keeps the state; the outcome is the one the engine records)."""
     request = ebh.build_request(document, ctx)
-    request = request.with_headers(ebh.prepare_headers(request, ctx) or {})
+    request = request.with_headers(ctx.auth_headers(request))
     services: RealHttp = ctx._services  # type: ignore[assignment]
     response = services.http(ctx, attrs_evolve_url(request, ctx))
-    return ebh.classify_response(response, None, ctx)
+    ebh.classify_response(response, None, ctx)
+    return classify_in_core(ebh, response, settings=ctx.settings)
 
 
 def attrs_evolve_url(request: HttpRequest, ctx: Context) -> HttpRequest:
@@ -127,25 +152,39 @@ def attrs_evolve_url(request: HttpRequest, ctx: Context) -> HttpRequest:
     )
 
 
-def test_headers_and_secret(sandbox: EbhSandbox) -> None:
-    """ProducerId, ProviderKey (registered secret), Username, Accept; POST adds the rest."""
-    services = RealHttp()
-    ctx = make_ctx(sandbox, services=services)
-    request = ebh.build_request(doc(), ctx)
-    headers = ebh.prepare_headers(request, ctx)
-    assert headers == {
-        "ProducerId": "P1",
-        "ProviderKey": KEY,
-        "Username": "robot",
-        "Accept": "application/json",
-    }
-    assert services.secrets == [KEY]
+def test_headers_and_secret(sandbox: EbhSandbox, tmp_path: Any) -> None:
+    """ProducerId, ProviderKey (registered secret), Username, Accept on the POST and the GET
+    (the auth declared, the core sends it); the POST adds Content-Type and InvoiceType."""
+    assert ebh.provider_info().auth == (
+        ApiKeyHeader("ProducerId", "producer_id"),
+        ApiKeyHeader("ProviderKey", "provider_key"),
+        ApiKeyHeader("Username", "username", optional=True),
+    )
+    request = ebh.build_request(doc(), make_ctx(sandbox))
     assert request.headers == {
         "Content-Type": "application/xml",
         "InvoiceType": "MultipleInvoiceUBF",
+        "Accept": "application/json",
     }
     assert request.url == "/ebh/validations/v2/ValidationRequest"
     assert KEY not in request.summary()
+    sandbox.set_option("polls_until_done", 0)
+    settings = {"base_url": sandbox.url, "producer_id": "P1", "provider_key": KEY,
+                "username": "robot"}  # fmt: skip
+    with Relay(f"sqlite:///{tmp_path / 'h.db'}", providers={"ebh": settings},
+               engine=FAST_ENGINE) as relay:  # fmt: skip
+        relay.submit(doc())
+        relay.run_until_settled(timeout=10)
+        assert relay.status("inv-1").state == DocState.DELIVERED
+        records = repr(relay.status("inv-1").to_dict()) + repr(relay.history("inv-1"))
+    post, get = sandbox.requests[0], sandbox.requests[-1]
+    assert (post["method"], get["method"]) == ("POST", "GET")
+    for seen in (post, get):
+        # The sandbox masks the key in its log; it took it (the document was delivered).
+        got = {k: seen["headers"].get(k) for k in ("ProducerId", "ProviderKey", "Username")}
+        assert got == {"ProducerId": "P1", "ProviderKey": "***", "Username": "robot"}
+        assert seen["headers"].get("Accept") == "application/json"
+    assert KEY not in records
 
 
 @pytest.mark.parametrize(
@@ -191,11 +230,14 @@ def test_non_xml_payload_rejected_before_sending(sandbox: EbhSandbox) -> None:
         ebh.build_request(d, make_ctx(sandbox))
 
 
-def test_missing_credentials_are_config_errors(sandbox: EbhSandbox) -> None:
-    ctx = make_ctx(sandbox, provider_key="")
-    with pytest.raises(OutcomeError) as info:
-        ebh.prepare_headers(ebh.build_request(doc(), ctx), ctx)
-    assert info.value.outcome.kind == OutcomeKind.CONFIG_ERROR
+@pytest.mark.parametrize("name", ["producer_id", "provider_key"])
+def test_missing_credentials_are_config_errors(
+    sandbox: EbhSandbox, tmp_path: Any, name: str
+) -> None:
+    """A required credential that is empty is refused when the configuration loads."""
+    settings = {"base_url": sandbox.url, "producer_id": "P1", "provider_key": KEY, name: ""}
+    with pytest.raises(ConfigError, match=name) as info:
+        Relay(f"sqlite:///{tmp_path / 'm.db'}", providers={"ebh": settings}).close()
     assert KEY not in str(info.value)
 
 
@@ -300,7 +342,7 @@ def test_reconcile_setting() -> None:
     assert outcome.kind == OutcomeKind.RETRY
     off = Context(
         provider=info,
-        settings={"resend_after_unknown": "false"},
+        settings={"resend_after_unknown": False},  # a bool: the configuration checks it
         base_url="",
         environment=None,
         services=RealHttp(),
@@ -309,6 +351,8 @@ def test_reconcile_setting() -> None:
 
 
 def test_demo_batch_documents(sandbox: EbhSandbox) -> None:
+    assert ebh.provider_info().demo is ebh.demo_batch
+    assert ebh.provider_info().sandbox is EbhSandbox
     batch = ebh.demo_batch(sandbox, "http://127.0.0.1:1/webhooks")
     assert batch.settings["base_url"] == sandbox.url
     assert [d.metadata["invoice_type"] for d in batch.documents] == [

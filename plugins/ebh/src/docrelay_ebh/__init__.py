@@ -9,7 +9,6 @@ field error). See README.md for settings and every assumption.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
 from importlib import resources
 from typing import Any
 
@@ -29,6 +28,7 @@ from docrelay import (
     TransportError,
     TransportFailure,
 )
+from docrelay.auth import ApiKeyHeader
 
 from . import _classify
 from .sandbox import EbhSandbox
@@ -41,9 +41,7 @@ __all__ = [
     "demo_batch",
     "poll_path",
     "poll_status",
-    "prepare_headers",
     "provider_info",
-    "provider_sandbox",
     "reconcile",
     "validation_path",
 ]
@@ -54,7 +52,9 @@ SANDBOX_URL = "http://127.0.0.1:8704"
 #: Values of the ``InvoiceType`` header the Validation API accepts.
 INVOICE_TYPES = ("ESF", "MultipleInvoiceUBF", "TimeEntryInvoice", "TimeEntryESF")
 _URL_PREFIXES = {"new": "/ebh/validations", "old": "/validations/api"}
-_API_VERSIONS = ("v1", "v2")
+# Typed ``tuple[Any, ...]``: what ``Setting.choices`` takes under mypy strict.
+_URL_STYLES: tuple[Any, ...] = tuple(_URL_PREFIXES)
+_API_VERSIONS: tuple[Any, ...] = ("v1", "v2")
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -74,14 +74,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "url_style",
         default="new",
-        choices=("new", "old"),
+        choices=_URL_STYLES,
         help='"new": {base}/ebh/validations/{v}/...; "old" (deprecated by eBillingHub): '
         "{base}/validations/api/{v}/...",
     ),
     Setting(
         "api_version",
         default="v2",
-        choices=("v1", "v2"),
+        choices=_API_VERSIONS,
         help='"v1" (eSF 2.0.2, TimeEntryESF 2.0.1) or "v2" (eSF 3.1.2, TimeEntryESF 3.1.1).',
     ),
     Setting(
@@ -124,52 +124,16 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-# ---------------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _config_error(message: str, rule: str) -> OutcomeError:
-    return OutcomeError(Outcome(kind=OutcomeKind.CONFIG_ERROR, message=message, rule=rule))
-
-
-def _str_list(value: Any, default: Collection[str]) -> list[str]:
-    if value is None:
-        return list(default)
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, Collection):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return list(default)
-
-
-def _int_list(value: Any, default: Collection[int]) -> list[int]:
-    out = []
-    for v in _str_list(value, [str(d) for d in default]):
-        try:
-            out.append(int(v))
-        except ValueError:
-            continue
-    return out
-
-
-def _flag(value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _poll_wait(ctx: Context) -> float | None:
-    value = ctx.setting("poll_interval")
-    if value is None or value == "":
-        return None
-    try:
-        wait = float(value)
-    except (TypeError, ValueError):
-        return None
-    return wait if wait >= 0 else None
+def _choice(ctx: Context, name: str, allowed: tuple[Any, ...], rule: str, fold: bool = True) -> str:
+    """A setting with a fixed set of values (*fold*: in any case), checked where it is used
+    (url_style and api_version are also refused at load)."""
+    spec = ctx.provider.setting(name)
+    value = str(ctx.setting(name, spec.default if spec is not None else None)).strip()
+    for candidate in allowed:
+        if candidate == value or (fold and candidate.lower() == value.lower()):
+            return str(candidate)
+    message = f"setting {name} {value[:60]!r} is not one of " + ", ".join(allowed)
+    raise OutcomeError(Outcome(kind=OutcomeKind.CONFIG_ERROR, message=message, rule=rule))
 
 
 def validation_path(ctx: Context) -> str:
@@ -177,17 +141,8 @@ def validation_path(ctx: Context) -> str:
 
     Raises :class:`docrelay.OutcomeError` (``config_error``) for a value that is not allowed.
     """
-    style = str(ctx.setting("url_style", "new")).strip().lower()
-    version = str(ctx.setting("api_version", "v2")).strip().lower()
-    if style not in _URL_PREFIXES:
-        raise _config_error(
-            f"setting url_style must be 'new' or 'old', not {style!r}", "ebh:setting-url-style"
-        )
-    if version not in _API_VERSIONS:
-        raise _config_error(
-            f"setting api_version must be 'v1' or 'v2', not {version!r}",
-            "ebh:setting-api-version",
-        )
+    style = _choice(ctx, "url_style", _URL_STYLES, "ebh:setting-url-style")
+    version = _choice(ctx, "api_version", _API_VERSIONS, "ebh:setting-api-version")
     return f"{_URL_PREFIXES[style]}/{version}/ValidationRequest"
 
 
@@ -199,46 +154,27 @@ def poll_path(ctx: Context, request_id: str) -> str:
     return f"{base}/{request_id}"
 
 
-def _auth_headers(ctx: Context) -> dict[str, str]:
-    producer = ctx.setting("producer_id")
-    key = ctx.setting("provider_key")
-    if not producer or not str(producer).strip():
-        raise _config_error("setting producer_id is required", "ebh:setting-producer-id")
-    if not key or not str(key).strip():
-        raise _config_error("setting provider_key is required", "ebh:setting-provider-key")
-    headers = {
-        "ProducerId": str(producer).strip(),
-        "ProviderKey": ctx.secret(str(key).strip()),
-        "Accept": "application/json",
-    }
-    username = ctx.setting("username")
-    if username and str(username).strip():
-        headers["Username"] = str(username).strip()
-    return headers
+def _poll_wait(ctx: Context) -> float | None:
+    value = ctx.setting("poll_interval")
+    return float(value) if isinstance(value, int | float) and value >= 0 else None
 
 
-def _classify_kwargs(ctx: Context) -> dict[str, Any]:
+def _poll_settings(ctx: Context) -> dict[str, Any]:
+    """The poll classifier's settings (lists checked at load: items are str or int)."""
+
+    def ints(name: str, default: tuple[int, ...]) -> list[int]:
+        values = [str(v).strip() for v in ctx.setting(name, default)]
+        return [int(v) for v in values if v.lstrip("-").isdigit()]
+
     return {
-        "base_url": ctx.base_url,
-        "error_severities": _str_list(
-            ctx.setting("error_severities"), _classify.DEFAULT_ERROR_SEVERITIES
-        ),
-        "pending_statuses": _int_list(
-            ctx.setting("pending_statuses"), _classify.DEFAULT_PENDING_STATUSES
-        ),
-        "failed_statuses": _int_list(
-            ctx.setting("failed_statuses"), _classify.DEFAULT_FAILED_STATUSES
-        ),
+        "error_severities": [
+            str(s).strip()
+            for s in ctx.setting("error_severities", _classify.DEFAULT_ERROR_SEVERITIES)
+        ],
+        "pending_statuses": ints("pending_statuses", _classify.DEFAULT_PENDING_STATUSES),
+        "failed_statuses": ints("failed_statuses", _classify.DEFAULT_FAILED_STATUSES),
         "poll_wait": _poll_wait(ctx),
     }
-
-
-def _is_poll_response(response: HttpResponse | None) -> bool:
-    if response is None or not response.url:
-        return False
-    path = response.url.split("?", 1)[0].rstrip("/")
-    parts = path.split("/")
-    return len(parts) >= 2 and parts[-2].lower() == "validationrequest"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,86 +186,74 @@ def _is_poll_response(response: HttpResponse | None) -> bool:
 def provider_info() -> ProviderInfo:
     return ProviderInfo(
         name=NAME,
+        hook_api=2,
         content_type="application/xml",
-        title="eBillingHub Validation API",
         environments={"sandbox": SANDBOX_URL},
         default_environment="sandbox",
-        auth="api_key",
+        # ProducerId is sent but is no secret; Username is left out when unset.
+        auth=(
+            ApiKeyHeader("ProducerId", "producer_id"),
+            ApiKeyHeader("ProviderKey", "provider_key"),
+            ApiKeyHeader("Username", "username", optional=True),
+        ),
+        request_id_header="OperationId",
         kinds=("invoice", "document"),
-        max_payload_bytes=None,
-        rate_limit=None,
-        idempotency="none",
+        idempotency="none",  # every POST creates a new validation request
         async_validation="poll",
         settings=SETTINGS,
         credential_setting="producer_id",
+        sandbox=EbhSandbox,
+        demo=demo_batch,
     )
 
 
-@docrelay.hookimpl
-def provider_sandbox() -> type[EbhSandbox]:
-    return EbhSandbox
+def _invoice_type(document: Document, ctx: Context) -> str:
+    """The ``InvoiceType`` header: the document's metadata, else the setting."""
+    invoice_type = document.metadata.get("invoice_type")
+    if invoice_type is None:
+        return _choice(ctx, "invoice_type", INVOICE_TYPES, "ebh:setting-invoice-type", fold=False)
+    if invoice_type not in INVOICE_TYPES:
+        raise DocumentError(
+            f"metadata invoice_type {invoice_type[:60]!r} is not one of " + ", ".join(INVOICE_TYPES)
+        )
+    return invoice_type
 
 
 @docrelay.hookimpl
 def build_request(document: Document, ctx: Context) -> HttpRequest:
-    invoice_type = document.metadata.get("invoice_type")
-    if invoice_type is not None:
-        if invoice_type not in INVOICE_TYPES:
-            raise DocumentError(
-                f"metadata invoice_type {invoice_type[:60]!r} is not one of "
-                + ", ".join(INVOICE_TYPES)
-            )
-    else:
-        invoice_type = str(ctx.setting("invoice_type", "MultipleInvoiceUBF")).strip()
-        if invoice_type not in INVOICE_TYPES:
-            raise _config_error(
-                f"setting invoice_type {invoice_type[:60]!r} is not one of "
-                + ", ".join(INVOICE_TYPES),
-                "ebh:setting-invoice-type",
-            )
+    invoice_type = _invoice_type(document, ctx)
     head = document.payload[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
     if not head.startswith(b"<"):
         raise DocumentError("the eBillingHub Validation API takes XML; the payload is not XML")
     path = validation_path(ctx)
     # A new send creates a new validation request: forget the previous one (kept for audit).
     old = ctx.state.pop("validation_id", None)
-    if old:
-        previous = ctx.state.setdefault("previous_validation_ids", [])
-        if isinstance(previous, list) and old not in previous:
-            previous.append(old)
+    previous = ctx.state.setdefault("previous_validation_ids", []) if old else None
+    if isinstance(previous, list) and old not in previous:
+        previous.append(old)
     for stale in ("validated_invoice_url", "validation_status"):
         ctx.state.pop(stale, None)
-    ctx.state["validation_path"] = path
-    ctx.state["invoice_type"] = invoice_type
-    return HttpRequest(
-        method="POST",
-        url=path,
-        body=document.payload,
-        headers={"Content-Type": "application/xml", "InvoiceType": invoice_type},
-    )
-
-
-@docrelay.hookimpl
-def prepare_headers(request: HttpRequest, ctx: Context) -> Mapping[str, str] | None:
-    if ctx.provider.name != NAME:
-        return None
-    return _auth_headers(ctx)
+    ctx.state.update(validation_path=path, invoice_type=invoice_type)
+    headers = {
+        "Content-Type": "application/xml",
+        "InvoiceType": invoice_type,
+        "Accept": "application/json",
+    }
+    return HttpRequest(method="POST", url=path, body=document.payload, headers=headers)
 
 
 @docrelay.hookimpl
 def classify_response(
     response: HttpResponse | None, error: TransportError | None, ctx: Context
-) -> Outcome:
-    phase = "poll" if _is_poll_response(response) else "send"
-    try:
-        kwargs = _classify_kwargs(ctx)
-    except Exception:  # noqa: BLE001 - never raise from the classifier
-        kwargs = {"base_url": getattr(ctx, "base_url", "")}
-    outcome = _classify.classify(response, error, phase=phase, **kwargs)
-    if phase == "send" and outcome.kind == OutcomeKind.ACCEPTED and outcome.provider_ref:
+) -> Outcome | None:
+    """The POST's own answers (:func:`._classify.classify_send`); the rest is generic."""
+    if response is None:
+        return None
+    outcome = _classify.classify_send(response, ctx.base_url, _poll_wait(ctx))
+    if outcome is not None and outcome.kind == OutcomeKind.ACCEPTED:
         ctx.state["validation_id"] = outcome.provider_ref
-        if outcome.request_id:
-            ctx.state["operation_id"] = outcome.request_id
+        if operation_id := (response.header("OperationId") or "").strip()[:200]:
+            ctx.state["operation_id"] = operation_id
     return outcome
 
 
@@ -343,11 +267,12 @@ def poll_status(document: Document, ctx: Context) -> Outcome:
             message="no validation request id is known for this document; sending it again",
             rule="ebh:poll-no-id",
         )
+    path = poll_path(ctx, str(request_id))
     try:
-        response = ctx.request("GET", poll_path(ctx, str(request_id)), headers=_auth_headers(ctx))
+        response = ctx.request("GET", path, headers={"Accept": "application/json"}, auth=True)
     except TransportFailure as exc:
-        return _classify.classify_transport(exc.error, phase="poll")
-    outcome = _classify.classify(response, None, phase="poll", **_classify_kwargs(ctx))
+        return _classify.poll_transport(exc.error)
+    outcome = _classify.classify_poll(response, **_poll_settings(ctx))
     if outcome.provider_status is not None:
         ctx.state["validation_status"] = outcome.provider_status
     if outcome.kind == OutcomeKind.DELIVERED:
@@ -359,7 +284,7 @@ def poll_status(document: Document, ctx: Context) -> Outcome:
 
 @docrelay.hookimpl
 def reconcile(document: Document, ctx: Context) -> Outcome | None:
-    if not _flag(ctx.setting("resend_after_unknown"), True):
+    if not ctx.setting("resend_after_unknown", True):
         return None
     return Outcome(
         kind=OutcomeKind.RETRY,
@@ -373,8 +298,20 @@ def _sample(name: str) -> bytes:
     return resources.files(__name__).joinpath("samples", name).read_bytes()
 
 
-@docrelay.hookimpl
+def _invoice(doc_id: str, sample: str, invoice_type: str) -> Document:
+    return Document(
+        id=doc_id,
+        provider=NAME,
+        kind="invoice",
+        content_type="application/xml",
+        payload=_sample(sample),
+        metadata={"invoice_type": invoice_type},
+    )
+
+
 def demo_batch(sandbox: Any, webhook_url: str) -> DemoBatch:
+    """The demo (``ProviderInfo.demo``): two UBF invoices (one with a currency the validation
+    rejects) and one eSF invoice."""
     keys = sandbox.config.get("provider_keys") if hasattr(sandbox, "config") else None
     if isinstance(keys, str):
         keys = keys.split(",")
@@ -387,35 +324,8 @@ def demo_batch(sandbox: Any, webhook_url: str) -> DemoBatch:
             "username": "docrelay-demo",
         },
         documents=(
-            Document(
-                id="ebh-ubf-INV-2024-0117",
-                provider=NAME,
-                kind="invoice",
-                content_type="application/xml",
-                payload=_sample("ubf_invoice_ok.xml"),
-                metadata={"invoice_type": "MultipleInvoiceUBF"},
-            ),
-            Document(
-                id="ebh-ubf-INV-2024-0118",
-                provider=NAME,
-                kind="invoice",
-                content_type="application/xml",
-                payload=_sample("ubf_invoice_bad_currency.xml"),
-                metadata={"invoice_type": "MultipleInvoiceUBF"},
-            ),
-            Document(
-                id="ebh-esf-INV-2024-0119",
-                provider=NAME,
-                kind="invoice",
-                content_type="application/xml",
-                payload=_sample("esf_invoice_ok.xml"),
-                metadata={"invoice_type": "ESF"},
-            ),
-        ),
-        expect=(
-            "ebh-ubf-INV-2024-0117: accepted (201) then delivered (Validation Complete)",
-            "ebh-ubf-INV-2024-0118: accepted (201) then rejected: "
-            "The currency must follow ISO Codes",
-            "ebh-esf-INV-2024-0119: accepted (201) then delivered (Validation Complete)",
+            _invoice("ebh-ubf-INV-2024-0117", "ubf_invoice_ok.xml", "MultipleInvoiceUBF"),
+            _invoice("ebh-ubf-INV-2024-0118", "ubf_invoice_bad_currency.xml", "MultipleInvoiceUBF"),
+            _invoice("ebh-esf-INV-2024-0119", "esf_invoice_ok.xml", "ESF"),
         ),
     )
