@@ -190,6 +190,25 @@ def forward_decision(lookup: Lookup, ctx: Context) -> tuple[str | None, Mapping[
 
 
 @attrs.frozen
+class _Meaning:
+    """What a forward decision makes of the document: its kind in ``reconcile`` and after
+    "Payload already received", the words for the message, the end of the rule."""
+
+    reconciled: OutcomeKind
+    confirmed: OutcomeKind
+    words: str
+    tag: str
+
+
+_MEANINGS: Final = {
+    TRANSMITTED: _Meaning(OutcomeKind.DELIVERED, OutcomeKind.DUPLICATE,
+                          "accepted for forwarding", "transmitted"),
+    NO_ACTION: _Meaning(OutcomeKind.NO_ACTION, OutcomeKind.NO_ACTION,
+                        "accepted, not forwarded", "no-action"),
+}  # fmt: skip
+
+
+@attrs.frozen
 class _Found:
     """What the lookup found for one document, ready to be told."""
 
@@ -202,16 +221,18 @@ class _Found:
         ref = self.tx.get("procurosTransactionId") if self.tx is not None else None
         return ref[:200] if isinstance(ref, str) and ref else None
 
-    def told(self, forwarded: bool | None) -> str:
+    @property
+    def meaning(self) -> _Meaning | None:
+        return _MEANINGS.get(self.decision or "")
+
+    def told(self) -> str:
         status = self.tx.get("status") if self.tx is not None else "?"
-        said = {True: "accepted for forwarding", False: "accepted, not forwarded"}
-        if forwarded is None:
-            return f"transaction {self.ref} is {status}"
-        return f"transaction {self.ref} is {status} at Procuros ({said[forwarded]})"
+        said = f"transaction {self.ref} is {status}"
+        return f"{said} at Procuros ({self.meaning.words})" if self.meaning else said
 
     def why_not(self) -> str:
         if self.tx is not None:
-            return self.told(None)
+            return self.told()
         return self.lookup.error or "no such transaction in the list"
 
 
@@ -247,23 +268,15 @@ def confirm(outcome: Outcome, document: Document | None, ctx: Context) -> Outcom
     if document is None:
         return _unconfirmed(outcome, "no document to look up")
     found = _look_up(document, ctx)
-    said = outcome.message or DEFAULT_DUPLICATE_MESSAGE
-    if found.decision == TRANSMITTED:
+    if found.meaning is not None:
+        said = outcome.message or DEFAULT_DUPLICATE_MESSAGE
         return attrs.evolve(
             outcome,
-            provider_status=TRANSMITTED,
+            kind=found.meaning.confirmed,
+            provider_status=found.decision,
             provider_ref=found.ref,
-            message=f"{said}; {found.told(True)}",
-            rule="procuros:400-payload-already-received-transmitted",
-        )
-    if found.decision == NO_ACTION:
-        return attrs.evolve(
-            outcome,
-            kind=OutcomeKind.NO_ACTION,
-            provider_status=NO_ACTION,
-            provider_ref=found.ref,
-            message=f"{said}; {found.told(False)}",
-            rule="procuros:400-payload-already-received-no-action",
+            message=f"{said}; {found.told()}",
+            rule=f"procuros:400-payload-already-received-{found.meaning.tag}",
         )
     return _unconfirmed(outcome, found.why_not(), found.ref)
 
@@ -274,27 +287,19 @@ def reconciled(document: Document, ctx: Context) -> Outcome | None:
         return None
     found = _look_up(document, ctx)
     ref = found.ref
-    if found.decision == TRANSMITTED:
+    if found.meaning is not None:
         return Outcome(
-            OutcomeKind.DELIVERED,
-            message=found.told(True),
+            found.meaning.reconciled,
+            message=found.told(),
             provider_ref=ref,
-            provider_status=TRANSMITTED,
-            rule="procuros:reconcile-transmitted",
-        )
-    if found.decision == NO_ACTION:
-        return Outcome(
-            OutcomeKind.NO_ACTION,
-            message=found.told(False),
-            provider_ref=ref,
-            provider_status=NO_ACTION,
-            rule="procuros:reconcile-no-action",
+            provider_status=found.decision,
+            rule=f"procuros:reconcile-{found.meaning.tag}",
         )
     if found.tx is not None:
         duplicate_status = ctx.setting("duplicate_status")
         return Outcome(
             OutcomeKind.DUPLICATE,
-            message=f"{found.told(None)} at Procuros; forward status unknown: check the "
+            message=f"{found.told()} at Procuros; forward status unknown: check the "
             "transaction in the Procuros portal",
             provider_ref=ref,
             provider_status=str(duplicate_status) if duplicate_status else None,
