@@ -107,6 +107,6 @@ def test_unsupported_hook_api_is_refused_and_apis_are_shown(tmp_path: Path) -> N
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     assert rows["future_plugin"]["status"] == "error"
     assert "hook API 99" in rows["future_plugin"]["error"]
-    assert rows["procuros"]["hook_api"] == 1
+    assert rows["procuros"]["hook_api"] == 2
     table = _plugins(tmp_path)
     assert "api" in table.stdout

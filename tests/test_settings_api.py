@@ -243,7 +243,7 @@ def test_check_payload_false_leaves_the_refusal_to_delivery(
         status = relay.status("ord-7")
     assert status.state.value == "rejected"
     assert status.outcome is not None
-    assert "not JSON" in (status.outcome.message or "")
+    assert "not a JSON object" in (status.outcome.message or "")
     assert len(procuros.reported_errors) == reported + 1
 
 

@@ -260,6 +260,18 @@ def test_classify_generic_keeps_wait_and_messages() -> None:
     assert "https://elsewhere.example/x" in msg
 
 
+def test_generic_outcome_is_the_generic_classification_in_public() -> None:
+    """``docrelay.helpers.generic_outcome`` answers what the generic classifier answers, for
+    a plugin that keeps the generic kind and adds its provider's words."""
+    from docrelay.helpers import generic_outcome
+
+    answers = [(_resp(403, b'{"message": "no"}'), None), (_resp(503), None),
+               (None, TransportError("connect", "refused", sent=False))]  # fmt: skip
+    for response, error in answers:
+        assert generic_outcome(response, error) == classify_generic(response, error)
+    assert generic_outcome(_resp(429, **{"Retry-After": "7"})).wait == 7.0
+
+
 # -- EngineSettings ---------------------------------------------------------------------------
 
 

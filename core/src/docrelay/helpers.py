@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ._classify import classify_generic
 from ._models import Document, FieldError, HttpResponse, Outcome, OutcomeKind, TransportError
 from ._models import retry_after_seconds as _retry_after_seconds
 from ._redact import redact
@@ -20,6 +21,7 @@ from .exceptions import DocumentError
 __all__ = [
     "body_text",
     "field_errors",
+    "generic_outcome",
     "json_object",
     "retry_after_seconds",
     "scalar_text",
@@ -113,6 +115,20 @@ FieldError(field=None, message='total is wrong', value=None, severity=None, rule
         elif (text := scalar_text(item)) is not None:
             out.append(FieldError(field=None, message=text))
     return tuple(out)
+
+
+def generic_outcome(response: HttpResponse | None, error: TransportError | None = None) -> Outcome:
+    """What docrelay's generic classification answers from the status (or the transport
+    error) alone: for a classifier that keeps the generic meaning of an answer but adds its
+    provider's own words (the portal link every error of the provider carries). The core
+    completes it as any outcome (the ``Retry-After`` wait, the request id).
+
+    >>> generic_outcome(HttpResponse(status=403, body=b'{"message": "no access"}'))
+    Outcome(kind=<OutcomeKind.CONFIG_ERROR: 'config_error'>, status=403, message='no access', \
+field_errors=(), error_url=None, request_id=None, trace_id=None, wait=None, provider_ref=None, \
+provider_status=None, resend=False, rule='generic:403')
+    """
+    return classify_generic(response, error)
 
 
 def transport_outcome(error: TransportError, provider: str) -> Outcome:

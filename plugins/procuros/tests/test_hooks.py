@@ -1,4 +1,8 @@
-"""The plugin's hooks one by one, with a real Context whose HTTP goes to the sandbox."""
+"""The plugin's hooks one by one, with a real Context whose HTTP goes to the sandbox.
+
+The services behind the Context are a stand-in for the engine's (real HTTP with requests, the
+declared bearer token as the core builds it); the engine itself is exercised end to end in
+tests/test_procuros.py."""
 
 from __future__ import annotations
 
@@ -8,28 +12,32 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+import docrelay_procuros
 import pytest
 import requests
 from docrelay import (
+    ConfigError,
     Context,
     Document,
     DocumentError,
+    DocumentView,
     HttpRequest,
     HttpResponse,
     Outcome,
     OutcomeError,
     OutcomeKind,
+    PluginHost,
+    Relay,
     TransportError,
     TransportFailure,
 )
+from docrelay.auth import BearerToken
 from docrelay_procuros import (
     build_request,
     classify_response,
     error_report,
     on_failure,
-    prepare_headers,
     provider_info,
-    provider_sandbox,
     reconcile,
     type_for_kind,
 )
@@ -39,6 +47,7 @@ from docrelay_procuros._transactions import TRANSACTION_TYPES
 from docrelay_procuros.sandbox import ProcurosSandbox
 
 TOKEN = "procuros-test-token"
+HOST = PluginHost(autoload=False, plugins=[docrelay_procuros])
 
 
 class Services:
@@ -70,11 +79,30 @@ class Services:
     def register_secret(self, value: str) -> None:
         self.secrets.append(value)
 
+    def get_document(self, provider: str, doc_id: str) -> DocumentView | None:
+        return None
+
+    def classify(
+        self, ctx: Context, response: HttpResponse | None, error: TransportError | None
+    ) -> Outcome:
+        return HOST.hooks("procuros").classify_response(response, error, ctx, ctx.document)
+
+    def auth_headers(self, ctx: Context, request: HttpRequest) -> dict[str, str]:
+        # What the core makes of ProviderInfo(auth=BearerToken("api_token")).
+        token = ctx.setting("api_token")
+        if token is None or not str(token).strip():
+            message = "procuros: the setting api_token is not set"
+            raise OutcomeError(Outcome(OutcomeKind.CONFIG_ERROR, message=message,
+                                       rule="docrelay:auth-no-api_token"))  # fmt: skip
+        return {"Authorization": "Bearer " + ctx.secret(str(token).strip())}
+
 
 def make_ctx(base_url: str, failures: int = 0, **settings: Any) -> Context:
-    settings.setdefault("api_token", TOKEN)
+    """A context with the provider's defaults under *settings* (as the core loads them)."""
+    info = provider_info()
+    settings = {**{s.name: s.default for s in info.settings}, "api_token": TOKEN, **settings}
     return Context(
-        provider=provider_info(),
+        provider=info,
         settings=settings,
         base_url=base_url,
         environment="sandbox",
@@ -99,11 +127,14 @@ def received(sb: ProcurosSandbox) -> list[dict[str, Any]]:
 
 
 def send(sb: ProcurosSandbox, doc: Document, ctx: Context) -> Outcome:
+    """Build, authenticate, send and classify one document."""
     req = build_request(doc, ctx)
-    req = req.with_headers(prepare_headers(req, ctx))
+    req = req.with_headers(ctx.auth_headers(req))
     r = requests.request(req.method, ctx.url(req.url), data=req.body, headers=dict(req.headers))
     resp = HttpResponse(status=r.status_code, headers=dict(r.headers), body=r.content)
-    return classify_response(resp, None, ctx)
+    ctx.document = doc
+    # The engine's path: the plugin's classifier, then the generic one, completed.
+    return HOST.hooks("procuros").classify_response(resp, None, ctx, doc)
 
 
 # -- provider_info -------------------------------------------------------------------------------
@@ -129,7 +160,9 @@ def test_provider_info() -> None:
     assert dup is not None
     assert dup.default == "Payload already received"
     assert set(info.kinds) == {t.lower() for t in TRANSACTION_TYPES} | {"document"}
-    assert provider_sandbox() is ProcurosSandbox
+    assert info.hook_api == 2
+    assert info.sandbox is ProcurosSandbox
+    assert info.demo is not None
 
 
 # -- build_request ---------------------------------------------------------------------------------
@@ -172,7 +205,7 @@ def test_whole_body_payload_is_sent_as_is(validators: Any) -> None:
 @pytest.mark.parametrize(
     ("payload", "kind", "match"),
     [
-        (b"<Invoice/>", "invoice", "not JSON"),
+        (b"<Invoice/>", "invoice", "not a JSON object"),
         (b"[1]", "invoice", "JSON object"),
         (b'{"header": {}}', "ubl", "no Procuros TransactionType"),
         (b'{"type": "PAYMENT", "content": {}}', "document", "not a Procuros TransactionType"),
@@ -188,22 +221,25 @@ def test_impossible_documents_are_refused_before_sending(
         build_request(doc, make_ctx("http://x"))
 
 
-# -- prepare_headers ---------------------------------------------------------------------------
+# -- auth: declared, the core sends and redacts it -----------------------------------------------
 
 
-def test_bearer_token_is_registered_as_secret() -> None:
-    ctx = make_ctx("http://x")
-    headers = prepare_headers(HttpRequest("POST", "/v2/transactions"), ctx)
-    assert headers == {"Authorization": f"Bearer {TOKEN}"}
-    assert ctx._services.secrets == [TOKEN]  # type: ignore[attr-defined]
+def test_bearer_token_is_declared() -> None:
+    """The core adds ``Authorization: Bearer <api_token>`` to every send and every
+    ``ctx.request(..., auth=True)`` and registers the token as a secret."""
+    info = provider_info()
+    assert info.auth == BearerToken("api_token")
+    assert info.idempotency_header is None  # Procuros recognises the payload itself
 
 
 @pytest.mark.parametrize("token", [None, "", "   "])
-def test_missing_token_is_a_config_error(token: str | None) -> None:
-    ctx = make_ctx("http://x", api_token=token)
-    with pytest.raises(OutcomeError) as info:
-        prepare_headers(HttpRequest("POST", "/v2/transactions"), ctx)
-    assert info.value.outcome.kind is OutcomeKind.CONFIG_ERROR
+def test_missing_token_is_a_config_error(tmp_path: Any, token: str | None) -> None:
+    """A missing or blank token is refused when the configuration loads, naming the setting."""
+    with pytest.raises(ConfigError, match="api_token"):
+        Relay(
+            store="sqlite:///" + str(tmp_path / "d.db"),
+            providers={"procuros": {"base_url": "http://127.0.0.1:1", "api_token": token}},
+        )
 
 
 # -- the send pipeline over HTTP (no engine) ---------------------------------------------------
@@ -299,12 +335,23 @@ def test_report_waits_for_the_configured_number_of_rounds(sandbox: ProcurosSandb
     assert len(sandbox.reported_errors) == 2
 
 
-@pytest.mark.parametrize(
-    "settings", [{"report_after_failures": 0}, {"report_errors": False}, {"report_errors": "off"}]
-)
+@pytest.mark.parametrize("settings", [{"report_after_failures": 0}, {"report_errors": False}])
 def test_reporting_can_be_switched_off(sandbox: ProcurosSandbox, settings: dict[str, Any]) -> None:
     on_failure(order(), REJECTED, make_ctx(sandbox.url, 5, **settings))
     assert sandbox.reported_errors == []
+
+
+@pytest.mark.parametrize(
+    "settings", [{"report_errors": "off"}, {"report_after_failures": -1}, {"lookup_days": -1}]
+)
+def test_settings_are_checked_when_the_configuration_loads(
+    tmp_path: Any, settings: dict[str, Any]
+) -> None:
+    """Typed settings: ``"off"`` is not a bool (``false`` is), bounds hold; the core refuses
+    them before anything is sent."""
+    cfg = {"base_url": "http://127.0.0.1:1", "api_token": TOKEN, **settings}
+    with pytest.raises(ConfigError, match=next(iter(settings))):
+        Relay(store="sqlite:///" + str(tmp_path / "d.db"), providers={"procuros": cfg})
 
 
 def test_report_never_raises_and_never_logs_the_token(
@@ -455,9 +502,9 @@ def test_lookup_never_shows_the_token(
     sb = sandbox_factory(list_status=403)
     ctx = make_ctx(sb.url)
     ctx.document = order()
-    out = classify_response(
-        HttpResponse(status=400, body=b'{"message": "Payload already received"}'), None, ctx
-    )
+    answer = HttpResponse(status=400, body=b'{"message": "Payload already received"}')
+    out = classify_response(answer, None, ctx, ctx.document)
+    assert out is not None
     assert out.kind is OutcomeKind.DUPLICATE
     assert out.provider_status is None
     assert "HTTP 403" in (out.message or "")

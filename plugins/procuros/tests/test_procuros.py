@@ -11,14 +11,10 @@ from typing import Any
 
 import docrelay
 import pytest
-from docrelay import DocState, Document, OutcomeKind
-from docrelay_procuros import demo_batch, erp_status
+from docrelay import DocState, Document, OutcomeKind, Relay
+from docrelay_procuros import erp_status, provider_info
 from docrelay_procuros._demo import INACTIVE_BUYER, UNKNOWN_SUPPLIER, sample
 from docrelay_procuros.sandbox import ProcurosSandbox
-
-Relay: Any = getattr(docrelay, "Relay", None)
-if Relay is None:  # pragma: no cover - until the core exports it
-    from docrelay._relay import Relay
 
 FAST = {
     "retry_wait_initial": 0.01,
@@ -238,13 +234,13 @@ def test_payload_that_is_not_json_is_rejected_and_reported(
         relay.run_until_settled(timeout=10)
         st = relay.status("X-1")
     assert st.state == DocState.REJECTED
-    assert "not JSON" in (st.outcome.message or "")
+    assert "not a JSON object" in (st.outcome.message or "")
     assert [r["transactionType"] for r in sandbox.reported_errors] == ["INVOICE"]
     assert len([r for r in sandbox.requests if r["path"] == "/v2/transactions"]) == 0
 
 
 def test_demo_batch(tmp_path: Path, sandbox: ProcurosSandbox) -> None:
-    batch = demo_batch(sandbox, "http://127.0.0.1:1/webhooks")
+    batch = provider_info().demo(sandbox, "http://127.0.0.1:1/webhooks")
     with Relay(
         store="sqlite:///" + str(tmp_path / "d.db"),
         providers={"procuros": {"base_url": sandbox.url, **batch.settings}},

@@ -31,52 +31,32 @@ def _extend(sandbox: Sandbox, option: str, value: str) -> None:
     sandbox.config[option] = tuple(i for i in items if i)
 
 
-def batch(sandbox: Sandbox) -> DemoBatch:
+def _document(doc_id: str, name: str, kind: str, number: str) -> Document:
+    return Document(
+        id=doc_id,
+        provider="procuros",
+        payload=sample(name),
+        kind=kind,
+        content_type="application/json",
+        metadata={"document_number": number},
+    )
+
+
+def batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch:
+    """``ProviderInfo.demo``: PO-2024-10417 delivered (``TRANSMITTED``), RE-2024-55810
+    no_action (trade relationship not yet active), PO-2024-10418 rejected (422, field errors,
+    the portal link; reported to ``/v2/errors``), PO-2024-10417-copy duplicate (400 "Payload
+    already received"). Procuros has no webhooks: *webhook_url* is not used."""
     _extend(sandbox, "inactive_receivers", INACTIVE_BUYER)
     _extend(sandbox, "unknown_parties", UNKNOWN_SUPPLIER)
-    order = sample("order.json")
     docs = (
-        Document(
-            id="PO-2024-10417",
-            provider="procuros",
-            payload=order,
-            kind="order",
-            content_type="application/json",
-            metadata={"document_number": "PO-2024-10417"},
-        ),
-        Document(
-            id="RE-2024-55810",
-            provider="procuros",
-            payload=sample("invoice.json"),
-            kind="invoice",
-            content_type="application/json",
-            metadata={"document_number": "RE-2024-55810"},
-        ),
-        Document(
-            id="PO-2024-10418",
-            provider="procuros",
-            payload=sample("order-unknown-supplier.json"),
-            kind="order",
-            content_type="application/json",
-            metadata={"document_number": "PO-2024-10418"},
-        ),
-        Document(
-            # The ERP exported PO-2024-10417 a second time under another record id.
-            id="PO-2024-10417-copy",
-            provider="procuros",
-            payload=order,
-            kind="order",
-            content_type="application/json",
-            metadata={"document_number": "PO-2024-10417"},
-        ),
+        _document("PO-2024-10417", "order.json", "order", "PO-2024-10417"),
+        _document("RE-2024-55810", "invoice.json", "invoice", "RE-2024-55810"),
+        _document("PO-2024-10418", "order-unknown-supplier.json", "order", "PO-2024-10418"),
+        # The ERP exported PO-2024-10417 a second time under another record id.
+        _document("PO-2024-10417-copy", "order.json", "order", "PO-2024-10417"),
     )
     return DemoBatch(
         settings={"api_token": str(sandbox.config.get("api_token", "procuros-sandbox-token"))},
         documents=docs,
-        expect=(
-            "PO-2024-10417: delivered (TRANSMITTED, procurosTransactionId)",
-            "RE-2024-55810: no_action (NO_ACTION, trade relationship not yet active)",
-            "PO-2024-10418: rejected (422, field errors, portal errorUrl; reported to /v2/errors)",
-            "PO-2024-10417-copy: duplicate (400 Payload already received)",
-        ),
     )

@@ -11,31 +11,46 @@ and ``per_page``; each item carries its ``procurosTransactionId``, ``content`` a
 :func:`find_transaction` searches that list for the document's transaction, and
 :func:`forward_decision` reads its status: ``PENDING``/``SUCCESS`` = forwarded
 (``TRANSMITTED``), ``DROPPED`` = not forwarded (``NO_ACTION``), anything else = unknown
-(settings ``forwarded_statuses`` and ``dropped_statuses``). Nothing here raises.
+(settings ``forwarded_statuses`` and ``dropped_statuses``). :func:`confirm` (after "Payload
+already received") and :func:`reconciled` (before an ``unknown`` document is sent again) turn
+that into an outcome. A lookup that cannot be made or finished says why and decides nothing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 import attrs
-from docrelay import Context, Document, DocumentError, OutcomeError, TransportFailure
+from docrelay import (
+    Context,
+    Document,
+    DocumentError,
+    Outcome,
+    OutcomeError,
+    OutcomeKind,
+    TransportFailure,
+)
 
-from ._classify import NO_ACTION, TRANSMITTED
-from ._transactions import document_number
+from ._classify import DEFAULT_DUPLICATE_MESSAGE, NO_ACTION, TRANSMITTED
+from ._transactions import build_body, document_number
 
 __all__ = [
     "DEFAULT_DROPPED_STATUSES",
     "DEFAULT_FORWARDED_STATUSES",
     "LIST_PATH",
     "Lookup",
+    "confirm",
     "find_transaction",
     "forward_decision",
+    "reconciled",
     "sent_on",
 ]
+
+log = logging.getLogger("docrelay.procuros")
 
 LIST_PATH: Final = "/v2/all-transactions"
 #: Listed statuses that mean Procuros took the transaction for forwarding (the 201).
@@ -64,11 +79,8 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _statuses(value: Any, default: tuple[str, ...]) -> frozenset[str]:
-    if value is None:
-        return frozenset(default)
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return frozenset(str(v).strip().upper() for v in items if str(v).strip())
+def _statuses(value: Any) -> frozenset[str]:
+    return frozenset(v.strip().upper() for v in str(value).split(",") if v.strip())
 
 
 def sent_on(ctx: Context) -> date:
@@ -82,15 +94,38 @@ def sent_on(ctx: Context) -> date:
     return datetime.now(UTC).date()
 
 
-def _int(ctx: Context, name: str, default: int, low: int, high: int) -> int:
+def _query(ctx: Context, type_: str) -> dict[str, str]:
+    start = sent_on(ctx) - timedelta(days=int(ctx.setting("lookup_days", 30)))
+    end = datetime.now(UTC).date() + timedelta(days=1)
+    return {
+        "filter[type]": type_,
+        "filter[created_between]": f"{start.isoformat()},{end.isoformat()}",
+        "per_page": str(_PER_PAGE),
+    }
+
+
+def _page(ctx: Context, params: Mapping[str, str]) -> tuple[Mapping[str, Any] | None, str | None]:
+    """One page of the list (``(data, None)``), or ``(None, why not)``."""
     try:
-        value = int(ctx.setting(name, default))
-    except (TypeError, ValueError):
-        return default
-    return min(high, max(low, value))
+        response = ctx.request(
+            "GET", LIST_PATH, params=params, auth=True, headers={"Accept": "application/json"}
+        )
+    except TransportFailure as exc:
+        return None, f"the transaction list could not be read ({exc.error.kind})"
+    except OutcomeError as exc:
+        return None, f"the transaction list could not be read: {exc.outcome.describe()}"
+    data = response.json()
+    data = data if isinstance(data, Mapping) else {}
+    if response.status != 200:
+        said = data.get("message")
+        detail = f": {said[:200]}" if isinstance(said, str) and said else ""
+        return None, f"the transaction list answered HTTP {response.status}{detail}"
+    if not isinstance(data.get("items"), list):
+        return None, "the transaction list answered 200 without items"
+    return data, None
 
 
-def find_transaction(document: Document, ctx: Context, body: Mapping[str, Any]) -> Lookup:
+def find_transaction(ctx: Context, body: Mapping[str, Any]) -> Lookup:
     """Search ``GET /v2/all-transactions`` for the transaction of *body* (the sent body).
 
     The search is bounded: transactions of the body's type created from ``lookup_days``
@@ -99,68 +134,36 @@ def find_transaction(document: Document, ctx: Context, body: Mapping[str, Any]) 
     content equals the sent content (compared as canonical JSON); with ``"document_number"``
     when its document number is the same (the content-equal ones are preferred).
     """
-    from . import _auth_headers  # the plugin's headers (token registered as a secret)
-
-    type_ = str(body["type"])
-    content = body["content"]
+    type_, content = str(body["type"]), body["content"]
     match = str(ctx.setting("lookup_match", "content")).strip().lower()
     if match not in ("content", "document_number"):
         return Lookup(error=f"setting lookup_match must be content or document_number: {match!r}")
     number = document_number(type_, content)
     if match == "document_number" and number is None:
         return Lookup(error=f"a {type_} without a document number cannot be matched by number")
-    days = _int(ctx, "lookup_days", 30, 0, 3660)
-    pages = _int(ctx, "lookup_max_pages", 10, 1, 1000)
-    start = sent_on(ctx) - timedelta(days=days)
-    end = datetime.now(UTC).date() + timedelta(days=1)
-    params = {
-        "filter[type]": type_,
-        "filter[created_between]": f"{start.isoformat()},{end.isoformat()}",
-        "per_page": str(_PER_PAGE),
-    }
-    wanted = _canonical(content)
+    pages = int(ctx.setting("lookup_max_pages", 10))
+    params, wanted = _query(ctx, type_), _canonical(content)
     same_content: list[Mapping[str, Any]] = []
     same_number: list[Mapping[str, Any]] = []
-    try:
-        headers = {"Accept": "application/json", **_auth_headers(ctx)}
-        for _ in range(pages):
-            response = ctx.request("GET", LIST_PATH, headers=headers, params=params)
-            if response.status != 200:
-                data = response.json()
-                said = data.get("message") if isinstance(data, Mapping) else None
-                detail = f": {str(said)[:200]}" if isinstance(said, str) and said else ""
-                return Lookup(error=f"the transaction list answered HTTP {response.status}{detail}")
-            data = response.json()
-            items = data.get("items") if isinstance(data, Mapping) else None
-            if not isinstance(items, list):
-                return Lookup(error="the transaction list answered 200 without items")
-            for item in items:
-                if not isinstance(item, Mapping) or item.get("type") != type_:
-                    continue
-                if _canonical(item.get("content")) == wanted:
-                    same_content.append(item)
-                elif match == "document_number" and (
-                    document_number(type_, item.get("content")) == number
-                ):
-                    same_number.append(item)
-            cursor = data.get("nextCursor") if isinstance(data, Mapping) else None
-            if not data.get("hasMore") or not isinstance(cursor, str) or not cursor:
-                found = same_content or same_number
-                return Lookup(transactions=tuple(found), complete=True)
-            params = {**params, "cursor": cursor}
-        found = same_content or same_number
-        return Lookup(
-            transactions=tuple(found),
-            error=None if found else f"not found in the first {pages} pages of the list",
-        )
-    except TransportFailure as exc:
-        return Lookup(error=f"the transaction list could not be read ({exc.error.kind})")
-    except OutcomeError as exc:
-        return Lookup(error=f"the transaction list could not be read: {exc.outcome.describe()}")
-    except DocumentError as exc:
-        return Lookup(error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - a lookup never breaks the classification
-        return Lookup(error=f"the lookup failed ({type(exc).__name__})")
+    for _ in range(pages):
+        data, error = _page(ctx, params)
+        if data is None:
+            return Lookup(error=error)
+        for item in data["items"]:
+            if not isinstance(item, Mapping) or item.get("type") != type_:
+                continue
+            listed = item.get("content")
+            if _canonical(listed) == wanted:
+                same_content.append(item)
+            elif match == "document_number" and document_number(type_, listed) == number:
+                same_number.append(item)
+        cursor = data.get("nextCursor")
+        if not data.get("hasMore") or not isinstance(cursor, str) or not cursor:
+            return Lookup(transactions=tuple(same_content or same_number), complete=True)
+        params = {**params, "cursor": cursor}
+    found = tuple(same_content or same_number)
+    why = None if found else f"not found in the first {pages} pages of the list"
+    return Lookup(found, error=why)
 
 
 def forward_decision(lookup: Lookup, ctx: Context) -> tuple[str | None, Mapping[str, Any] | None]:
@@ -171,8 +174,8 @@ def forward_decision(lookup: Lookup, ctx: Context) -> tuple[str | None, Mapping[
     """
     if not lookup.transactions:
         return None, None
-    forwarded = _statuses(ctx.setting("forwarded_statuses"), DEFAULT_FORWARDED_STATUSES)
-    dropped = _statuses(ctx.setting("dropped_statuses"), DEFAULT_DROPPED_STATUSES)
+    forwarded = _statuses(ctx.setting("forwarded_statuses", ",".join(DEFAULT_FORWARDED_STATUSES)))
+    dropped = _statuses(ctx.setting("dropped_statuses", ",".join(DEFAULT_DROPPED_STATUSES)))
     decisions: set[str | None] = set()
     for tx in lookup.transactions:
         status = str(tx.get("status") or "").upper()
@@ -183,6 +186,131 @@ def forward_decision(lookup: Lookup, ctx: Context) -> tuple[str | None, Mapping[
         else:
             decisions.add(None)
     newest = max(lookup.transactions, key=lambda t: str(t.get("createdAt") or ""))
-    if len(decisions) == 1:
-        return decisions.pop(), newest
-    return None, newest
+    return (decisions.pop() if len(decisions) == 1 else None), newest
+
+
+@attrs.frozen
+class _Meaning:
+    """What a forward decision makes of the document: its kind in ``reconcile`` and after
+    "Payload already received", the words for the message, the end of the rule."""
+
+    reconciled: OutcomeKind
+    confirmed: OutcomeKind
+    words: str
+    tag: str
+
+
+_MEANINGS: Final = {
+    TRANSMITTED: _Meaning(OutcomeKind.DELIVERED, OutcomeKind.DUPLICATE,
+                          "accepted for forwarding", "transmitted"),
+    NO_ACTION: _Meaning(OutcomeKind.NO_ACTION, OutcomeKind.NO_ACTION,
+                        "accepted, not forwarded", "no-action"),
+}  # fmt: skip
+
+
+@attrs.frozen
+class _Found:
+    """What the lookup found for one document, ready to be told."""
+
+    lookup: Lookup
+    decision: str | None
+    tx: Mapping[str, Any] | None
+
+    @property
+    def ref(self) -> str | None:
+        ref = self.tx.get("procurosTransactionId") if self.tx is not None else None
+        return ref[:200] if isinstance(ref, str) and ref else None
+
+    @property
+    def meaning(self) -> _Meaning | None:
+        return _MEANINGS.get(self.decision or "")
+
+    def told(self) -> str:
+        status = self.tx.get("status") if self.tx is not None else "?"
+        said = f"transaction {self.ref} is {status}"
+        return f"{said} at Procuros ({self.meaning.words})" if self.meaning else said
+
+    def why_not(self) -> str:
+        if self.tx is not None:
+            return self.told()
+        return self.lookup.error or "no such transaction in the list"
+
+
+def _look_up(document: Document, ctx: Context) -> _Found:
+    try:
+        body = build_body(document)
+    except DocumentError as exc:
+        return _Found(Lookup(error=str(exc)), None, None)
+    found = find_transaction(ctx, body)
+    decision, tx = forward_decision(found, ctx)
+    if tx is not None and isinstance(tx.get("procurosTransactionId"), str):
+        ctx.state["procuros_transaction_id"] = tx["procurosTransactionId"]
+        ctx.state["procuros_transaction_status"] = str(tx.get("status"))
+    return _Found(found, decision, tx)
+
+
+def _unconfirmed(outcome: Outcome, why: str, ref: str | None = None) -> Outcome:
+    said = outcome.message or DEFAULT_DUPLICATE_MESSAGE
+    return attrs.evolve(
+        outcome,
+        message=f"{said}; forward status unknown ({why}): Procuros has the payload, but "
+        "whether it forwards it (TRANSMITTED) or not (NO_ACTION) is not confirmed; check the "
+        "transaction in the Procuros portal",
+        provider_ref=ref or outcome.provider_ref,
+        rule="procuros:400-payload-already-received-unconfirmed",
+    )
+
+
+def confirm(outcome: Outcome, document: Document | None, ctx: Context) -> Outcome:
+    """After "Payload already received" (*outcome*): what Procuros did with the payload."""
+    if not ctx.setting("lookup", True):
+        return _unconfirmed(outcome, "lookup switched off")
+    if document is None:
+        return _unconfirmed(outcome, "no document to look up")
+    found = _look_up(document, ctx)
+    if found.meaning is not None:
+        said = outcome.message or DEFAULT_DUPLICATE_MESSAGE
+        return attrs.evolve(
+            outcome,
+            kind=found.meaning.confirmed,
+            provider_status=found.decision,
+            provider_ref=found.ref,
+            message=f"{said}; {found.told()}",
+            rule=f"procuros:400-payload-already-received-{found.meaning.tag}",
+        )
+    return _unconfirmed(outcome, found.why_not(), found.ref)
+
+
+def reconciled(document: Document, ctx: Context) -> Outcome | None:
+    """The ``reconcile`` answer (see the hook's docstring in the package)."""
+    if not ctx.setting("lookup", True):
+        return None
+    found = _look_up(document, ctx)
+    ref = found.ref
+    if found.meaning is not None:
+        return Outcome(
+            found.meaning.reconciled,
+            message=found.told(),
+            provider_ref=ref,
+            provider_status=found.decision,
+            rule=f"procuros:reconcile-{found.meaning.tag}",
+        )
+    if found.tx is not None:
+        duplicate_status = ctx.setting("duplicate_status")
+        return Outcome(
+            OutcomeKind.DUPLICATE,
+            message=f"{found.told()} at Procuros; forward status unknown: check the "
+            "transaction in the Procuros portal",
+            provider_ref=ref,
+            provider_status=str(duplicate_status) if duplicate_status else None,
+            rule="procuros:reconcile-unconfirmed",
+        )
+    if found.lookup.complete:
+        return Outcome(
+            OutcomeKind.RETRY,
+            message="the transaction is not in Procuros' list of sent transactions; sending it",
+            rule="procuros:reconcile-not-found",
+        )
+    why = found.lookup.error
+    log.info("procuros: lookup of %s not possible (%s); sending again", document.id, why)
+    return None

@@ -2,7 +2,8 @@
 
 All of it comes from the Procuros OpenAPI description (``TransactionType`` and the
 ``<Type>Header`` schemas): the document number field, the required header fields and which
-parties send and receive each type.
+parties send and receive each type; and :func:`build_body`, the ``SendTransaction`` body of a
+document.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
+from docrelay import Document, DocumentError
+from docrelay.helpers import json_object
 
 __all__ = [
     "TRANSACTION_STATUSES",
     "TRANSACTION_TYPES",
     "TYPES",
     "TransactionSpec",
+    "build_body",
     "document_number",
     "type_for_kind",
 ]
@@ -195,3 +199,34 @@ def document_number(type_: str | None, content: Any) -> str | None:
     if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
         return str(value)
     return None
+
+
+def build_body(document: Document) -> dict[str, Any]:
+    """The ``SendTransaction`` body for *document*; :class:`DocumentError` when impossible.
+
+    A payload that is a JSON object with ``type`` and ``content`` is the whole body; any other
+    JSON object is the ``content`` and the type comes from the document's kind.
+    """
+    data = json_object(document)
+    kind_type = type_for_kind(document.kind)
+    if "type" not in data or "content" not in data:
+        if kind_type is None:
+            kinds = ", ".join(t.lower() for t in TRANSACTION_TYPES)
+            raise DocumentError(
+                f"document {document.id}: kind {document.kind!r} has no Procuros "
+                f"TransactionType; use one of {kinds} or send the whole {{type, content}} body"
+            )
+        return {"type": kind_type, "content": data}
+    body_type, content = data["type"], data["content"]
+    if not isinstance(content, dict):
+        raise DocumentError(f"document {document.id}: content must be a JSON object")
+    if not isinstance(body_type, str) or body_type not in TYPES:
+        raise DocumentError(
+            f"document {document.id}: type {body_type!r} is not a Procuros TransactionType"
+        )
+    if kind_type is not None and kind_type != body_type:
+        raise DocumentError(
+            f"document {document.id}: kind {document.kind!r} means {kind_type}, "
+            f"but the payload says {body_type}"
+        )
+    return {"type": body_type, "content": content}
