@@ -23,19 +23,15 @@ the same across corrected revisions until AQI answers OK.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-import secrets
 import uuid
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import docrelay
 from docrelay import (
     Context,
-    DemoBatch,
     Document,
     DocumentError,
     DocumentView,
@@ -51,9 +47,9 @@ from docrelay import (
 )
 from docrelay.auth import ApiKeyHeader
 from docrelay.helpers import json_object, scalar_text
-from docrelay.sandbox import Sandbox
 
-from ._classify import DEFAULT_BAD_KEY_MARKERS, classify
+from ._classify import DEFAULT_BAD_KEY_MARKERS, NAME, classify
+from ._demo import demo_batch, sample, sample_document
 from ._notify import (
     DEFAULT_DUPLICATE_MARKERS,
     DEFAULT_ERROR_STATUSES,
@@ -79,8 +75,6 @@ __all__ = [
     "sample",
     "sample_document",
 ]
-
-NAME = "aqi"
 
 log = logging.getLogger("docrelay.aqi")
 
@@ -433,72 +427,3 @@ def parse_notification(
     except DataSourceMismatch as exc:
         log.warning("aqi webhook refused: %s", exc)
         raise
-
-
-# ---------------------------------------------------------------------------------------------
-# Demo
-# ---------------------------------------------------------------------------------------------
-
-
-def sample(name: str) -> bytes:
-    """A sample payload shipped with the plugin (``samples/<name>.json``)."""
-    return resources.files(__package__).joinpath("samples", f"{name}.json").read_bytes()
-
-
-def sample_document(
-    doc_id: str,
-    kind: str,
-    name: str,
-    *,
-    order_ref: str | None = None,
-    customer: str = "TFI2021072801",
-    **changes: Any,
-) -> Document:
-    """A document built from a shipped sample; *changes* replace top-level payload fields.
-
-    The metadata carries ``customer_number``, ``business_code`` and ``order_reference`` (the
-    payload's ``orderReference`` for an order), as docrelay's ``hold`` lookups need it.
-    """
-    data = json.loads(sample(name))
-    data.update(changes)
-    ref = order_ref or data.get("orderReference")
-    metadata = {"customer_number": customer, "business_code": "1000"}
-    if ref:
-        metadata["order_reference"] = str(ref)
-    return Document(
-        id=doc_id,
-        provider=NAME,
-        kind=kind,
-        content_type="application/json",
-        payload=json.dumps(data, indent=2).encode(),
-        metadata=metadata,
-    )
-
-
-def demo_batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch | None:
-    """``ProviderInfo.demo``: two orders (one ERROR_IN_FILE), an invoice and a return, held
-    until their order (and invoice) is confirmed."""
-    if not isinstance(sandbox, AqiSandbox):
-        return None
-    # A webhook secret per demo run: the callback URL carries it (docrelay takes no
-    # unauthenticated notification).
-    webhook_secret = secrets.token_urlsafe(18)
-    sandbox.register_callback(
-        f"{webhook_url.rstrip('/')}/{NAME}/{webhook_secret}",
-        ["accounting/EDIErrorSent"],
-        description="docrelay demo",
-    )
-    order = sample_document("aqi-order-ODE2024100001", "order", "order")
-    bad_order = sample_document("aqi-order-ODE2024100002", "order", "order_error_in_file")
-    invoice = sample_document(
-        "aqi-invoice-IDE2024100001", "invoice", "invoice", order_ref="ODE2024100001"
-    )
-    ret = sample_document("aqi-return-RDE2024100001", "return", "return", order_ref="ODE2024100001")
-    return DemoBatch(
-        settings={
-            "subscription_key": str(sandbox.config["subscription_key"]),
-            "business_code": "1000",
-            "webhook_secret": webhook_secret,
-        },
-        documents=(order, bad_order, invoice, ret),
-    )

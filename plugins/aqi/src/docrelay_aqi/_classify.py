@@ -31,7 +31,10 @@ from typing import Any
 from docrelay import FieldError, HttpResponse, Outcome, OutcomeKind
 from docrelay.helpers import body_text, scalar_text
 
-__all__ = ["DEFAULT_BAD_KEY_MARKERS", "classify", "parse_description"]
+__all__ = ["DEFAULT_BAD_KEY_MARKERS", "NAME", "classify", "parse_description"]
+
+#: The provider id: the entry point's name, ``Document.provider``, ``[providers.aqi]``.
+NAME = "aqi"
 
 #: Words in a 500 body that mean "your subscription key is wrong or expired".
 DEFAULT_BAD_KEY_MARKERS: tuple[str, ...] = ("subscription key", "access denied")
