@@ -135,8 +135,9 @@ def test_order_is_accepted_then_delivered_by_the_webhook(h: Harness) -> None:
     assert effect["request_type"] == "GET_ORDER"
     assert st.provider_ref == effect["internal_request_id"]
     assert h.sent_ids() == [st.key]
-    path = next(r["path"] for r in h.sandbox.requests if r["path"].startswith("/accounting/"))
-    assert path == "/accounting/v1/businesses/1000/customers/TFI2021072801/orders"
+    (sent,) = [r for r in h.sandbox.requests if r["path"].startswith("/accounting/")]
+    assert sent["path"] == "/accounting/v1/businesses/1000/customers/TFI2021072801/orders"
+    assert sent["headers"]["X-Subscription-Key"] == "***"  # sent; the request log masks it
     actions = [a.action for a in h.relay.history("order-1")]
     assert actions[-1] == "notification"
 
@@ -434,7 +435,6 @@ def test_demo_batch(tmp_path: Path, sandbox: AqiSandbox) -> None:
             "BILLTOLANGUAGECODE",
         }
         assert len(sandbox.effects) == 3
-        assert len(batch.expect) == 4
     finally:
         harness.close()
 

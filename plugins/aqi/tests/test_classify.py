@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import docrelay_aqi
 import pytest
-from docrelay import FieldError, HttpResponse, OutcomeKind, TransportError
-from docrelay_aqi._classify import classify, parse_description
+from docrelay import FieldError, HttpResponse, Outcome, OutcomeKind, TransportError
+from docrelay.testing import classify as classify_in_core
+from docrelay_aqi._classify import classify as aqi_table
+from docrelay_aqi._classify import parse_description
 from docrelay_aqi._notify import DataSourceMismatch, parse_notification_body
 
 JSON = {"Content-Type": "application/json"}
@@ -66,6 +70,14 @@ SEED_OK_NOTIFICATION = {
 def resp(status: int, body: object = b"", headers: dict[str, str] | None = None) -> HttpResponse:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return HttpResponse(status=status, headers=headers or JSON, body=raw)
+
+
+def classify(
+    response: HttpResponse | None, error: TransportError | None, **settings: Any
+) -> Outcome:
+    """The outcome the engine records for this answer to a send: the AQI classifier, then the
+    core's generic classification and completion (status, Retry-After wait, request id)."""
+    return classify_in_core(docrelay_aqi, response, error, settings=settings)
 
 
 # -- synchronous answers ------------------------------------------------------------------------
@@ -232,7 +244,15 @@ def test_404_is_config_error_and_413_rejected() -> None:
 
 
 def test_unclaimed_status_is_left_to_the_generic_classifier() -> None:
-    assert classify(resp(418, b"teapot"), None) is None
+    assert aqi_table(resp(418, b"teapot")) is None
+    out = classify(resp(418, b"teapot"), None)
+    assert (out.kind, out.rule, out.message) == (OutcomeKind.REJECTED, "generic:4xx", "teapot")
+
+
+@pytest.mark.parametrize("status", [401, 403, 413, 429, 502, 503, 504])
+def test_gateway_answers_are_left_to_the_generic_classifier(status: int) -> None:
+    """The API gateway's answers mean what they mean for any HTTP API: the table has no row."""
+    assert aqi_table(resp(status, {"statusCode": status, "message": "m"})) is None
 
 
 def test_request_id_header_is_kept() -> None:
@@ -275,8 +295,10 @@ def test_transport_error_after_sending_is_unknown() -> None:
     ],
 )
 def test_never_raises(status: int, body: bytes) -> None:
-    out = classify(HttpResponse(status=status, headers={"Retry-After": "soon"}, body=body), None)
+    response = HttpResponse(status=status, headers={"Retry-After": "soon"}, body=body)
+    out = aqi_table(response)  # the table itself, not the core's guard around it
     assert out is None or out.kind in set(OutcomeKind)
+    assert classify(response, None).rule != "generic:classifier-error"
 
 
 def test_truncated_json_body() -> None:

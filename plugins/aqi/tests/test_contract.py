@@ -6,8 +6,7 @@ import hashlib
 import json
 from typing import Any, ClassVar
 
-from docrelay import Document
-from docrelay._relay import DocumentStatus
+from docrelay import Document, DocumentStatus
 from docrelay.sandbox import Sandbox
 from docrelay.testing import ProviderContractTests
 from docrelay_aqi import sample_document
@@ -23,6 +22,10 @@ class TestAqiContract(ProviderContractTests):
     provider = "aqi"
     # AQI: resend corrected data with the same transactionId after ERROR_IN_FILE.
     key_changes_with_revision: ClassVar[bool] = False
+    # AQI gives no duplicate answer to a send: a resend of a pending transactionId is answered
+    # 200 again (and ignored), one that ended OK gets an asynchronous ERROR_IN_FILE "already
+    # processed" (providers.md 5.4, 7.5); test_aqi.py covers both.
+    duplicate_answer: ClassVar[bool] = False
     # Webhook answers arrive within a second; the kit's settle() waits the whole timeout for a
     # document queued behind a paused provider (test_config_error_pauses_the_provider).
     settle_timeout: ClassVar[float] = 6.0

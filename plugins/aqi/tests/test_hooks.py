@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import docrelay
 import pytest
 from docrelay import (
+    ConfigError,
     Context,
     Document,
     DocumentError,
     DocumentView,
     HttpRequest,
     HttpResponse,
-    OutcomeError,
     OutcomeKind,
     Token,
 )
+from docrelay.auth import ApiKeyHeader
 from docrelay_aqi import (
+    AqiSandbox,
     build_request,
     classify_response,
+    demo_batch,
     expected_data_source,
     hold,
     idempotency_key,
     parse_notification,
-    prepare_headers,
     provider_info,
     sample,
     sample_document,
@@ -101,7 +105,10 @@ def test_provider_info() -> None:
     key = info.setting("subscription_key")
     assert key is not None
     assert key.secret
+    assert key.required
     assert info.credential_setting == "subscription_key"
+    assert info.hook_api == 2
+    assert (info.sandbox, info.demo) == (AqiSandbox, demo_batch)
 
 
 # -- idempotency key ----------------------------------------------------------------------------
@@ -232,7 +239,7 @@ def test_customer_and_order_from_the_payload() -> None:
     ("doc", "message"),
     [
         (Document(id="a", provider="aqi", kind="order", payload=b"[]",
-                  metadata={"customer_number": "C"}), "must be a JSON object"),
+                  metadata={"customer_number": "C"}), "not a JSON object"),
         (Document(id="b", provider="aqi", kind="invoice", payload=b"{}",
                   metadata={"customer_number": "C"}), "no order reference"),
         (Document(id="c", provider="aqi", kind="order", payload=b"{}"), "no customer number"),
@@ -244,32 +251,30 @@ def test_unsendable_documents(doc: Document, message: str) -> None:
         build_request(doc, ctx())
 
 
-def test_headers_carry_the_key_as_a_secret_and_the_transaction_id() -> None:
-    services = Services()
-    c = ctx(services, key="0a6b660174a3306898a924639688dffb")
-    headers = prepare_headers(HttpRequest("POST", "/x"), c)
-    assert headers == {
-        "X-Subscription-Key": "k-123",
-        "X-Request-ID": "0a6b660174a3306898a924639688dffb",
-    }
-    assert services.secrets == ["k-123"]
+def test_the_key_and_the_transaction_id_are_declared_headers() -> None:
+    """The core sends X-Subscription-Key (the secret setting, redacted everywhere) and the
+    transactionId in X-Request-ID, set after every other header."""
+    info = provider_info()
+    assert info.auth == ApiKeyHeader("X-Subscription-Key", "subscription_key")
+    assert (info.idempotency, info.idempotency_header) == ("key", "X-Request-ID")
+    assert info.request_id_header == "X-Request-ID"
+    req = build_request(ORDER, ctx(key="0a6b660174a3306898a924639688dffb"))
+    assert set(req.headers) == {"Content-Type", "Accept"}
 
 
-def test_missing_key_is_a_config_error() -> None:
-    c = Context(
-        provider=provider_info(), settings={}, base_url="http://x", environment=None,
-        services=Services(),
-    )  # fmt: skip
-    with pytest.raises(OutcomeError) as info:
-        prepare_headers(HttpRequest("POST", "/x"), c)
-    assert info.value.outcome.kind == OutcomeKind.CONFIG_ERROR
+def test_missing_key_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="subscription_key"):
+        docrelay.Relay(
+            store=f"sqlite:///{tmp_path / 'd.db'}",
+            providers={"aqi": {"base_url": "http://127.0.0.1:9"}},
+        )
 
 
 def test_settings_reach_the_classifier_and_parser() -> None:
     out = classify_response(
         HttpResponse(status=500, body=b"Schluessel abgelaufen"),
         None,
-        ctx(settings={"bad_key_markers": "schluessel, expired"}),
+        ctx(settings={"bad_key_markers": ["schluessel", "expired"]}),
     )
     assert out is not None
     assert out.kind == OutcomeKind.CONFIG_ERROR

@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import docrelay_aqi
 import pytest
 import requests
 from docrelay import HttpResponse, OutcomeKind
+from docrelay.testing import classify
 from docrelay_aqi import sample
-from docrelay_aqi._classify import classify
 from docrelay_aqi.sandbox import AqiSandbox
 
 KEY = "aqi-sandbox-key"
@@ -173,7 +174,7 @@ def test_bad_or_missing_key_answers_500_naming_the_key(
     body = r.json()
     assert set(body) == {"type", "title", "code", "description"}
     assert "subscription key" in body["description"]
-    out = classify(HttpResponse(status=r.status_code, body=r.content), None)
+    out = classify(docrelay_aqi, HttpResponse(status=r.status_code, body=r.content))
     assert out is not None
     assert out.kind == OutcomeKind.CONFIG_ERROR
     assert sandbox.transactions == {}
@@ -232,7 +233,7 @@ def test_layer1_errors_answer_400_in_aqi_shape(
     assert body["code"] == 400
     assert f"Path:{path} Message:" in body["description"]
     assert message in body["description"]
-    out = classify(HttpResponse(status=400, body=r.content), None)
+    out = classify(docrelay_aqi, HttpResponse(status=400, body=r.content))
     assert out is not None
     assert out.kind == OutcomeKind.REJECTED
     if path != "#":
@@ -506,7 +507,7 @@ def test_error_fault_answers_a_retryable_500(sandbox: AqiSandbox, receiver: Rece
     txid = tx()
     r = post(sandbox, BASE, order(), txid)
     assert r.status_code == 500
-    out = classify(HttpResponse(status=500, body=r.content), None)
+    out = classify(docrelay_aqi, HttpResponse(status=500, body=r.content))
     assert out is not None
     assert out.kind == OutcomeKind.RETRY
     assert txid not in sandbox.transactions

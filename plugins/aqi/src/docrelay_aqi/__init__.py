@@ -23,19 +23,15 @@ the same across corrected revisions until AQI answers OK.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-import secrets
 import uuid
-from collections.abc import Iterable, Mapping
-from importlib import resources
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import docrelay
 from docrelay import (
     Context,
-    DemoBatch,
     Document,
     DocumentError,
     DocumentView,
@@ -49,9 +45,11 @@ from docrelay import (
     Setting,
     TransportError,
 )
-from docrelay.sandbox import Sandbox
+from docrelay.auth import ApiKeyHeader
+from docrelay.helpers import json_object, scalar_text
 
-from ._classify import DEFAULT_BAD_KEY_MARKERS, classify
+from ._classify import DEFAULT_BAD_KEY_MARKERS, NAME, classify
+from ._demo import demo_batch, sample, sample_document
 from ._notify import (
     DEFAULT_DUPLICATE_MARKERS,
     DEFAULT_ERROR_STATUSES,
@@ -71,15 +69,12 @@ __all__ = [
     "expected_data_source",
     "hold",
     "idempotency_key",
+    "order_reference",
     "parse_notification",
-    "prepare_headers",
     "provider_info",
-    "provider_sandbox",
     "sample",
     "sample_document",
 ]
-
-NAME = "aqi"
 
 log = logging.getLogger("docrelay.aqi")
 
@@ -181,20 +176,9 @@ SETTINGS = (
 )
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, Iterable):
-        return [str(v) for v in value]
-    return [str(value)]
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
+def _names(ctx: Context, name: str, default: tuple[str, ...]) -> list[str]:
+    """A list setting (the configuration checks that it is a list)."""
+    return [str(v) for v in ctx.setting(name, default)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,29 +190,27 @@ def _as_bool(value: Any) -> bool:
 def provider_info() -> ProviderInfo:
     return ProviderInfo(
         name=NAME,
+        hook_api=2,
         content_type="application/json",
-        title="Riverty Accounting as a Service (AQI)",
         environments={
             "sandbox": "http://127.0.0.1:8705",
             "uat": "https://api-uat.accounting.riverty.io",
             "production": "https://api.accounting.riverty.io",
         },
         default_environment="sandbox",
-        auth="subscription_key",
-        kinds=tuple(KINDS),
-        max_payload_bytes=None,
-        rate_limit=None,
+        # AQI answers a wrong or expired key with 500 (seed 004): see _classify.
+        auth=ApiKeyHeader("X-Subscription-Key", "subscription_key"),
+        # The transactionId (seed 004: unique per request, resent after ERROR_IN_FILE).
         idempotency="key",
+        idempotency_header="X-Request-ID",
+        request_id_header="X-Request-ID",
+        kinds=tuple(KINDS),
         async_validation="webhook",
         settings=SETTINGS,
         credential_setting="subscription_key",
-        docs_url="https://docs.riverty.com/accounting_as_a_service/",
+        sandbox=AqiSandbox,
+        demo=demo_batch,
     )
-
-
-@docrelay.hookimpl
-def provider_sandbox() -> type[AqiSandbox]:
-    return AqiSandbox
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,30 +218,11 @@ def provider_sandbox() -> type[AqiSandbox]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _payload(document: Document) -> dict[str, Any]:
-    try:
-        data = document.json()
-    except (ValueError, UnicodeDecodeError):
-        raise DocumentError(
-            f"{document.id}: the payload of an AQI {document.kind} must be a JSON object"
-        ) from None
-    if not isinstance(data, dict):
-        raise DocumentError(
-            f"{document.id}: the payload of an AQI {document.kind} must be a JSON object"
-        )
-    return data
-
-
 def _payload_or_empty(document: Document) -> dict[str, Any]:
     try:
-        return _payload(document)
+        return json_object(document)
     except DocumentError:
         return {}
-
-
-def _customer_number(document: Document, data: Mapping[str, Any]) -> str | None:
-    value = document.metadata.get("customer_number") or data.get("customerNumber")
-    return str(value) if value not in (None, "") else None
 
 
 def order_reference(document: Document, data: Mapping[str, Any] | None = None) -> str | None:
@@ -267,8 +230,31 @@ def order_reference(document: Document, data: Mapping[str, Any] | None = None) -
     ``orderReference``."""
     if data is None:
         data = _payload_or_empty(document)
-    value = document.metadata.get("order_reference") or data.get("orderReference")
-    return str(value) if value not in (None, "") else None
+    return scalar_text(document.metadata.get("order_reference") or data.get("orderReference"))
+
+
+def _path(document: Document, ctx: Context, data: Mapping[str, Any]) -> str:
+    business = document.metadata.get("business_code") or ctx.setting("business_code", "1000")
+    customer = scalar_text(document.metadata.get("customer_number") or data.get("customerNumber"))
+    if not customer:
+        raise DocumentError(
+            f"{document.id}: no customer number (metadata 'customer_number' or the payload's "
+            "'customerNumber')"
+        )
+    path = (
+        f"/accounting/v1/businesses/{quote(str(business), safe='')}"
+        f"/customers/{quote(customer, safe='')}/orders"
+    )
+    segment = KINDS[document.kind]
+    if segment is None:
+        return path
+    ref = order_reference(document, data)
+    if not ref:
+        raise DocumentError(
+            f"{document.id}: no order reference (metadata 'order_reference' or the "
+            "payload's 'orderReference')"
+        )
+    return f"{path}/{quote(ref, safe='')}/{segment}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +306,7 @@ def hold(document: Document, ctx: Context) -> str | None:
     reason = _waiting(ctx, "order", document, ref, f"order {ref}")
     if reason is not None:
         return reason
-    if document.kind == "return" and _as_bool(ctx.setting("return_waits_for_invoice", True)):
+    if document.kind == "return" and ctx.setting("return_waits_for_invoice", True):
         return _waiting(ctx, "invoice", document, ref, f"an invoice of order {ref}")
     return None
 
@@ -340,72 +326,33 @@ def idempotency_key(document: Document, ctx: Context) -> str:
 
 
 @docrelay.hookimpl
-def build_request(document: Document, ctx: Context) -> HttpRequest | None:
+def build_request(document: Document, ctx: Context) -> HttpRequest:
+    """``POST`` the payload as it is to the kind's path (see the module's table)."""
     if document.kind not in KINDS:
         raise DocumentError(
             f"{document.id}: AQI has no request type for kind {document.kind!r} "
             f"(use one of {', '.join(KINDS)})"
         )
-    data = _payload(document)
-    business = document.metadata.get("business_code") or ctx.setting("business_code", "1000")
-    customer = _customer_number(document, data)
-    if not customer:
-        raise DocumentError(
-            f"{document.id}: no customer number (metadata 'customer_number' or the payload's "
-            "'customerNumber')"
-        )
-    path = (
-        f"/accounting/v1/businesses/{quote(str(business), safe='')}"
-        f"/customers/{quote(customer, safe='')}/orders"
-    )
-    segment = KINDS[document.kind]
-    if segment is not None:
-        ref = order_reference(document, data)
-        if not ref:
-            raise DocumentError(
-                f"{document.id}: no order reference (metadata 'order_reference' or the "
-                "payload's 'orderReference')"
-            )
-        path += f"/{quote(ref, safe='')}/{segment}"
-    return HttpRequest(
-        method="POST",
-        url=path,
-        body=document.payload,
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
-
-
-@docrelay.hookimpl
-def prepare_headers(request: HttpRequest, ctx: Context) -> dict[str, str]:
-    key = ctx.setting("subscription_key")
-    if not key:
-        raise OutcomeError(
-            Outcome(
-                kind=OutcomeKind.CONFIG_ERROR,
-                message="aqi: the setting subscription_key is not set",
-                rule="aqi:no-subscription-key",
-            )
-        )
+    path = _path(document, ctx, json_object(document))
     try:
         _data_sources(ctx)  # a malformed mapping would refuse every notification later
     except ValueError as exc:
         raise OutcomeError(
             Outcome(kind=OutcomeKind.CONFIG_ERROR, message=str(exc), rule="aqi:bad-data-sources")
         ) from None
-    headers = {"X-Subscription-Key": ctx.secret(str(key))}
-    if ctx.key:
-        headers["X-Request-ID"] = ctx.key
-    return headers
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    return HttpRequest(method="POST", url=path, body=document.payload, headers=headers)
 
 
 @docrelay.hookimpl
 def classify_response(
     response: HttpResponse | None, error: TransportError | None, ctx: Context
 ) -> Outcome | None:
+    """AQI's own answers (:mod:`._classify`); ``None`` leaves the rest to the core."""
+    if response is None:
+        return None
     return classify(
-        response,
-        error,
-        bad_key_markers=_as_list(ctx.setting("bad_key_markers", list(DEFAULT_BAD_KEY_MARKERS))),
+        response, bad_key_markers=_names(ctx, "bad_key_markers", DEFAULT_BAD_KEY_MARKERS)
     )
 
 
@@ -418,8 +365,9 @@ def _data_sources(ctx: Context) -> dict[str, str]:
     raw = ctx.setting("data_sources", dict(DEFAULT_DATA_SOURCES))
     if isinstance(raw, Mapping):
         return {str(k).strip().lower(): str(v).strip() for k, v in raw.items()}
+    parts = raw if isinstance(raw, list | tuple) else str(raw).split(",")
     out: dict[str, str] = {}
-    for part in _as_list(raw):
+    for part in (str(p).strip() for p in parts if str(p).strip()):
         env, sep, source = part.partition("=")
         if not sep or not env.strip() or not source.strip():
             raise ValueError(
@@ -469,92 +417,13 @@ def parse_notification(
     try:
         return parse_notification_body(
             body,
-            duplicate_markers=_as_list(
-                ctx.setting("duplicate_markers", list(DEFAULT_DUPLICATE_MARKERS))
-            ),
+            duplicate_markers=_names(ctx, "duplicate_markers", DEFAULT_DUPLICATE_MARKERS),
             status_field=str(ctx.setting("detail_status_field", "status") or ""),
-            warning_statuses=_as_list(
-                ctx.setting("warning_statuses", list(DEFAULT_WARNING_STATUSES))
-            ),
-            error_statuses=_as_list(ctx.setting("error_statuses", list(DEFAULT_ERROR_STATUSES))),
+            warning_statuses=_names(ctx, "warning_statuses", DEFAULT_WARNING_STATUSES),
+            error_statuses=_names(ctx, "error_statuses", DEFAULT_ERROR_STATUSES),
             expected_data_source=expected_data_source(ctx),
-            require_data_source=_as_bool(ctx.setting("require_data_source", False)),
+            require_data_source=bool(ctx.setting("require_data_source", False)),
         )
     except DataSourceMismatch as exc:
         log.warning("aqi webhook refused: %s", exc)
         raise
-
-
-# ---------------------------------------------------------------------------------------------
-# Demo
-# ---------------------------------------------------------------------------------------------
-
-
-def sample(name: str) -> bytes:
-    """A sample payload shipped with the plugin (``samples/<name>.json``)."""
-    return resources.files(__package__).joinpath("samples", f"{name}.json").read_bytes()
-
-
-def sample_document(
-    doc_id: str,
-    kind: str,
-    name: str,
-    *,
-    order_ref: str | None = None,
-    customer: str = "TFI2021072801",
-    **changes: Any,
-) -> Document:
-    """A document built from a shipped sample; *changes* replace top-level payload fields.
-
-    The metadata carries ``customer_number``, ``business_code`` and ``order_reference`` (the
-    payload's ``orderReference`` for an order), as docrelay's ``hold`` lookups need it.
-    """
-    data = json.loads(sample(name))
-    data.update(changes)
-    ref = order_ref or data.get("orderReference")
-    metadata = {"customer_number": customer, "business_code": "1000"}
-    if ref:
-        metadata["order_reference"] = str(ref)
-    return Document(
-        id=doc_id,
-        provider=NAME,
-        kind=kind,
-        content_type="application/json",
-        payload=json.dumps(data, indent=2).encode(),
-        metadata=metadata,
-    )
-
-
-@docrelay.hookimpl
-def demo_batch(sandbox: Sandbox, webhook_url: str) -> DemoBatch | None:
-    if not isinstance(sandbox, AqiSandbox):
-        return None
-    # A webhook secret per demo run: the callback URL carries it (docrelay takes no
-    # unauthenticated notification).
-    webhook_secret = secrets.token_urlsafe(18)
-    sandbox.register_callback(
-        f"{webhook_url.rstrip('/')}/{NAME}/{webhook_secret}",
-        ["accounting/EDIErrorSent"],
-        description="docrelay demo",
-    )
-    order = sample_document("aqi-order-ODE2024100001", "order", "order")
-    bad_order = sample_document("aqi-order-ODE2024100002", "order", "order_error_in_file")
-    invoice = sample_document(
-        "aqi-invoice-IDE2024100001", "invoice", "invoice", order_ref="ODE2024100001"
-    )
-    ret = sample_document("aqi-return-RDE2024100001", "return", "return", order_ref="ODE2024100001")
-    return DemoBatch(
-        settings={
-            "subscription_key": str(sandbox.config["subscription_key"]),
-            "business_code": "1000",
-            "webhook_secret": webhook_secret,
-        },
-        documents=(order, bad_order, invoice, ret),
-        expect=(
-            "order ODE2024100001: accepted then delivered (EDIErrorSent OK)",
-            "order ODE2024100002: accepted then rejected (ERROR_IN_FILE: LINEITEMSTATUS, "
-            "BILLTOLANGUAGECODE)",
-            "invoice IDE2024100001: held until order ODE2024100001 is confirmed, then delivered",
-            "return RDE2024100001: held until the invoice is confirmed, then delivered",
-        ),
-    )

@@ -167,6 +167,82 @@ def _is_duplicate(error: FieldError, markers: list[str]) -> bool:
     return about_transaction and any(m in message for m in markers)
 
 
+def _event(body: bytes) -> dict[str, Any] | None:
+    """The webhook body as a JSON object, ``None`` for a notification type docrelay ignores."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"not a JSON notification: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not an AQI notification: the body is not a JSON object")  # noqa: TRY004
+    kind = data.get("type")
+    if not isinstance(kind, str) or not kind.strip():
+        raise ValueError("not an AQI notification: no 'type'")
+    return data if kind.strip().lower() == EDI_ERROR_SENT.lower() else None
+
+
+def _transaction_id(kind: str, params: dict[str, Any]) -> str:
+    raw = params.get("transactionId")
+    txid = None if isinstance(raw, dict | list) else _text(raw)
+    if not txid or not txid.strip():
+        raise ValueError(f"{kind} without 'transactionId'")
+    return txid.strip()
+
+
+def _result(kind: str, txid: str, details: Any) -> tuple[str, list[Any], str | None]:
+    """``details.result`` (upper case), ``details.errorDetails`` and ``details.orderNo``."""
+    if not isinstance(details, dict):
+        raise ValueError(f"{kind} for transaction {txid} without 'details'")  # noqa: TRY004
+    result = details.get("result")
+    if not isinstance(result, str) or not result.strip():
+        raise ValueError(f"{kind} for transaction {txid} without 'result'")
+    items = details.get("errorDetails")
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        raise ValueError(  # noqa: TRY004 - the hook contract asks for ValueError
+            f"{kind} for transaction {txid}: 'errorDetails' is not a list"
+        )
+    result = result.strip().upper()
+    if result not in ("OK", "ERROR_IN_FILE"):
+        raise ValueError(f"{kind} for transaction {txid}: unknown result {result!r}")
+    return result, items, _text(details.get("orderNo"))
+
+
+def _outcome(
+    what: str,
+    result: str,
+    parts: tuple[tuple[FieldError, ...], tuple[FieldError, ...], tuple[FieldError, ...]],
+    markers: list[str],
+) -> Outcome:
+    """Delivered (no error item), duplicate (an error about the transactionId) or rejected."""
+    kept, errors, texts = parts
+    if not errors:
+        # Processed: OK, or only W items (values truncated) whatever the result says.
+        if result == "OK":
+            text = "; ".join(t.message for t in texts if t.message) or "OK"
+        else:
+            text = f"{result} with warnings only (status W): processed"
+        return Outcome(
+            kind=OutcomeKind.DELIVERED, message=f"{what}: {text}", field_errors=kept,
+            provider_status=result,
+            rule="aqi:edi-ok" if result == "OK" else "aqi:edi-warnings-only",
+        )  # fmt: skip
+    if any(_is_duplicate(e, markers) for e in errors):
+        return Outcome(
+            kind=OutcomeKind.DUPLICATE, message=f"{what}: " + "; ".join(e.message for e in errors),
+            provider_status=result, rule="aqi:edi-duplicate-transaction",
+        )  # fmt: skip
+    warnings = len(kept) - len(errors)
+    counted = f"{len(errors)} error(s)" + (f", {warnings} warning(s)" if warnings else "")
+    return Outcome(
+        kind=OutcomeKind.REJECTED,
+        message=f"{what}: {result} ({counted}); "
+        "correct the data and resend with the same transactionId",
+        field_errors=kept, provider_status=result, rule="aqi:edi-error-in-file",
+    )  # fmt: skip
+
+
 def parse_notification_body(
     body: bytes,
     *,
@@ -189,98 +265,27 @@ def parse_notification_body(
     :raises ValueError: for a body that is not an AQI notification (not JSON, no ``type``,
         an EDIErrorSent without transactionId or result, an unknown result).
     """
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ValueError(f"not a JSON notification: {type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        raise ValueError("not an AQI notification: the body is not a JSON object")  # noqa: TRY004
-    kind = data.get("type")
-    if not isinstance(kind, str) or not kind.strip():
-        raise ValueError("not an AQI notification: no 'type'")
-    if kind.strip().lower() != EDI_ERROR_SENT.lower():
+    data = _event(body)
+    if data is None:
         return None
-
+    kind = str(data["type"]).strip()
     params = data.get("parameters")
     if not isinstance(params, dict):
         raise ValueError(f"{kind} without 'parameters'")  # noqa: TRY004
-    txid = _text(params.get("transactionId"))
-    if not txid or not txid.strip() or isinstance(params.get("transactionId"), dict | list):
-        raise ValueError(f"{kind} without 'transactionId'")
-    txid = txid.strip()
+    txid = _transaction_id(kind, params)
     _check_data_source(data, txid, expected_data_source, require_data_source)
-    details = params.get("details")
-    if not isinstance(details, dict):
-        raise ValueError(f"{kind} for transaction {txid} without 'details'")  # noqa: TRY004
-    result = details.get("result")
-    if not isinstance(result, str) or not result.strip():
-        raise ValueError(f"{kind} for transaction {txid} without 'result'")
-    result = result.strip().upper()
-    raw_errors = details.get("errorDetails")
-    if raw_errors is None:
-        raw_errors = []
-    if not isinstance(raw_errors, list):
-        raise ValueError(  # noqa: TRY004 - the hook contract asks for ValueError
-            f"{kind} for transaction {txid}: 'errorDetails' is not a list"
-        )
-    request_type = _text(params.get("requestType")) or "?"
-    order_no = _text(details.get("orderNo"))
-    what = f"{request_type.upper()} {order_no}" if order_no else request_type.upper()
-    event = f"{EDI_ERROR_SENT}:{result}"
-    if result not in ("OK", "ERROR_IN_FILE"):
-        raise ValueError(f"{kind} for transaction {txid}: unknown result {result!r}")
-    kept, errors, texts = split_details(
-        result,
-        raw_errors,
-        status_field=status_field,
-        warning_statuses=warning_statuses,
+    result, items, order_no = _result(kind, txid, params.get("details"))
+    request_type = (_text(params.get("requestType")) or "?").upper()
+    what = f"{request_type} {order_no}" if order_no else request_type
+    parts = split_details(
+        result, items, status_field=status_field, warning_statuses=warning_statuses,
         error_statuses=error_statuses,
-    )
-    warnings = len(kept) - len(errors)
-
-    if not errors:
-        # Processed: OK, or only W items (values truncated) whatever the result says.
-        if result == "OK":
-            text = "; ".join(t.message for t in texts if t.message) or "OK"
-        else:
-            text = f"{result} with warnings only (status W): processed"
-        return Notification(
-            key=txid,
-            event=event,
-            outcome=Outcome(
-                kind=OutcomeKind.DELIVERED,
-                message=f"{what}: {text}",
-                field_errors=kept,
-                provider_status=result,
-                rule="aqi:edi-ok" if result == "OK" else "aqi:edi-warnings-only",
-            ),
-        )
-
+    )  # fmt: skip
     markers = [m.lower() for m in duplicate_markers if m]
-    if any(_is_duplicate(e, markers) for e in errors):
-        return Notification(
-            key=txid,
-            event=event,
-            outcome=Outcome(
-                kind=OutcomeKind.DUPLICATE,
-                message=f"{what}: " + "; ".join(e.message for e in errors),
-                provider_status=result,
-                rule="aqi:edi-duplicate-transaction",
-            ),
-        )
-    counted = f"{len(errors)} error(s)" + (f", {warnings} warning(s)" if warnings else "")
     return Notification(
-        key=txid,
-        event=event,
-        outcome=Outcome(
-            kind=OutcomeKind.REJECTED,
-            message=f"{what}: {result} ({counted}); "
-            "correct the data and resend with the same transactionId",
-            field_errors=kept,
-            provider_status=result,
-            rule="aqi:edi-error-in-file",
-        ),
-    )
+        key=txid, event=f"{EDI_ERROR_SENT}:{result}",
+        outcome=_outcome(what, result, parts, markers),
+    )  # fmt: skip
 
 
 def _check_data_source(
