@@ -570,11 +570,6 @@ KNOWN_GAPS: Mapping[tuple[str, str], str] = {
         "the documented 400 body (helpLink, message, code, requestId, dateTime) carries no "
         "field errors; its test_contract.py should say rejection_field_errors = False"
     ),
-    ("aqi", "test_duplicate_answer_is_duplicate"): (
-        "the sandbox answers a resent transactionId with 200 and validates it again (the "
-        "duplicate channel is undocumented, providers.md 7.5); its test_contract.py should say "
-        "duplicate_answer = False, or the sandbox give a duplicate answer"
-    ),
 }
 
 
