@@ -12,8 +12,9 @@ import pytest
 from docrelay import Document, DocumentError, OutcomeKind, Relay
 from docrelay.sandbox import TokenIssuer
 from docrelay.testing import FAST_ENGINE
-from docrelay_econnect import EConnectSandbox, demo_batch
+from docrelay_econnect import demo_batch
 from docrelay_econnect._demo import sample
+from docrelay_econnect.sandbox import EConnectSandbox
 
 PARTY = "NL:KVK:12345678"
 FAST = dict(FAST_ENGINE)

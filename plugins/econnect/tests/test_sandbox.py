@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from docrelay_econnect import EConnectSandbox
 from docrelay_econnect._demo import sample
+from docrelay_econnect.sandbox import EConnectSandbox
 
 PARTY = "NL:KVK:12345678"
 INVOICE = sample("invoice-INV-2024-0101.xml")
