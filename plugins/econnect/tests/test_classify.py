@@ -233,3 +233,12 @@ def test_plain_text_error_is_kept_on_one_line() -> None:
 def test_parse_error_body_reads_oauth_errors() -> None:
     body = parse_error_body(resp(400, '{"error": "invalid_client"}'))
     assert body.message == "invalid_client"
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_retry_after_far_ahead_is_capped_at_a_day(status: int) -> None:
+    """Seed 000: 5xx is retried with backoff; a Retry-After of a year is a provider or clock
+    bug, not a reason to park the document for a year. (The old classifier set the wait
+    itself, uncapped, so the core's cap never applied.)"""
+    out = outcome(resp(status, b"", Retry_After=str(365 * 86400)))
+    assert out.wait == 86400.0
