@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from click.testing import CliRunner
 from docrelay import Document, OutcomeError, Relay
@@ -181,11 +182,11 @@ def _one_example(tmp: Path, provider: str, secret: str, token: str) -> dict[str,
             texts["store lib (open)"] = _store_bytes(db2)
             # 3. exception texts
             server.token = None
-            from docrelay_econnect import fetch_token
-
             ctx = relay.engine.context(relay.engine.runtime("econnect"))
+            # Another client id: no token cached, so the declared auth fetches one (refused).
+            ctx = attrs.evolve(ctx, settings={**ctx.settings, "client_id": "client-2"})
             with pytest.raises(OutcomeError) as exc:
-                fetch_token(ctx)
+                ctx.auth_headers()
             texts["exception token"] = str(exc.value) + repr(exc.value.outcome)
         finally:
             relay.close()

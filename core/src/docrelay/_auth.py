@@ -80,11 +80,19 @@ def token_url(ctx: Context, scheme: OAuth2ClientCredentials) -> str:
     """Where the token is fetched (see :class:`~docrelay.auth.OAuth2ClientCredentials`)."""
     if scheme.token_url_setting and (explicit := ctx.setting(scheme.token_url_setting)):
         return str(explicit)
-    if ctx.environment is not None and ctx.environment in scheme.token_urls:
-        return scheme.token_urls[ctx.environment]
+    environment = ctx.environment or _environment_of(ctx)
+    if environment is not None and environment in scheme.token_urls:
+        return scheme.token_urls[environment]
     if scheme.token_url:
         return scheme.token_url
     return ctx.url(scheme.token_path or "/oauth/token")
+
+
+def _environment_of(ctx: Context) -> str | None:
+    """The environment whose URL the configured ``base_url`` is (``None`` for another URL):
+    a base URL written out is still that environment, and so is its identity server."""
+    base = ctx.base_url.rstrip("/")
+    return next((n for n, u in ctx.provider.environments.items() if u.rstrip("/") == base), None)
 
 
 def fetch_token(ctx: Context, scheme: OAuth2ClientCredentials) -> Token:

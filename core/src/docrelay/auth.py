@@ -56,7 +56,8 @@ class OAuth2ClientCredentials:
     """An OAuth2 client-credentials token, sent as ``Authorization: Bearer <token>``.
 
     The token endpoint is, first found: the setting *token_url_setting*; the entry of
-    *token_urls* for the configured environment; *token_url*; *token_path* on the base URL.
+    *token_urls* for the configured environment (or the environment whose URL the ``base_url``
+    setting is); *token_url*; *token_path* on the base URL.
     A host other than the base URL's must be in ``ProviderInfo.extra_hosts``.
 
     :param body: ``"form"`` (``application/x-www-form-urlencoded``) or ``"json"``.

@@ -563,14 +563,9 @@ class ProviderContractTests:
             assert secret.encode() not in store_bytes, "secret in the store file"
 
 
-#: Bundled providers that do not meet a kit check yet, with the reason; their plugins are being
-#: rewritten. The check still runs for them (a pass is reported as XPASS).
-KNOWN_GAPS: Mapping[tuple[str, str], str] = {
-    ("econnect", "test_rejection_keeps_field_errors_and_links"): (
-        "the documented 400 body (helpLink, message, code, requestId, dateTime) carries no "
-        "field errors; its test_contract.py should say rejection_field_errors = False"
-    ),
-}
+#: Bundled providers that do not meet a kit check yet, with the reason (none today: every
+#: bundled plugin meets the kit). The check still runs for them (a pass is reported as XPASS).
+KNOWN_GAPS: Mapping[tuple[str, str], str] = {}
 
 
 def _known_gap(request: pytest.FixtureRequest, provider: str) -> None:

@@ -19,6 +19,10 @@ INVALID = INVOICE.replace(b"<cbc:ID>INV-2024-0101</cbc:ID>", b"")
 class TestEConnectContract(ProviderContractTests):
     provider = "econnect"
     sandbox_options = {"delivery_delay": 0}
+    #: The documented 400 body (helpLink, message, code, requestId, dateTime) carries no field
+    #: errors, but its helpLink must survive as the outcome's error_url.
+    rejection_field_errors = False
+    rejection_error_url = True
 
     def provider_settings(self, sandbox: Sandbox) -> dict[str, Any]:
         return {

@@ -1,4 +1,6 @@
-"""The hooks one by one: provider_info, build_request's refusals, token handling."""
+"""The hooks one by one: provider_info, build_request's refusals, and the declared auth as
+the core applies it (token URL, token fetch, headers: ``docrelay._auth`` on this plugin's
+declaration, since the plugin has no token code of its own any more)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from docrelay import (
     OutcomeKind,
     Token,
 )
+from docrelay._auth import declared_headers, fetch_token, token_url
+from docrelay.auth import OAuth2ClientCredentials
 from docrelay_econnect._demo import sample
 
 KEY = "0b5f3c8e-6d1a-5e2b-9f4c-3a7d2e1b0c9f"
@@ -46,6 +50,11 @@ class Services:
 
     def register_secret(self, value: str) -> None:
         self.secrets.add(value)
+
+
+def oauth() -> OAuth2ClientCredentials:
+    (scheme,) = [a for a in plugin.provider_info().auth if isinstance(a, OAuth2ClientCredentials)]
+    return scheme
 
 
 def make_ctx(
@@ -103,7 +112,7 @@ def test_build_request_raw_xml() -> None:
     assert req is not None
     assert (req.method, req.url) == ("POST", "/api/v1/NL:KVK:12345678/salesInvoice/send")
     assert req.body == sample("invoice-INV-2024-0101.xml")
-    assert req.headers["X-EConnect-DocumentId"] == KEY
+    assert plugin.provider_info().idempotency_header == "X-EConnect-DocumentId"  # ctx.key
     assert req.headers["Content-Type"] == "application/xml"
 
 
@@ -189,7 +198,7 @@ def test_default_key_is_a_uuid_and_passes_validation() -> None:
     ],
 )
 def test_token_url(base_url: str, extra: dict[str, Any], expected: str) -> None:
-    assert plugin.token_url(make_ctx(base_url=base_url, **extra)) == expected
+    assert token_url(make_ctx(base_url=base_url, **extra), oauth()) == expected
 
 
 def _json(status: int, data: Any, **headers: str) -> HttpResponse:
@@ -201,7 +210,7 @@ def test_fetch_token_posts_client_credentials_and_registers_the_secret() -> None
         [_json(200, {"access_token": "tok", "expires_in": 3600, "token_type": "Bearer"})]
     )
     ctx = make_ctx(services=services)
-    token = plugin.fetch_token(ctx)
+    token = fetch_token(ctx, oauth())
     assert token.value == "tok"
     (sent,) = services.sent
     assert sent.url == "http://127.0.0.1:8701/connect/token"
@@ -231,31 +240,28 @@ def test_fetch_token_posts_client_credentials_and_registers_the_secret() -> None
 )
 def test_fetch_token_failures(response: HttpResponse, kind: OutcomeKind) -> None:
     with pytest.raises(OutcomeError) as info:
-        plugin.fetch_token(make_ctx(services=Services([response])))
+        fetch_token(make_ctx(services=Services([response])), oauth())
     assert info.value.outcome.kind == kind
     assert "csecret" not in str(info.value)
 
 
-def test_prepare_headers_adds_bearer_and_subscription_key() -> None:
+def test_declared_auth_adds_bearer_and_subscription_key() -> None:
     services = Services([_json(200, {"access_token": "tok-1", "expires_in": 3600})])
     ctx = make_ctx(services=services, subscription_key="sub-key")
-    headers = plugin.prepare_headers(HttpRequest(method="POST", url="/x"), ctx)
-    assert headers == {
-        "Authorization": "Bearer tok-1",
-        "Subscription-Key": "sub-key",
-        "X-EConnect-DocumentId": KEY,
-    }
+    assert declared_headers(ctx) == {"Authorization": "Bearer tok-1", "Subscription-Key": "sub-key"}
     assert "sub-key" in services.secrets
+    assert declared_headers(make_ctx(services=Services([_json(200, {"access_token": "t"})]))) == {
+        "Authorization": "Bearer t"
+    }  # no subscription key set: the legacy header is left out
 
 
 @pytest.mark.parametrize("key", [None, "inv.2024.0101", "abc12"])
-def test_prepare_headers_checks_the_document_id_again(key: str | None) -> None:
-    """The header is re-asserted after build_request: never an unchecked value, no token call."""
+def test_build_request_checks_the_document_id_before_any_token_call(key: str | None) -> None:
+    """The documentId (the core's idempotency header) is checked in build_request, which runs
+    before the auth headers: never an unchecked value on the wire, no token call."""
     services = Services([])
     with pytest.raises(DocumentError, match="refused before sending"):
-        plugin.prepare_headers(
-            HttpRequest(method="POST", url="/x"), make_ctx(key=key, services=services)
-        )
+        plugin.build_request(invoice(), make_ctx(key=key, services=services))
     assert services.sent == []
 
 
