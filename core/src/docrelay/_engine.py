@@ -368,7 +368,7 @@ class Engine:
                 try:
                     if record.provider in paused:
                         # A config error earlier in this batch paused the provider.
-                        self._release(record, owner, None, delay=0.0)
+                        self._unsend(record, owner, plans.get(record.id))
                         continue
                     done = self.process(record, owner, plans.get(record.id))
                     if done.outcome is not None and done.outcome.kind == OutcomeKind.CONFIG_ERROR:
@@ -391,6 +391,29 @@ class Engine:
                     self.leases.release(p.record.id)
         return len(records)
 
+    def _unsend(self, record: Record, owner: str, plan: _Prepared | None) -> None:
+        """Hand back a document of a provider paused earlier in its batch; one whose intent
+        was stored with the batch's goes back to its state, its attempt marked not sent."""
+        if plan is None or plan.intent is None or plan.base is None:
+            self._release(record, owner, None, delay=0.0)
+            return
+        outcome = Outcome(
+            kind=OutcomeKind.RETRY,
+            message="not sent: the provider was paused by a config error in the same batch",
+            rule="docrelay:paused",
+        )
+        t = Transition(
+            state=record.state,
+            reason=record.reason,
+            first_attempt_at=record.first_attempt_at,
+            next_at=self.clock(),
+            attempt=attrs.evolve(plan.base, outcome=outcome, duration=0.0),
+        )
+        try:
+            self._set(record, owner, t, quiet=True)
+        except Exception:
+            log.exception("could not release %s", record.id)
+
     def _groupable(self, rt: ProviderRuntime, hooks: ProviderHooks) -> bool:
         """Whether a crash between a grouped intent and its outcome is safe to leave: the
         provider deduplicates a resend with the same key, or docrelay can look it up."""
@@ -402,7 +425,10 @@ class Engine:
         plans: dict[str, _Prepared] = {}
         s = self.settings
         now = self.clock()
+        stopped: set[str] = set()  # providers whose last build failed short of the document
         for record in records:
+            if record.provider in stopped:
+                continue
             if record.state in FINAL_STATES or record.state in (
                 DocState.ACCEPTED,
                 DocState.SENDING,
@@ -439,6 +465,10 @@ class Engine:
                 continue
             if isinstance(built, tuple):
                 plans[record.id] = _Prepared(ctx=ctx, number=number, early=built)
+                if built[0].kind != OutcomeKind.REJECTED:
+                    # A token or auxiliary request failed (a config error pauses the
+                    # provider): the batch's other documents take the ordinary path.
+                    stopped.add(record.provider)
             else:
                 plans[record.id] = attrs.evolve(built, ctx=ctx, number=number)
         intents = [(i, owner, p.intent) for i, p in plans.items() if p.intent is not None]
