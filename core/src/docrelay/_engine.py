@@ -250,6 +250,7 @@ class Engine:
         *,
         exchanges: list[_Exchange] | None = None,
         purpose: str = "send",
+        scrub: bool = False,
     ) -> tuple[HttpResponse | None, TransportError | None]:
         """Every request to a provider goes out here, and takes its rate slot here.
 
@@ -259,7 +260,8 @@ class Engine:
         :class:`LeaseLost` instead of sending it again.
 
         With *exchanges*, the exchange is appended there, for :meth:`_observe` to tell the
-        ``on_exchange`` hooks once its step's outcome is known."""
+        ``on_exchange`` hooks once its step's outcome is known. With *scrub*, the answer is
+        returned with known secrets masked (masked once, for both)."""
         begun = time.monotonic()
         bucket = rate_bucket(rt, request.url)
         if bucket is not None and rt.rate is not None:
@@ -269,18 +271,19 @@ class Engine:
             self.leases.renew(lease[0], lease[1])
         sent = time.monotonic()
         response, error = self.transport.send(rt, request)
+        clean = (
+            None
+            if response is None or not (scrub or exchanges is not None)
+            else _scrubbed(response)
+        )
         if exchanges is not None:
             elapsed = time.monotonic() - sent
-            seen = response
-            if seen is not None:
-                # What observers see: known secrets masked; a token endpoint's body left out.
-                seen = (
-                    attrs.evolve(_scrubbed(seen), body=b"")
-                    if purpose == "token"
-                    else _scrubbed(seen)
-                )
+            # What observers see: known secrets masked; a token endpoint's body left out.
+            seen = clean
+            if seen is not None and purpose == "token":
+                seen = attrs.evolve(seen, body=b"")
             exchanges.append(_Exchange(purpose, request, seen, error, elapsed, waited))
-        return response, error
+        return (clean if scrub else response), error
 
     def _observe(
         self,
@@ -426,6 +429,7 @@ class Engine:
         s = self.settings
         now = self.clock()
         stopped: set[str] = set()  # providers whose last build failed short of the document
+        numbers = self.store.next_attempt_numbers([r.id for r in records])
         for record in records:
             if record.provider in stopped:
                 continue
@@ -457,7 +461,7 @@ class Engine:
             except Exception:
                 log.exception("idempotency_key of %s raised", record.provider)
                 continue
-            number = self.store.next_attempt_number(record.id)
+            number = numbers[record.id]
             try:
                 built = self._build(record, ctx, hooks, rt, key, number, record.first_attempt_at)
             except Exception:
@@ -929,9 +933,8 @@ class Engine:
             request,
             lease=(doc.id, owner),
             exchanges=ctx._services.exchanges,  # type: ignore[attr-defined]
+            scrub=True,
         )
-        if response is not None:
-            response = _scrubbed(response)
         _crashpoint("after_response")
         # A certificate that does not verify or a URL docrelay refused is a matter of
         # configuration, whatever the provider: _classify answers it, not the classifier.

@@ -335,6 +335,9 @@ def send(
         documents = []
         ids = set()
         problems = []
+        # One read for all the files' ids (not one per file): only a stored one can refuse.
+        wanted = [f.stem for f in files] if doc_id is None else [doc_id]
+        stored = {s.id for s in relay.statuses(ids=wanted)}
         for f in files:
             try:
                 d = _read_document(f, f.stem if doc_id is None else doc_id, provider, kind,
@@ -347,7 +350,7 @@ def send(
                 continue
             ids.add(d.id)
             try:
-                relay.precheck(d)
+                relay.precheck(d) if d.id in stored else relay.check(d)
             except DocumentError as exc:
                 problems.append(f"file {str(f)!r}: {exc}")
                 continue
@@ -356,8 +359,11 @@ def send(
             for line in problems[:-1]:
                 err.print(f"docrelay: error: {redact(line)}", markup=False)
             raise DocumentError(problems[-1])
+        # New documents in one transaction; a stored one (unchanged or a revision) alone.
+        relay.submit_many([d for d in documents if d.id not in stored])
         for d in documents:
-            relay.submit(d)
+            if d.id in stored:
+                relay.submit(d)
         with _Progress(relay, len(documents), not as_json):
             relay.run_until_idle(workers=workers, provider=provider)
         statuses = relay.statuses(ids=[d.id for d in documents])
