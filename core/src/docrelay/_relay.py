@@ -20,7 +20,6 @@ from ._models import FINAL_STATES, Attempt, DocState, Document, FieldError, Outc
 from ._notify import WebhookRefused, WebhookSettings, check_secret
 from ._redact import install_log_redaction, redact
 from ._store import Record, Store, open_store
-from ._wsgi import make_wsgi_app
 from .exceptions import ConfigError, DocumentError, NotFoundError
 
 __all__ = ["DocumentStatus", "IngestResult", "Relay", "SettleResult"]
@@ -564,6 +563,8 @@ class Relay:
     def wsgi_app(self) -> Callable[..., Any]:
         """The webhook receiver as a WSGI app (``POST /webhooks/<provider>``)."""
         if self._wsgi is None:
+            from ._wsgi import make_wsgi_app  # werkzeug: only for the webhook server
+
             self._wsgi = make_wsgi_app(self, max_body=self.webhook_settings.max_body_bytes)
         return self._wsgi
 
