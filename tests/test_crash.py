@@ -59,8 +59,9 @@ relay = Relay(
     plugins=[plugin],
     autoload=False,
 )
-relay.submit(Document(id="inv-1", provider="acme", payload=b'{"amount": 1}',
-                      content_type="application/json"))
+for i in range(int(os.environ.get("CRASH_TEST_DOCS", "1"))):
+    relay.submit(Document(id=f"inv-{i + 1}", provider="acme", payload=b'{"amount": 1}',
+                          content_type="application/json"))
 statuses = relay.run_until_settled(timeout=15)
 print(json.dumps([s.to_dict() for s in statuses]))
 """
@@ -82,11 +83,13 @@ def sandbox(request: pytest.FixtureRequest) -> Iterator[AcmeSandbox]:
     sbx.stop()
 
 
-def _env(store: str, sbx: AcmeSandbox, variant: str, crash_at: str | None) -> dict[str, str]:
+def _env(
+    store: str, sbx: AcmeSandbox, variant: str, crash_at: str | None, docs: int = 1
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCRELAY_")}
     env.update(
         CRASH_TEST_STORE=store, CRASH_TEST_BASE_URL=sbx.url, CRASH_TEST_VARIANT=variant,
-        DOCRELAY_DISABLE_PLUGIN_AUTOLOAD="1",
+        DOCRELAY_DISABLE_PLUGIN_AUTOLOAD="1", CRASH_TEST_DOCS=str(docs),
     )  # fmt: skip
     if crash_at:
         env["DOCRELAY_CRASH_AT"] = crash_at
@@ -170,3 +173,63 @@ def test_crash_loses_nothing(
     assert set(keys) == {key}
     if variant == "none":
         assert len(keys) == 1, "without deduplication the document is never resent"
+
+
+#: The group commit's points: a batch's intents stored in one transaction, an answer in
+#: while the others are still to send, all answers in and none stored, all stored.
+BATCH_POINTS = ["after_batch_intents", "after_response", "before_commit", "after_outcomes_commit"]
+BATCH = [
+    Document(id=f"inv-{i}", provider="acme", payload=b'{"amount": 1}',
+             content_type="application/json")
+    for i in (1, 2, 3)
+]  # fmt: skip
+
+
+def _rows(db: Path) -> dict[str, tuple[str, str | None]]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT id, state, key FROM documents").fetchall()
+    finally:
+        conn.close()
+    return {i: (state, key) for i, state, key in rows}
+
+
+@pytest.mark.parametrize("point", BATCH_POINTS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_crash_in_a_batch_loses_nothing(
+    variant: str, point: str, sandbox: AcmeSandbox, tmp_path: Path
+) -> None:
+    """Three documents claimed as one batch, their intents stored together and their answers
+    stored together: killed at *point*, restarted on the same store, each document ends
+    delivered with one effect at the provider, and every request for it carried its key."""
+    db = tmp_path / "docrelay.db"
+    store = f"sqlite:///{db}"
+    keys = {d.id: default_key(d) for d in BATCH}
+
+    child = _sender(_env(store, sandbox, variant, point, docs=len(BATCH)))
+    _out, err = child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGKILL, err[-2000:]
+
+    rows = _rows(db)
+    if point == "after_outcomes_commit":
+        assert {state for state, _ in rows.values()} == {"delivered"}
+    else:
+        assert rows == {i: ("sending", k) for i, k in keys.items()}, "intents stored together"
+    sent_before = {"after_batch_intents": 0, "after_response": 1}.get(point, len(BATCH))
+    assert len(_effects(sandbox)) == sent_before
+
+    child = _sender(_env(store, sandbox, variant, None, docs=len(BATCH)))
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err[-3000:]
+    statuses = {s["id"]: s for s in json.loads(out)}
+
+    assert {s["state"] for s in statuses.values()} <= {"delivered", "duplicate"}, statuses
+    assert {i: s["key"] for i, s in statuses.items()} == keys
+    effects = [e["idempotency_key"] for e in _effects(sandbox)]
+    assert sorted(effects) == sorted(keys.values()), "lost 0, taken in twice 0"
+    posted = _keys(sandbox)
+    assert set(posted) == set(keys.values()), "no request without its document's key"
+    if variant == "none":
+        assert len(posted) == len(BATCH), "without deduplication no document is resent"
+    if point == "after_outcomes_commit":
+        assert len(posted) == len(BATCH), "a stored answer is never sent again"

@@ -283,9 +283,9 @@ relay.close()
 def test_dead_owners_leases_are_taken_over_at_once(
     store_url: tuple[str, str], tmp_path: Path
 ) -> None:
-    """A sender claims 4 documents with a 600 s lease and is SIGKILLed right after the first
-    intent is stored; a new sender (600 s lease too) takes them at once because the owner's
-    process is gone: every document delivered once, the interrupted one with the same key."""
+    """A sender claims 4 documents with a 600 s lease and is SIGKILLed right after the
+    intents are stored; a new sender (600 s lease too) takes them at once because the owner's
+    process is gone: every document delivered once, the interrupted ones with the same key."""
     _backend, store_toml = store_url
     url, options = _store_options(store_toml)
     with AcmeSandbox() as sandbox:
@@ -300,10 +300,12 @@ def test_dead_owners_leases_are_taken_over_at_once(
         store = open_store(url, **options)
         try:
             held = store.select()
+            # The batch's intents are stored together (group commit): all four in flight.
             interrupted = [r for r in held if r.state.value == "sending"]
-            assert len(interrupted) == 1
+            assert interrupted
+            assert all(r.key for r in interrupted)
             assert all(r.lease_owner and (r.lease_until or 0) > time.time() + 500 for r in held)
-            key = interrupted[0].key
+            keys = {r.id: r.key for r in interrupted}
         finally:
             store.close()
         assert not [e for e in sandbox.effects if e["kind"] == "document_received"]
@@ -316,7 +318,7 @@ def test_dead_owners_leases_are_taken_over_at_once(
         assert child.returncode == 0, child.stderr[-3000:]
         statuses = {s["id"]: s for s in json.loads(child.stdout)}
         assert {s["state"] for s in statuses.values()} == {"delivered"}, statuses
-        assert statuses[interrupted[0].id]["key"] == key
+        assert all(statuses[i]["key"] == k for i, k in keys.items())
         received = Counter(
             e["idempotency_key"] for e in sandbox.effects if e["kind"] == "document_received"
         )

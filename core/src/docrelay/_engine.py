@@ -74,7 +74,13 @@ def _retry_hook(exc: Exception) -> bool | float:
 
 
 def _crashpoint(name: str) -> None:
-    """Test instrumentation: ``DOCRELAY_CRASH_AT=name`` kills the process right here."""
+    """Test instrumentation: ``DOCRELAY_CRASH_AT=name`` kills the process right here.
+
+    Points: ``after_intent`` (an intent stored, alone or with its batch's, nothing sent),
+    ``after_batch_intents`` (a batch's intents stored in one transaction), ``after_response``
+    (an answer in, not stored), ``before_commit`` (before a round's outcome, or a batch's
+    outcomes, are committed), ``after_outcomes_commit`` (a batch's outcomes stored, hooks
+    not told yet)."""
     if os.environ.get("DOCRELAY_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -89,6 +95,32 @@ class _Exchange:
     error: TransportError | None
     elapsed: float
     waited: float
+
+
+@attrs.frozen
+class _Prepared:
+    """A claimed document's first attempt, built in the batch's first pass: its context,
+    request and attempt, and the intent stored with the batch's other intents (group
+    commit), or the outcome that ended the attempt before any request (*early*)."""
+
+    ctx: Context
+    number: int
+    request: HttpRequest | None = None
+    base: Attempt | None = None
+    intent: Transition | None = None
+    early: tuple[Outcome, Attempt, bool] | None = None
+
+
+@attrs.frozen
+class _Pending:
+    """An answer that settled its round, waiting for the batch's outcome transaction."""
+
+    record: Record
+    owner: str
+    transition: Transition
+    ctx: Context
+    hooks: ProviderHooks
+    outcome: Outcome
 
 
 class _Services:
@@ -187,6 +219,8 @@ class Engine:
         #: Configured providers that cannot be used, and why (an unset ``${VAR}``, a plugin
         #: that did not load): reading the store works, delivering for them raises.
         self.unavailable: dict[str, str] = {}
+        #: per worker thread: ``pending``, the settled answers of its batch (see run_once)
+        self._local = threading.local()
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -210,6 +244,7 @@ class Engine:
         *,
         exchanges: list[_Exchange] | None = None,
         purpose: str = "send",
+        scrub: bool = False,
     ) -> tuple[HttpResponse | None, TransportError | None]:
         """Every request to a provider goes out here, and takes its rate slot here.
 
@@ -219,7 +254,8 @@ class Engine:
         :class:`LeaseLost` instead of sending it again.
 
         With *exchanges*, the exchange is appended there, for :meth:`_observe` to tell the
-        ``on_exchange`` hooks once its step's outcome is known."""
+        ``on_exchange`` hooks once its step's outcome is known. With *scrub*, the answer is
+        returned with known secrets masked (masked once, for both)."""
         begun = time.monotonic()
         bucket = rate_bucket(rt, request.url)
         if bucket is not None and rt.rate is not None:
@@ -229,18 +265,19 @@ class Engine:
             self.leases.renew(lease[0], lease[1])
         sent = time.monotonic()
         response, error = self.transport.send(rt, request)
+        clean = (
+            None
+            if response is None or not (scrub or exchanges is not None)
+            else _scrubbed(response)
+        )
         if exchanges is not None:
             elapsed = time.monotonic() - sent
-            seen = response
-            if seen is not None:
-                # What observers see: known secrets masked; a token endpoint's body left out.
-                seen = (
-                    attrs.evolve(_scrubbed(seen), body=b"")
-                    if purpose == "token"
-                    else _scrubbed(seen)
-                )
+            # What observers see: known secrets masked; a token endpoint's body left out.
+            seen = clean
+            if seen is not None and purpose == "token":
+                seen = attrs.evolve(seen, body=b"")
             exchanges.append(_Exchange(purpose, request, seen, error, elapsed, waited))
-        return response, error
+        return (clean if scrub else response), error
 
     def _observe(
         self,
@@ -294,7 +331,16 @@ class Engine:
     # -- the round ------------------------------------------------------------------------------
 
     def run_once(self, provider: str | None = None, limit: int | None = None) -> int:
-        """Claim one batch of due documents and process it; returns how many were claimed."""
+        """Claim one batch of due documents and process it; returns how many were claimed.
+
+        Group commit: the first pass builds the request of every document that is simply due
+        for a send and stores their intents (key, attempt, lease kept) in ONE transaction
+        before any of the batch's requests leaves; the answers that settle a round are kept
+        and stored together in ONE transaction once the batch's last request is answered
+        (no request waits on a commit), and only then are hooks told and leases let go. A
+        crash before that transaction leaves the documents ``sending`` with their key: they
+        are resent with the same key or reconciled (only providers that deduplicate or
+        reconcile are grouped; the others keep one intent and one outcome per document)."""
         owner = self.owner()
         lease = self.settings.lease_seconds
         claimed_at = self.clock()
@@ -305,28 +351,166 @@ class Engine:
             limit or self.settings.batch_size,
             provider,
         )
+        if not records:
+            return 0
         paused: set[str] = set()
         # The whole batch's leases stay alive while its documents wait their turn and while
         # each is worked on (answers that drip, rate-limit slots, in-process retries).
-        self.leases.hold(owner, [r.id for r in records])
-        for record in records:
+        self.leases.hold(owner, [r.id for r in records], claimed_at + lease)
+        plans = self._prepare_batch(records, owner)
+        pending: list[_Pending] = []
+        self._local.pending = pending
+        try:
+            for record in records:
+                try:
+                    if record.provider in paused:
+                        # A config error earlier in this batch paused the provider.
+                        self._unsend(record, owner, plans.get(record.id))
+                        continue
+                    done = self.process(record, owner, plans.get(record.id))
+                    if done.outcome is not None and done.outcome.kind == OutcomeKind.CONFIG_ERROR:
+                        paused.add(record.provider)
+                except LeaseLost:
+                    log.warning("lease on %s lost; another worker has it", record.id)
+                except Exception as exc:
+                    log.exception("unexpected error delivering %s", record.id)
+                    self._internal_error(record, owner, exc)
+                finally:
+                    if not pending or pending[-1].record.id != record.id:
+                        self.leases.release(record.id)
+                    unbind_document()
+        finally:
+            self._local.pending = None
             try:
-                if record.provider in paused:
-                    # A config error earlier in this batch paused the provider: hand it back.
-                    self._release(record, owner, None, delay=0.0)
-                    continue
-                done = self.process(record, owner)
-                if done.outcome is not None and done.outcome.kind == OutcomeKind.CONFIG_ERROR:
-                    paused.add(record.provider)
-            except LeaseLost:
-                log.warning("lease on %s lost; another worker has it", record.id)
-            except Exception as exc:
-                log.exception("unexpected error delivering %s", record.id)
-                self._internal_error(record, owner, exc)
+                self._flush(pending)
             finally:
-                self.leases.release(record.id)
-                unbind_document()
+                for p in pending:
+                    self.leases.release(p.record.id)
         return len(records)
+
+    def _unsend(self, record: Record, owner: str, plan: _Prepared | None) -> None:
+        """Hand back a document of a provider paused earlier in its batch; one whose intent
+        was stored with the batch's goes back to its state, its attempt marked not sent."""
+        if plan is None or plan.intent is None or plan.base is None:
+            self._release(record, owner, None, delay=0.0)
+            return
+        outcome = Outcome(
+            kind=OutcomeKind.RETRY,
+            message="not sent: the provider was paused by a config error in the same batch",
+            rule="docrelay:paused",
+        )
+        t = Transition(
+            state=record.state,
+            reason=record.reason,
+            first_attempt_at=record.first_attempt_at,
+            next_at=self.clock(),
+            attempt=attrs.evolve(plan.base, outcome=outcome, duration=0.0),
+        )
+        try:
+            self._set(record, owner, t, quiet=True)
+        except Exception:
+            log.exception("could not release %s", record.id)
+
+    def _groupable(self, rt: ProviderRuntime, hooks: ProviderHooks) -> bool:
+        """Whether a crash between a grouped intent and its outcome is safe to leave: the
+        provider deduplicates a resend with the same key, or docrelay can look it up."""
+        return rt.info.deduplicates or hooks.implements("reconcile")
+
+    def _prepare_batch(self, records: list[Record], owner: str) -> dict[str, _Prepared]:
+        """The first pass of a batch: build the first request of each document that is
+        simply due for a send, and store all their intents in one transaction."""
+        plans: dict[str, _Prepared] = {}
+        s = self.settings
+        now = self.clock()
+        stopped: set[str] = set()  # providers whose last build failed short of the document
+        numbers = self.store.next_attempt_numbers([r.id for r in records])
+        for record in records:
+            if record.provider in stopped:
+                continue
+            if record.state in FINAL_STATES or record.state in (
+                DocState.ACCEPTED,
+                DocState.SENDING,
+                DocState.UNKNOWN,
+            ):
+                continue
+            if record.attempts >= s.max_attempts or (
+                record.first_attempt_at and now - record.first_attempt_at > s.max_age
+            ):
+                continue
+            rt = self.runtime(record.provider)
+            hooks = self.host.hooks(record.provider)
+            if rt.settings.get("enabled") is False or not self._groupable(rt, hooks):
+                continue
+            ctx = self.context(rt, record)
+            try:
+                if hooks.implements("hold") and hooks.hold(record.document, ctx):
+                    continue  # process asks again at its turn (and holds it)
+            except Exception:
+                log.exception("hold of %s raised", record.provider)
+                continue
+            try:
+                key = self._ensure_key(record, ctx, hooks)
+            except DocumentError:
+                continue  # the round refuses it (process does it again)
+            except Exception:
+                log.exception("idempotency_key of %s raised", record.provider)
+                continue
+            number = numbers[record.id]
+            try:
+                built = self._build(record, ctx, hooks, rt, key, number, record.first_attempt_at)
+            except Exception:
+                log.exception("building the request of %s raised", record.id)
+                continue
+            if isinstance(built, tuple):
+                plans[record.id] = _Prepared(ctx=ctx, number=number, early=built)
+                if built[0].kind != OutcomeKind.REJECTED:
+                    # A token or auxiliary request failed (a config error pauses the
+                    # provider): the batch's other documents take the ordinary path.
+                    stopped.add(record.provider)
+            else:
+                plans[record.id] = attrs.evolve(built, ctx=ctx, number=number)
+        intents = [(i, owner, p.intent) for i, p in plans.items() if p.intent is not None]
+        if intents:
+            # Invariant 2: every key and intent is committed before any request leaves.
+            lost = set(self.store.apply_many(intents, self.clock()))
+            for doc_id in lost:
+                del plans[doc_id]  # process meets the lost lease on its own
+            _crashpoint("after_batch_intents")
+            _crashpoint("after_intent")  # the intent is stored (here with its batch's)
+        return plans
+
+    def _flush(self, pending: list[_Pending]) -> None:
+        """Store the settled answers of a batch in one transaction, then tell the hooks."""
+        if not pending:
+            return
+        _crashpoint("before_commit")
+        now = self.clock()
+        try:
+            changes = [(p.record.id, p.owner, p.transition) for p in pending]
+            lost = set(self.store.apply_many(changes, now))
+        except Exception:
+            # Left ``sending`` with their key: resent with it or reconciled after the lease.
+            log.exception("could not store the answers of %d document(s)", len(pending))
+            return
+        _crashpoint("after_outcomes_commit")
+        woken: set[str] = set()
+        for p in pending:
+            if p.record.id in lost:
+                self._rescue(p.record, p.transition)
+                continue
+            rec = p.transition.applied(p.record, now)
+            self._changed(rec, p.record.state.value, rec.state.value, p.outcome)
+            if rec.state == DocState.ACCEPTED:
+                self._apply_pending(rec)
+            elif rec.state == DocState.REJECTED:
+                self._on_failure(rec, p.ctx, p.hooks, p.outcome)
+            else:
+                woken.add(rec.provider)
+        for name in sorted(woken):
+            try:
+                self.store.wake_held(name, now)
+            except Exception:
+                log.exception("could not wake the held documents of %s", name)
 
     def _internal_error(self, record: Record, owner: str, exc: Exception) -> None:
         """A bug escaped the round: record it as an attempt that counts against the budget,
@@ -395,11 +579,11 @@ class Engine:
         except Exception:
             log.exception("could not release %s", record.id)
 
-    def process(self, record: Record, owner: str) -> Record:
+    def process(self, record: Record, owner: str, plan: _Prepared | None = None) -> Record:
         bind_document(record.id, record.provider)
         rt = self.runtime(record.provider)
         hooks = self.host.hooks(record.provider)
-        ctx = self.context(rt, record)
+        ctx = self.context(rt, record) if plan is None else plan.ctx
         now = self.clock()
         state = record.state
         if rt.settings.get("enabled") is False:
@@ -412,7 +596,8 @@ class Engine:
             return self._set(record, owner, Transition(next_at=None), quiet=True)
         if record.first_attempt_at and now - record.first_attempt_at > self.settings.max_age:
             return self._fail(record, owner, ctx, hooks, record.outcome, "time budget spent")
-        if hooks.implements("hold"):
+        if plan is None and hooks.implements("hold"):
+            # (a plan's document was asked in the batch's first pass, and not held)
             reason = hooks.hold(record.document, ctx)
             if reason:
                 when = now + self.settings.held_recheck
@@ -423,7 +608,7 @@ class Engine:
             resolved = self._resolve_unknown(record, owner, ctx, hooks, rt)
             if resolved is not None:
                 return resolved
-        return self._deliver(record, owner, ctx, hooks, rt)
+        return self._deliver(record, owner, ctx, hooks, rt, plan)
 
     def _resolve_unknown(
         self,
@@ -518,10 +703,11 @@ class Engine:
         ctx: Context,
         hooks: ProviderHooks,
         rt: ProviderRuntime,
+        plan: _Prepared | None = None,
     ) -> Record:
         s = self.settings
         doc = record.document
-        number = self.store.next_attempt_number(record.id)
+        number = self.store.next_attempt_number(record.id) if plan is None else plan.number
         attempts = record.attempts
         first_attempt_at = record.first_attempt_at
         reauthed = refreshed = False
@@ -544,8 +730,9 @@ class Engine:
                     if attempts >= s.max_attempts:
                         break
                     outcome, attempt, counted = self._send_once(
-                        record, owner, ctx, hooks, rt, key, number, first_attempt_at
+                        record, owner, ctx, hooks, rt, key, number, first_attempt_at, plan
                     )
+                    plan = None  # the batch's first pass prepared the first attempt only
                     number += 1
                     first_attempt_at = first_attempt_at or attempt.started_at
                     if counted:
@@ -640,17 +827,18 @@ class Engine:
         )
         self._set(record, owner, t, quiet=True)
 
-    def _send_once(
+    def _build(
         self,
         record: Record,
-        owner: str,
         ctx: Context,
         hooks: ProviderHooks,
         rt: ProviderRuntime,
         key: str,
         number: int,
         first_attempt_at: float | None,
-    ) -> tuple[Outcome, Attempt, bool]:
+    ) -> _Prepared | tuple[Outcome, Attempt, bool]:
+        """One attempt's request and intent; or the outcome that ends it before any request
+        (the document refused, an auxiliary request failed)."""
         doc = record.document
         ctx.attempt += 1
         started = self.clock()
@@ -691,7 +879,6 @@ class Engine:
             return out, attrs.evolve(base, outcome=out, duration=self.clock() - started), True
         started = self.clock()
         base = attrs.evolve(base, started_at=started, request=request.summary())
-        # Invariant 2: the key and the intent are committed before the request leaves.
         intent = Transition(
             state=DocState.SENDING,
             key=key,
@@ -702,8 +889,37 @@ class Engine:
             attempt=base,
             release=False,
         )
-        self._set(record, owner, intent, quiet=True)
-        _crashpoint("after_intent")
+        return _Prepared(ctx=ctx, number=number, request=request, base=base, intent=intent)
+
+    def _send_once(
+        self,
+        record: Record,
+        owner: str,
+        ctx: Context,
+        hooks: ProviderHooks,
+        rt: ProviderRuntime,
+        key: str,
+        number: int,
+        first_attempt_at: float | None,
+        plan: _Prepared | None = None,
+    ) -> tuple[Outcome, Attempt, bool]:
+        """One attempt; *plan*: built (and its intent stored) by the batch's first pass."""
+        doc = record.document
+        if plan is None:
+            built = self._build(record, ctx, hooks, rt, key, number, first_attempt_at)
+            if isinstance(built, tuple):
+                return built
+            # Invariant 2: the key and the intent are committed before the request leaves.
+            assert built.intent is not None
+            self._set(record, owner, built.intent, quiet=True)
+            _crashpoint("after_intent")
+            plan = built
+        elif plan.early is not None:
+            return plan.early
+        request, base = plan.request, plan.base
+        assert request is not None
+        assert base is not None
+        started = base.started_at
         # self.http takes the rate slot right before the request leaves (after the intent's
         # commit), so the spacing the provider sees is not blurred by the store's latency.
         response, error = self.http(
@@ -711,9 +927,8 @@ class Engine:
             request,
             lease=(doc.id, owner),
             exchanges=ctx._services.exchanges,  # type: ignore[attr-defined]
+            scrub=True,
         )
-        if response is not None:
-            response = _scrubbed(response)
         _crashpoint("after_response")
         # A certificate that does not verify or a URL docrelay refused is a matter of
         # configuration, whatever the provider: _classify answers it, not the classifier.
@@ -754,6 +969,11 @@ class Engine:
             attempt=attempt,
         )
         answered = _answered(base, record, outcome, rt, s, now)
+        pending: list[_Pending] | None = getattr(self._local, "pending", None)
+        if answered is not None and pending is not None and self._groupable(rt, hooks):
+            # Stored with the batch's other answers (run_once), then the hooks are told.
+            pending.append(_Pending(record, owner, answered, ctx, hooks, outcome))
+            return answered.applied(record, now)
         if answered is not None:
             rec = self._set(record, owner, answered)
             if rec.state == DocState.ACCEPTED:

@@ -45,15 +45,20 @@ class LeaseKeeper:
         self._every = store.renew_every or max(0.05, lease / 3.0)
         #: doc id -> (owner, when the hold began, on the monotonic clock)
         self._held: dict[str, tuple[str, float]] = {}
+        #: doc id -> the lease's end as last confirmed by the store (claim or extension)
+        self._until: dict[str, float] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def hold(self, owner: str, doc_ids: Iterable[str]) -> None:
-        """Keep these documents' leases (claimed by *owner*) alive until :meth:`release`."""
+    def hold(self, owner: str, doc_ids: Iterable[str], until: float | None = None) -> None:
+        """Keep these documents' leases (claimed by *owner*, until *until* if known) alive
+        until :meth:`release`."""
         started = time.monotonic()
         with self._lock:
             for doc_id in doc_ids:
                 self._held[doc_id] = (owner, started)
+                if until is not None:
+                    self._until[doc_id] = until
             if self._held and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(
                     target=self._loop, name="docrelay-lease-keeper", daemon=True
@@ -63,6 +68,7 @@ class LeaseKeeper:
     def release(self, doc_id: str) -> None:
         with self._lock:
             self._held.pop(doc_id, None)
+            self._until.pop(doc_id, None)
 
     def holds(self, doc_id: str) -> bool:
         with self._lock:
@@ -70,11 +76,25 @@ class LeaseKeeper:
 
     def renew(self, doc_id: str, owner: str) -> None:
         """Extend one lease now (right before a request leaves); :class:`LeaseLost` when
-        *owner* no longer holds it (a stalled worker whose document was taken over)."""
-        until = self._clock() + self._lease
+        *owner* no longer holds it (a stalled worker whose document was taken over).
+
+        No write while the store confirmed the lease (at the claim or the keeper's last
+        extension) for more than half a lease still: until then no other worker can have
+        claimed it (a claim needs the lease run out), so the answer would be the same."""
+        now = self._clock()
+        with self._lock:
+            confirmed = (
+                self._until.get(doc_id) if self._held.get(doc_id, ("",))[0] == owner else None
+            )
+        if confirmed is not None and confirmed - now > self._lease / 2:
+            return
+        until = now + self._lease
         if doc_id not in self._store.extend_leases(owner, [doc_id], until):
             self._drop(doc_id, owner)
             raise LeaseLost(f"lease on {doc_id!r} lost")
+        with self._lock:
+            if doc_id in self._held:
+                self._until[doc_id] = until
 
     def beat(self) -> int:
         """Extend every held lease now; returns how many are still held."""
@@ -100,6 +120,10 @@ class LeaseKeeper:
                 kept += len(ids)
                 continue
             kept += len(alive)
+            with self._lock:
+                for doc_id in alive:
+                    if doc_id in self._held:
+                        self._until[doc_id] = until
             for doc_id in set(ids) - alive:
                 self._drop(doc_id, owner)  # finished meanwhile, or taken over
         return kept
@@ -108,6 +132,7 @@ class LeaseKeeper:
         with self._lock:
             if self._held.get(doc_id, (None,))[0] == owner:
                 del self._held[doc_id]
+                self._until.pop(doc_id, None)
 
     def _loop(self) -> None:
         while True:

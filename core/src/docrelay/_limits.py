@@ -24,18 +24,17 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ._context import Token
 from ._models import RateLimit
 from ._redact import register_secret
 from ._settings import ProviderRuntime
 from ._store import Store
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["RateLimiter", "TokenCache", "open_token", "rate_bucket", "seal_token", "token_key"]
 
@@ -55,6 +54,11 @@ def token_key(rt: ProviderRuntime) -> bytes | None:
 
 
 def _aead(key: bytes, credential: str) -> AESGCM:
+    # Imported when a token is shared, not with docrelay (memory of a plain send).
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     hkdf = HKDF(
         algorithm=hashes.SHA256(),
         length=32,
@@ -79,7 +83,11 @@ def open_token(key: bytes, credential: str, stored: str) -> str | None:
     try:
         raw = base64.urlsafe_b64decode(stored[len(_SEALED_PREFIX) :].encode())
         plain = _aead(key, credential).decrypt(raw[:12], raw[12:], credential.encode())
-    except (InvalidTag, ValueError):
+    except ValueError:
+        return None
+    except Exception as exc:  # cryptography's InvalidTag (imported only when used)
+        if type(exc).__name__ != "InvalidTag":
+            raise
         return None
     return plain.decode("utf-8", "replace")
 

@@ -271,6 +271,22 @@ def redact_outcome(outcome: Any) -> Any:
     assert isinstance(outcome, Outcome)
     if not _compiled:
         return outcome
+    texts = [
+        outcome.message,
+        outcome.error_url,
+        outcome.request_id,
+        outcome.trace_id,
+        outcome.provider_ref,
+        outcome.provider_status,
+        outcome.rule,
+    ]
+    for fe in outcome.field_errors:
+        texts.extend((fe.field, fe.message, fe.value))
+    falsy_none = all(
+        v is None or v for v in (outcome.provider_ref, outcome.provider_status, outcome.rule)
+    )
+    if falsy_none and all(not t or redact(t) == t for t in texts):
+        return outcome  # nothing to mask: no copy (the hot path redacts each outcome often)
     return attrs.evolve(
         outcome,
         message=redact(outcome.message) if outcome.message else outcome.message,

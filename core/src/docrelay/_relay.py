@@ -28,7 +28,6 @@ from ._notify import WebhookRefused, WebhookSettings, check_secret
 from ._redact import install_log_redaction, redact
 from ._status import DocumentStatus
 from ._store import Store, open_store
-from ._wsgi import make_wsgi_app
 from .exceptions import ConfigError, DocumentError, NotFoundError, StoreError
 
 __all__ = ["DocumentStatus", "IngestResult", "Relay", "SettleResult"]
@@ -638,6 +637,8 @@ class Relay:
     def wsgi_app(self) -> Callable[..., Any]:
         """The webhook receiver as a WSGI app (``POST /webhooks/<provider>``)."""
         if self._wsgi is None:
+            from ._wsgi import make_wsgi_app  # werkzeug: only for the webhook server
+
             self._wsgi = make_wsgi_app(self, max_body=self.webhook_settings.max_body_bytes)
         return self._wsgi
 

@@ -144,6 +144,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def next_attempt_number(self, doc_id: str) -> int: ...
 
+    def next_attempt_numbers(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        """:meth:`next_attempt_number` of several documents (one query where the store can)."""
+        return {d: self.next_attempt_number(d) for d in doc_ids}
+
     # notifications -----------------------------------------------------------------------------
     @abc.abstractmethod
     def record_notification(

@@ -238,3 +238,19 @@ class Documents(SQLBase):
             cur.execute(self._sql("SELECT MAX(number) FROM attempts WHERE doc_id = ?"), (doc_id,))
             row = cur.fetchone()
         return int(row[0] or 0) + 1
+
+    def next_attempt_numbers(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        out = dict.fromkeys(doc_ids, 1)
+        if not out:
+            return out
+        with self._tx(write=False) as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT doc_id, MAX(number) FROM attempts"
+                    f" WHERE doc_id IN ({self._marks(len(out))}) GROUP BY doc_id"
+                ),
+                list(out),
+            )
+            for doc_id, number in cur.fetchall():
+                out[str(doc_id)] = int(number or 0) + 1
+        return out

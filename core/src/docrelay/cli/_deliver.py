@@ -76,15 +76,17 @@ def _read_payload(path: Path, provider: str, limit: int) -> tuple[bytes, str]:
 
 
 def _documents(relay: Relay, files: Sequence[Path], doc_id: str | None, provider: str,
-               kind: str, meta: dict[str, str]) -> list[Document]:  # fmt: skip
+               kind: str, meta: dict[str, str]) -> tuple[list[Document], set[str]]:  # fmt: skip
     """Read and check every file before the store is touched: all or nothing, and one line
-    for each bad file."""
+    for each bad file. Returns the documents and the ids of those already stored."""
     info = relay.require(provider)
     limit = relay.payload_limit(provider)
     default_type = info.content_type or "application/octet-stream"
     documents: list[Document] = []
     ids: set[str] = set()
     problems: list[str] = []
+    # One read for all the files' ids (not one per file): only a stored one can refuse.
+    stored = _stored_ids(relay, files, doc_id)
     for f in files:
         try:
             payload, content_type = _read_payload(f, provider, limit)
@@ -103,7 +105,7 @@ def _documents(relay: Relay, files: Sequence[Path], doc_id: str | None, provider
             continue
         ids.add(d.id)
         try:
-            relay.precheck(d)
+            relay.precheck(d) if d.id in stored else relay.check(d)
         except DocumentError as exc:
             where = "standard input" if str(f) == "-" else f"file {str(f)!r}"
             problems.append(f"{where}: {exc}")
@@ -113,7 +115,13 @@ def _documents(relay: Relay, files: Sequence[Path], doc_id: str | None, provider
         for line in problems[:-1]:
             note(f"docrelay: error: {line}")
         raise DocumentError(problems[-1])
-    return documents
+    return documents, stored
+
+
+def _stored_ids(relay: Relay, files: Sequence[Path], doc_id: str | None) -> set[str]:
+    """The ids among *files*' documents that the store already has (one read)."""
+    wanted = [doc_id] if doc_id is not None else [f.stem for f in files if str(f) != "-"]
+    return {s.id for s in relay.statuses(ids=wanted)} if wanted else set()
 
 
 class _Stop:
@@ -182,9 +190,12 @@ def send(ctx: click.Context, provider: str, env_name: str | None, base_url: str 
     metadata = _parse_meta(meta)
     with Relay.from_config(cfg, needs=[provider]) as relay:
         kind = kind or relay.provider_info(provider).kinds[0]
-        documents = _documents(relay, files, doc_id, provider, kind, metadata)
+        documents, stored = _documents(relay, files, doc_id, provider, kind, metadata)
+        # New documents in one transaction; a stored one (unchanged or a revision) alone.
+        relay.submit_many([d for d in documents if d.id not in stored])
         for d in documents:
-            relay.submit(d)
+            if d.id in stored:
+                relay.submit(d)
         stop = _Stop(force=True).install()
         tracker = Tracker(total=len(documents), show=not as_json, verbose=verbosity(ctx))
         relay.on_change(tracker.changed)
