@@ -25,14 +25,14 @@ import attrs
 import docrelay
 import pytest
 import requests
-from docrelay import Document, DocState, HttpRequest, Relay, Setting
+from docrelay import DocState, Document, HttpRequest, Relay, Setting
 from docrelay._serve import WebhookServer
 from docrelay.auth import ApiKeyHeader
 from docrelay.testing import FAST_ENGINE
 
 pytest.importorskip("acme_testprovider")
 
-from acme_testprovider import AcmePlugin  # noqa: E402
+from acme_testprovider import AcmePlugin
 
 DOCRELAY = str(Path(sys.executable).with_name("docrelay"))
 API_KEY = "ak-rtb-Hq4Vn8Rw2Ys6"
@@ -135,7 +135,8 @@ def test_provider_words_are_not_rich_markup_nor_terminal_escapes(
     words = "bad [/] value [link=https://evil.example/]portal[/link] \x1b[2J\x1b]0;pwned\x07 end"
     config = _rejected_by(hostile, tmp_path, words)
 
-    p = subprocess.run([DOCRELAY, "--config", str(config), *command], capture_output=True,
+    p = subprocess.run([DOCRELAY, "--config", str(config), *command], check=False,
+                       capture_output=True,
                        text=True, timeout=60, cwd=tmp_path)  # fmt: skip
 
     assert p.returncode == 1, p.stderr
@@ -188,12 +189,12 @@ def test_receiver_metrics_are_rate_limited_per_source(tmp_path: Path) -> None:
     was outside the per-source rate limit that guards ``/webhooks``: one outsider could make
     the store count every document as fast as it could ask. It now shares the limit (a
     Prometheus scraping every 15 s is far below it)."""
-    with Relay(f"sqlite:///{tmp_path / 'd.db'}", autoload=False,
-               webhooks={"rate_limit": "3/60"}) as relay:  # fmt: skip
-        with WebhookServer(relay.wsgi_app) as server:
-            url = server.url.removesuffix("/webhooks") + "/metrics"
-            codes = [requests.get(url, timeout=10).status_code for _ in range(6)]
-            last = requests.get(url, timeout=10)
+    relay = Relay(f"sqlite:///{tmp_path / 'd.db'}", autoload=False,
+                  webhooks={"rate_limit": "3/60"})  # fmt: skip
+    with relay, WebhookServer(relay.wsgi_app) as server:
+        url = server.url.removesuffix("/webhooks") + "/metrics"
+        codes = [requests.get(url, timeout=10).status_code for _ in range(6)]
+        last = requests.get(url, timeout=10)
 
     assert codes[:3] == [200, 200, 200]
     assert 429 in codes[3:]
