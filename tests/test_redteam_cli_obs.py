@@ -280,3 +280,35 @@ def test_receiver_metrics_are_not_served_to_an_outsider_by_default(tmp_path: Pat
         response = client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.7"})
 
     assert response.status_code in (403, 404)
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [
+        (["why", b"\xff"], b""),
+        (["status", b"a\xffb"], b""),
+        (["status", "--provider", b"\xff"], b""),
+        (["requeue", "-"], b"\xfe\xff\npo-1\n"),
+    ],
+)
+def test_non_utf8_arguments_and_stdin_are_a_clear_usage_error(
+    tmp_path: Path, args: list[str | bytes], stdin: bytes
+) -> None:
+    """Bytes that are not UTF-8 in an id, a --provider value or the ids `requeue -` reads
+    ended as "internal error: UnicodeEncodeError: ... surrogates not allowed": the command
+    blamed itself for the operator's input. They are a usage error naming the cause."""
+    config = tmp_path / "docrelay.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "d.db"}"\n', encoding="utf-8")
+    with Relay(f"sqlite:///{tmp_path / 'd.db'}", autoload=False):
+        pass  # the store exists (read-only commands never create one)
+    argv = [os.fsencode(DOCRELAY), b"--config", os.fsencode(config)]
+    argv += [a if isinstance(a, bytes) else a.encode() for a in args]
+
+    p = subprocess.run(argv, input=stdin, capture_output=True, timeout=60, check=False,
+                       cwd=tmp_path)  # fmt: skip
+    err = p.stderr.decode("utf-8", "replace")
+
+    assert p.returncode == 2, err
+    assert "internal error" not in err
+    assert "UTF-8" in err
+    assert len(err.strip().splitlines()) == 1
