@@ -312,3 +312,47 @@ def test_non_utf8_arguments_and_stdin_are_a_clear_usage_error(
     assert "internal error" not in err
     assert "UTF-8" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_run_processes_workers_log_as_the_parent_was_asked(tmp_path: Path) -> None:
+    """``docrelay --log-format json -vv run --processes 2`` started its workers with neither
+    option: the workers, which do every delivery, logged in text at WARNING only, so the
+    JSON log had no line of any exchange and a worker's warning broke the JSON stream."""
+    pytest.importorskip("docrelay_procuros")
+    from docrelay_procuros.sandbox import ProcurosSandbox
+
+    token = "rtb-procuros-token-4711"
+    order = json.loads(
+        Path(__file__)
+        .parent.parent.joinpath("plugins/procuros/src/docrelay_procuros/samples/order.json")
+        .read_text(encoding="utf-8")
+    )
+    with ProcurosSandbox(api_token=token) as sandbox:
+        db = tmp_path / "d.db"
+        config = tmp_path / "docrelay.toml"
+        config.write_text(
+            f'[store]\nurl = "sqlite:///{db}"\n[providers.procuros]\n'
+            f'base_url = "{sandbox.url}"\napi_token = "${{RTB_PROCUROS_TOKEN}}"\n',
+            encoding="utf-8",
+        )
+        settings = {"base_url": sandbox.url, "api_token": token}
+        with Relay(f"sqlite:///{db}", providers={"procuros": settings}) as r:
+            for i in range(4):
+                order["header"]["orderIdentifier"] = f"LG-{i}"
+                r.submit(Document(id=f"lg-{i}", provider="procuros", kind="order",
+                                  payload=json.dumps(order).encode(),
+                                  content_type="application/json"))  # fmt: skip
+        p = subprocess.run(
+            [DOCRELAY, "--config", str(config), "--log-format", "json", "-vv", "run",
+             "--processes", "2", "--until-idle"],
+            env={**os.environ, "RTB_PROCUROS_TOKEN": token}, cwd=tmp_path,
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    assert p.returncode == 0, p.stderr
+    records = [json.loads(line) for line in p.stderr.splitlines() if line.startswith("{")]
+    text_lines = [line for line in p.stderr.splitlines()
+                  if line.split(" ", 1)[0] in ("DEBUG", "INFO", "WARNING", "ERROR")]  # fmt: skip
+    assert text_lines == []
+    assert any(r["logger"].startswith("urllib3") for r in records)  # a worker's exchange
+    assert token not in p.stderr

@@ -320,6 +320,10 @@ def _run_processes(ctx: click.Context, relay: Relay, tracker: Tracker, stop: Any
     argv = [sys.executable, "-m", "docrelay.cli"]
     if root.get("config_path"):
         argv += ["--config", root["config_path"]]
+    # The workers log as the parent was asked to (their stderr is the parent's).
+    argv += ["--log-format", root.get("log_format") or "text"]
+    if root.get("verbose"):
+        argv.append("-" + "v" * int(root["verbose"]))
     argv += ["run", "--events", "--until-stdin-closes", "--workers", str(workers)]
     if provider:
         argv += ["--provider", provider]
