@@ -356,3 +356,31 @@ def test_run_processes_workers_log_as_the_parent_was_asked(tmp_path: Path) -> No
     assert text_lines == []
     assert any(r["logger"].startswith("urllib3") for r in records)  # a worker's exchange
     assert token not in p.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a relative sqlite store URL (the default, sqlite:///docrelay.db) is resolved "
+    "against the working directory, not the configuration file's: `DOCRELAY_CONFIG=/etc/"
+    "docrelay/docrelay.toml docrelay run` from a cron job or a unit without "
+    "WorkingDirectory= creates an empty docrelay.db where it stands, says 'no documents', "
+    "exits 0, and the queued documents of the real store are never sent. `status` refuses "
+    "the same situation ('no store at ...'); `run` should too, or relative paths should "
+    "follow the file that names them (a documented-behaviour change for the lead).",
+)
+def test_run_elsewhere_with_docrelay_config_does_not_start_an_empty_store(
+    tmp_path: Path,
+) -> None:
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    (home / "docrelay.toml").write_text('[store]\nurl = "sqlite:///docrelay.db"\n')
+    with Relay(f"sqlite:///{home / 'docrelay.db'}", autoload=False):
+        pass
+
+    env = {**os.environ, "DOCRELAY_CONFIG": str(home / "docrelay.toml")}
+    p = subprocess.run([DOCRELAY, "run", "--until-idle"], cwd=elsewhere, capture_output=True,
+                       text=True, timeout=60, check=False, env=env)  # fmt: skip
+
+    assert not (elsewhere / "docrelay.db").exists()
+    assert p.returncode == 2
