@@ -260,6 +260,39 @@ def test_run_processes_workers_stop_when_the_parent_is_killed(tmp_path: Path) ->
             parent.kill()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_run_processes_says_when_a_worker_process_died(tmp_path: Path) -> None:
+    """One worker of ``run --processes 2`` killed (the OOM killer): the parent went on with
+    the other and, stopped, printed its summary as if nothing had happened. It now says
+    which worker ended and how."""
+    config = tmp_path / "docrelay.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "d.db"}"\n', encoding="utf-8")
+    parent = subprocess.Popen([DOCRELAY, "--config", str(config), "run", "--processes", "2"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            workers = _children(parent.pid)
+        assert len(workers) == 2
+        time.sleep(1.0)
+        os.kill(workers[0], signal.SIGKILL)
+        time.sleep(0.5)
+        parent.send_signal(signal.SIGTERM)
+        _, err = parent.communicate(timeout=60)
+    finally:
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+        if parent.poll() is None:
+            parent.kill()
+
+    assert f"worker process {workers[0]} was killed by signal 9" in err
+    assert "Traceback" not in err
+
+
 # -- breaks, open -----------------------------------------------------------------------------
 
 

@@ -359,4 +359,10 @@ def _run_processes(ctx: click.Context, relay: Relay, tracker: Tracker, stop: Any
         for t in readers:
             t.join()
     codes = [c.returncode for c in children]
+    for c in children:
+        if c.returncode not in (0, EXIT_USAGE):
+            how = (f"was killed by signal {-c.returncode}" if c.returncode < 0
+                   else f"exited with code {c.returncode}")  # fmt: skip
+            note(f"docrelay run: WARNING: worker process {c.pid} {how}; its documents in "
+                 "flight are taken over by another worker once their lease expires")  # fmt: skip
     return EXIT_USAGE if EXIT_USAGE in codes else 0
