@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
+from rich.markup import escape
 from rich.table import Table
 
 from ._models import OK_STATES, DocState
 from ._redact import redact
 from ._relay import DocumentStatus
 
-__all__ = ["STATE_WORDS", "counts_line", "status_table", "when"]
+__all__ = ["STATE_WORDS", "cell", "counts_line", "status_table", "when"]
 
 #: How a summary line names each state.
 STATE_WORDS = {
@@ -32,6 +34,19 @@ _COLORS = {"delivered": "green", "duplicate": "green", "no_action": "cyan",
            "accepted": "cyan", "rejected": "red", "failed": "red", "held": "yellow",
            "retry_wait": "yellow", "unknown": "magenta", "queued": "white",
            "sending": "yellow"}  # fmt: skip
+
+
+#: Control characters but the line break: a provider's text must not drive the terminal.
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def cell(text: str | None) -> str:
+    """*text* (a provider's words, an id) safe to print through rich: its ``[...]`` shown
+    as written, not read as markup, and control characters (ESC of a terminal escape
+    sequence, BEL, CR) shown as ``\\xNN`` instead of reaching the terminal."""
+    if not text:
+        return text or ""
+    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
 
 
 def when(ts: float | None) -> str:
@@ -78,14 +93,14 @@ def status_table(statuses: Sequence[DocumentStatus], title: str | None = None) -
     for s in statuses:
         state = s.state.value
         table.add_row(
-            s.id,
-            s.provider,
+            cell(s.id),
+            cell(s.provider),
             f"[{_COLORS.get(state, 'white')}]{state}[/]",
             s.outcome.kind.value + (f" {s.outcome.status}" if s.outcome.status else "")
             if s.outcome
             else "-",
             str(s.attempts),
-            s.provider_ref or "-",
-            detail(s),
+            cell(s.provider_ref) or "-",
+            cell(detail(s)),
         )
     return table

@@ -87,12 +87,20 @@ def make_wsgi_app(
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
         request.max_content_length = max_body
+        extra: list[tuple[str, str]] = []
         if metrics and request.path == "/metrics" and request.method in ("GET", "HEAD"):
             # Prometheus: the queue depth from the store and the default registry (_metrics).
+            # Each scrape reads the store: a source that floods the page gets 429 as one
+            # that floods /webhooks does (a Prometheus scraping every 15 s never does).
             from ._metrics import CONTENT_TYPE, metrics_page
 
-            status, body, ctype = 200, metrics_page(relay), CONTENT_TYPE
-            extra: list[tuple[str, str]] = []
+            wait = limiter.take(request.remote_addr or "-")
+            if wait is None:
+                status, body, ctype = 200, metrics_page(relay), CONTENT_TYPE
+            else:
+                status, ctype = 429, "application/json"
+                body = json.dumps({"error": "too many requests"}).encode()
+                extra = [("Retry-After", str(max(1, math.ceil(wait))))]
         else:
             status, data, extra = _handle(relay, request, limiter)
             body, ctype = json.dumps(data).encode(), "application/json"

@@ -15,7 +15,7 @@ from typing import Any
 from ._classify import classify_generic
 from ._models import Document, FieldError, HttpResponse, Outcome, OutcomeKind, TransportError
 from ._models import retry_after_seconds as _retry_after_seconds
-from ._redact import redact
+from ._redact import redact as _redact
 from .exceptions import DocumentError
 
 __all__ = [
@@ -23,10 +23,22 @@ __all__ = [
     "field_errors",
     "generic_outcome",
     "json_object",
+    "redact",
     "retry_after_seconds",
     "scalar_text",
     "transport_outcome",
 ]
+
+
+def redact(text: str) -> str:
+    """*text* with every secret docrelay knows of masked as ``***``, in any encoding (for an
+    observer plugin that puts a request's own text, such as its URL path, in a channel of
+    its own).
+
+    >>> redact("nothing secret here")
+    'nothing secret here'
+    """
+    return _redact(text)
 
 
 def json_object(document: Document) -> dict[str, Any]:

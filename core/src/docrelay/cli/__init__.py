@@ -103,7 +103,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: int, log_format: 
                             stream=sys.stderr)  # fmt: skip
     if verbose == 0:
         logging.getLogger("stamina").setLevel(logging.ERROR)
-    ctx.obj = {"config_path": config_path, "verbose": verbose}
+    ctx.obj = {"config_path": config_path, "verbose": verbose, "log_format": log_format}
 
 
 for _command in (send, run, status, why, requeue, webhooks, plugins, sandbox, demo, new_plugin):

@@ -78,6 +78,10 @@ def guard(fn: F) -> F:
             fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
         except KeyboardInterrupt:
             fail("interrupted", EXIT_INTERRUPTED)
+        except UnicodeError:
+            # Bytes that are not UTF-8 in an argument or on standard input reach Python as
+            # surrogates; the store refuses to encode them before anything is written.
+            fail("an argument or standard input is not valid UTF-8 text")
         except Exception as exc:
             log.debug("internal error", exc_info=True)
             fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for details)")

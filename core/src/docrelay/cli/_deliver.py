@@ -240,6 +240,14 @@ def send(ctx: click.Context, provider: str, env_name: str | None, base_url: str 
     hidden=True,
     help="One JSON line per state change on stdout (for --processes).",
 )
+@click.option(
+    "--until-stdin-closes",
+    "watch_stdin",
+    is_flag=True,
+    hidden=True,
+    help="Stop (after the batch in hand) when standard input closes: the parent of a "
+    "--processes worker is gone.",
+)
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve Prometheus /metrics on this port (0: any free port).")  # fmt: skip
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, type=TEXT,
@@ -247,8 +255,8 @@ def send(ctx: click.Context, provider: str, env_name: str | None, base_url: str 
 @click.pass_context
 @guard
 def run(ctx: click.Context, provider: str | None, workers: int, processes: int,
-        until_idle: bool, events: bool, metrics_port: int | None = None,
-        metrics_host: str = "127.0.0.1") -> None:  # fmt: skip
+        until_idle: bool, events: bool, watch_stdin: bool = False,
+        metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> None:  # fmt: skip
     """Deliver queued documents (a worker; several may share one store). Ctrl-C or SIGTERM
     finishes the batch in hand, prints the summary of this run and exits."""
     from ._common import config as load
@@ -264,6 +272,8 @@ def run(ctx: click.Context, provider: str | None, workers: int, processes: int,
         if provider:
             relay.require(provider)
         stop = _Stop().install()
+        if watch_stdin:
+            threading.Thread(target=_stop_at_eof, args=(stop,), daemon=True).start()
         tracker = Tracker(show=not events, verbose=0 if events else verbosity(ctx))
         if events:
             relay.on_change(_print_event)
@@ -293,6 +303,18 @@ def run(ctx: click.Context, provider: str | None, workers: int, processes: int,
     sys.exit(exit_code(statuses))
 
 
+def _stop_at_eof(stop: _Stop) -> None:
+    """Set *stop* once standard input ends. The parent of ``run --processes`` holds the
+    other end of this pipe and never writes to it: the end of the input is the end of the
+    parent (a SIGKILL, a crash), and its worker processes must not run on unsupervised."""
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    stop.event.set()
+
+
 def _print_event(status: DocumentStatus, old: str, new: str) -> None:
     line = json.dumps({"id": status.id, "provider": status.provider, "old": old, "new": new,
                        "final": status.is_final})  # fmt: skip
@@ -309,12 +331,17 @@ def _run_processes(ctx: click.Context, relay: Relay, tracker: Tracker, stop: Any
     argv = [sys.executable, "-m", "docrelay.cli"]
     if root.get("config_path"):
         argv += ["--config", root["config_path"]]
-    argv += ["run", "--events", "--workers", str(workers)]
+    # The workers log as the parent was asked to (their stderr is the parent's).
+    argv += ["--log-format", root.get("log_format") or "text"]
+    if root.get("verbose"):
+        argv.append("-" + "v" * int(root["verbose"]))
+    argv += ["run", "--events", "--until-stdin-closes", "--workers", str(workers)]
     if provider:
         argv += ["--provider", provider]
     if until_idle:
         argv.append("--until-idle")
-    children = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    # stdin: a pipe the parent never writes to; it closes when the parent ends, however.
+    children = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 for _ in range(processes)]  # fmt: skip
 
     def read(child: subprocess.Popen[str]) -> None:
@@ -343,4 +370,10 @@ def _run_processes(ctx: click.Context, relay: Relay, tracker: Tracker, stop: Any
         for t in readers:
             t.join()
     codes = [c.returncode for c in children]
+    for c in children:
+        if c.returncode not in (0, EXIT_USAGE):
+            how = (f"was killed by signal {-c.returncode}" if c.returncode < 0
+                   else f"exited with code {c.returncode}")  # fmt: skip
+            note(f"docrelay run: WARNING: worker process {c.pid} {how}; its documents in "
+                 "flight are taken over by another worker once their lease expires")  # fmt: skip
     return EXIT_USAGE if EXIT_USAGE in codes else 0

@@ -19,7 +19,7 @@ from rich.table import Table
 from .._models import DocState
 from .._redact import redact
 from .._relay import DocumentStatus
-from .._render import counts_line, detail, status_table, when
+from .._render import cell, counts_line, detail, status_table, when
 from ..exceptions import ConfigError
 from ._common import TEXT, exit_code, guard, note, open_relay, out
 
@@ -158,18 +158,19 @@ def why(ctx: click.Context, doc_id: str, as_json: bool) -> None:
         click.echo(redact(json.dumps(data, indent=2, default=str)))
         sys.exit(code)
     st = data["status"]
-    out.print(f"[bold]{st['id']}[/] ({st['provider']}, {st['kind']}, revision {st['revision']})")
-    out.print(f"state: [bold]{st['state']}[/]  key: {st['key'] or '-'}  provider ref: "
-              f"{st['provider_ref'] or '-'}")  # fmt: skip
+    out.print(f"[bold]{cell(st['id'])}[/] ({cell(st['provider'])}, {cell(st['kind'])}, "
+              f"revision {cell(st['revision'])})")  # fmt: skip
+    out.print(f"state: [bold]{cell(st['state'])}[/]  key: {cell(st['key']) or '-'}  provider "
+              f"ref: {cell(st['provider_ref']) or '-'}")  # fmt: skip
     out.print(f"attempts: {data['budget']['attempts_used']} of {data['budget']['max_attempts']}")
     out.print(_timeline(data["timeline"]))
     for n in data["notifications"]:
         out.print(
             f"notification at {when(n['received_at'])}: "
-            f"{(n['outcome'] or {}).get('kind', 'ignored')} ({n['note'] or 'recorded'})"
+            f"{cell((n['outcome'] or {}).get('kind', 'ignored'))} ({cell(n['note']) or 'recorded'})"
         )
-    out.print(f"reason: {redact(st['reason'] or '-')}", markup=False)
-    out.print(f"next step: {redact(data['next_step'])}", markup=False)
+    out.print(f"reason: {cell(redact(st['reason'] or '-'))}")
+    out.print(f"next step: {cell(redact(data['next_step']))}")
     sys.exit(code)
 
 
@@ -190,9 +191,10 @@ def _timeline(attempts: list[dict[str, Any]]) -> Table:
             details += f"\n{o['error_url']}"
         if o.get("wait") is not None:
             details += f"\nwait {o['wait']:.1f} s"
-        table.add_row(str(a["number"]), when(a["at"]), a["action"], a["request"] or "-",
-                      str(a["status"] or "-"), o.get("kind", "in flight"), ids,
-                      redact(details.strip()))  # fmt: skip
+        table.add_row(str(a["number"]), when(a["at"]), cell(a["action"]),
+                      cell(a["request"]) or "-", str(a["status"] or "-"),
+                      cell(o.get("kind", "in flight")), cell(ids),
+                      cell(redact(details.strip())))  # fmt: skip
     return table
 
 

@@ -44,6 +44,7 @@ from docrelay import (
     TransportError,
     hookimpl,
 )
+from docrelay.helpers import redact
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context as OtelContext
 from opentelemetry.trace import (
@@ -129,7 +130,7 @@ def _request_id(response: HttpResponse | None, settings: Mapping[str, Any]) -> s
     for name in ([named] if isinstance(named, str) and named else []) + list(REQUEST_ID_HEADERS):
         value = headers.get(name.lower())
         if value:
-            return value[:200]
+            return redact(value)[:200]  # redacted before the cut: no half secret survives
     return None
 
 
@@ -387,10 +388,11 @@ def _base_attributes(
 
 
 def _path(url: str) -> str:
-    """The URL's path without query (a query may carry a credential)."""
+    """The URL's path without query (a query may carry a credential), every known secret
+    masked: some APIs put a key or a token in the path itself (``/v1/<key>/invoices``)."""
     from urllib.parse import urlsplit
 
-    return urlsplit(url).path or "/"
+    return redact(urlsplit(url).path) or "/"
 
 
 #: The instance the entry point registers (this module's hook functions delegate to it).
