@@ -428,3 +428,27 @@ def test_rt_pg_worker_frozen_inside_its_claim_transaction_recovers(
             os.kill(proc.pid, signal.SIGCONT)
             proc.kill()
             proc.communicate(timeout=30)
+
+
+@pytest.mark.postgres
+def test_rt_outbox_pg_after_a_server_restart(pg: PG, sandbox: AcmeSandbox) -> None:
+    """The outbox caches, per store, the identity of the store's server (database, oid and
+    ``pg_postmaster_start_time()``) and refuses a connection whose identity differs. After
+    a restart or a failover of the server the start time differs for *every* connection, so
+    every ``submit(connection=...)`` of a long-running ERP process was refused as "another
+    server or another database" until the process restarted. (A restart needs a superuser;
+    the test leaves the cache as a restart leaves it: holding the old start time.)"""
+    from docrelay import _outbox
+
+    relay = pg.relay(sandbox)
+    erp = pg.connect()
+    relay.submit(_doc("inv-1"), connection=erp)  # the identity is cached
+    erp.commit()
+    schema, database, oid, _started = _outbox._PG_HOMES[relay.store]
+    _outbox._PG_HOMES[relay.store] = (schema, database, oid, "2026-01-01 00:00:00+00")
+    erp.execute(f"INSERT INTO {pg.erp_schema}.invoices VALUES ('INV-2')")
+    relay.submit(_doc("inv-2"), connection=erp)
+    erp.commit()
+    assert pg.booked() == {"INV-2"}
+    relay.run_until_idle()
+    assert _received(sandbox) == {"inv-1": 1, "inv-2": 1}

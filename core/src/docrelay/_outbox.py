@@ -333,7 +333,13 @@ def _postgres_target(store: Any, conn: Any) -> Iterator[_Target]:
         row = cur.fetchone()
         assert row is not None
         _, their_db, their_oid, their_start, has_docs, has_meta = row
-        if (str(their_db), int(their_oid), str(their_start)) != (database, oid, started):
+        theirs = (str(their_db), int(their_oid), str(their_start))
+        if theirs != (database, oid, started):
+            # The identity is cached per store: after a restart or a failover of the server
+            # the start time differs for every connection. Look again before refusing.
+            _PG_HOMES.pop(store, None)
+            schema, database, oid, started = _pg_home(store)
+        if theirs != (database, oid, started):
             raise ConfigError(
                 f"the connection is to database {their_db!r} of another server or another "
                 f"database than docrelay's store ({store.url_safe}, database {database!r}): "
