@@ -63,15 +63,22 @@ def submit(store: Store, connection: Any, document: Document, now: float) -> Rec
     for :meth:`Store.submit`); the store's own statements write, on the caller's cursor."""
     with _target(store, connection) as t:
         for _ in range(2):
-            rec, how = _lifecycle.admit(_get(store, t, document.id, lock=True), document, now)
+            # A plain read first: a submission that changes nothing (the ERP submitting a
+            # stored document again) takes no row lock, which the ERP's transaction would hold
+            # until its commit, stalling the worker that is delivering the document (its
+            # outcome write and its lease keeper wait on that lock).
+            rec, how = _lifecycle.admit(_get(store, t, document.id, lock=False), document, now)
+            if how is _lifecycle.Admission.REVISION and t.for_update:
+                rec, how = _lifecycle.admit(_get(store, t, document.id, lock=True), document, now)
             if how is _lifecycle.Admission.UNCHANGED:
                 return rec
             if how is _lifecycle.Admission.NEW:
+                # RETURNING, not rowcount: psycopg's pipeline mode has no rowcount yet.
                 t.cursor.execute(
-                    t.sql(insert_sql(t.documents) + " ON CONFLICT (id) DO NOTHING"),
+                    t.sql(insert_sql(t.documents) + " ON CONFLICT (id) DO NOTHING RETURNING id"),
                     insert_values(rec),
                 )
-                if t.cursor.rowcount != 1:
+                if t.cursor.fetchone() is None:
                     continue  # another transaction stored the id meanwhile (now committed)
             else:
                 t.cursor.execute(t.sql(revise_sql(t.documents)), revise_values(rec))
@@ -192,9 +199,26 @@ def _sqlite_target(store: Any, conn: Any) -> Iterator[_Target]:
             f"takes a sqlite3.Connection to that file, not a {_kind(conn)}"
         )
     try:
-        rows = conn.execute("PRAGMA database_list").fetchall()
+        saved_text_factory = conn.text_factory
+        cur = conn.cursor()
     except sqlite3.ProgrammingError as exc:  # closed
         raise ConfigError(f"submit(connection=...): the connection is not usable ({exc})") from None
+    # docrelay reads through its own cursor, whatever the ERP's row_factory (a dict, a
+    # class) and text_factory (bytes, a decoder of its own) are; the latter is a setting of
+    # the connection, so it is set aside for the call and given back.
+    cur.row_factory = None
+    conn.text_factory = str
+    try:
+        with _sqlite_savepoint(store, conn, cur) as t:
+            yield t
+    finally:
+        conn.text_factory = saved_text_factory
+        cur.close()
+
+
+@contextmanager
+def _sqlite_savepoint(store: Any, conn: sqlite3.Connection, cur: Any) -> Iterator[_Target]:
+    rows = cur.execute("PRAGMA database_list").fetchall()
     main = next((str(r[2]) for r in rows if r[1] == "main"), "")
     if not main or not os.path.exists(main) or not os.path.samefile(main, store.path):
         raise ConfigError(
@@ -204,14 +228,14 @@ def _sqlite_target(store: Any, conn: Any) -> Iterator[_Target]:
         )
     tables = {
         r[0]
-        for r in conn.execute(
+        for r in cur.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'"
             " AND name IN ('docrelay_meta', 'documents')"
-        )
+        ).fetchall()
     }
     app = None
     if "docrelay_meta" in tables:
-        row = conn.execute("SELECT value FROM docrelay_meta WHERE key = 'app'").fetchone()
+        row = cur.execute("SELECT value FROM docrelay_meta WHERE key = 'app'").fetchone()
         app = row[0] if row else None
     if app != "docrelay" or "documents" not in tables:
         raise ConfigError(f"{str(store.path)!r} has no docrelay tables")
@@ -223,24 +247,19 @@ def _sqlite_target(store: Any, conn: Any) -> Iterator[_Target]:
                 "sqlite3 connection is in autocommit mode with none open: BEGIN first"
             )
         # What the sqlite3 module would issue before the first INSERT (its legacy mode).
-        conn.execute(f"BEGIN {level}")
-    cur = conn.cursor()
-    cur.row_factory = None
+        cur.execute(f"BEGIN {level}")
+    cur.execute(f"SAVEPOINT {_SAVEPOINT}")
     try:
-        cur.execute(f"SAVEPOINT {_SAVEPOINT}")
-        try:
-            yield _Target(cur, "?", "documents", "")
-        except BaseException as exc:
-            cur.execute(f"ROLLBACK TO {_SAVEPOINT}")
-            cur.execute(f"RELEASE {_SAVEPOINT}")
-            if isinstance(exc, sqlite3.IntegrityError):
-                raise DocumentError(f"submit(connection=...): {exc}") from None
-            if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"store {str(store.path)!r}: {redact(str(exc))}") from None
-            raise
+        yield _Target(cur, "?", "documents", "")
+    except BaseException as exc:
+        cur.execute(f"ROLLBACK TO {_SAVEPOINT}")
         cur.execute(f"RELEASE {_SAVEPOINT}")
-    finally:
-        cur.close()
+        if isinstance(exc, sqlite3.IntegrityError):
+            raise DocumentError(f"submit(connection=...): {exc}") from None
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"store {str(store.path)!r}: {redact(str(exc))}") from None
+        raise
+    cur.execute(f"RELEASE {_SAVEPOINT}")
 
 
 # PostgreSQL -----------------------------------------------------------------------------------
@@ -269,7 +288,7 @@ def _pg_home(store: Any) -> tuple[str, str, int, str]:
 def _postgres_target(store: Any, conn: Any) -> Iterator[_Target]:
     import psycopg
     from psycopg import errors as pg_errors
-    from psycopg import sql
+    from psycopg import pq, sql
     from psycopg.pq import TransactionStatus
     from psycopg.rows import tuple_row
 
@@ -280,6 +299,11 @@ def _postgres_target(store: Any, conn: Any) -> Iterator[_Target]:
         )
     if conn.closed:
         raise ConfigError("submit(connection=...): the connection is closed")
+    if conn.info.pipeline_status != pq.PipelineStatus.OFF:
+        # In pipeline mode the ERP's statements may still be on their way: wait for their
+        # results (an error of theirs surfaces here, as the transaction's failure), so that
+        # the transaction status is known and docrelay's own results are its own.
+        _pipeline_sync(conn)
     status = conn.info.transaction_status
     if status == TransactionStatus.INERROR:
         raise DocumentError(
@@ -293,7 +317,11 @@ def _postgres_target(store: Any, conn: Any) -> Iterator[_Target]:
     if status not in (TransactionStatus.IDLE, TransactionStatus.INTRANS):
         raise DocumentError(f"submit(connection=...): the connection is busy ({status.name})")
     schema, database, oid, started = _pg_home(store)
-    cur = conn.cursor(row_factory=tuple_row)
+    # A cursor of psycopg's own class, whatever the connection's cursor_factory (a
+    # RawCursor takes $1, not %s), with psycopg's default adapters for the values docrelay
+    # reads and writes, whatever loaders or dumpers the ERP registered on its connection.
+    cur = psycopg.Cursor(conn, row_factory=tuple_row)
+    _default_adapters(cur)
     try:
         # Read only, and never an error: the caller's transaction stays as it was.
         qualified = sql.Identifier(schema, "documents").as_string(conn)
@@ -305,7 +333,13 @@ def _postgres_target(store: Any, conn: Any) -> Iterator[_Target]:
         row = cur.fetchone()
         assert row is not None
         _, their_db, their_oid, their_start, has_docs, has_meta = row
-        if (str(their_db), int(their_oid), str(their_start)) != (database, oid, started):
+        theirs = (str(their_db), int(their_oid), str(their_start))
+        if theirs != (database, oid, started):
+            # The identity is cached per store: after a restart or a failover of the server
+            # the start time differs for every connection. Look again before refusing.
+            _PG_HOMES.pop(store, None)
+            schema, database, oid, started = _pg_home(store)
+        if theirs != (database, oid, started):
             raise ConfigError(
                 f"the connection is to database {their_db!r} of another server or another "
                 f"database than docrelay's store ({store.url_safe}, database {database!r}): "
@@ -348,8 +382,46 @@ def _postgres_target(store: Any, conn: Any) -> Iterator[_Target]:
                 raise StoreError(f"store {store.url_safe}: {_one_line(exc)}") from None
             raise
         cur.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+        if conn.info.pipeline_status != pq.PipelineStatus.OFF:
+            _pipeline_sync(conn)
     finally:
         cur.close()
+
+
+def _pipeline_sync(conn: Any) -> None:
+    import psycopg
+
+    try:
+        with conn.pipeline() as pipeline:  # the ERP's pipeline (nested: the same one)
+            pipeline.sync()
+    except psycopg.Error as exc:
+        raise DocumentError(
+            f"submit(connection=...): the caller's transaction has failed ({_one_line(exc)}); "
+            "roll it back first"
+        ) from None
+
+
+def _default_adapters(cur: Any) -> None:
+    """psycopg's default loaders and dumpers on *cur* for the types of docrelay's columns."""
+    import psycopg
+    from psycopg.adapt import PyFormat
+    from psycopg.pq import Format
+
+    defaults = psycopg.adapters
+    for name in ("text", "name", "varchar", "bytea", "float8", "int2", "int4", "int8", "oid",
+                 "bool", "numeric"):  # fmt: skip
+        info = defaults.types.get(name)
+        if info is None:
+            continue
+        loader = defaults.get_loader(info.oid, Format.TEXT)
+        if loader is not None:
+            cur.adapters.register_loader(info.oid, loader)
+    for cls in (str, bytes, float, int, bool, type(None)):
+        for fmt in (PyFormat.AUTO, PyFormat.TEXT, PyFormat.BINARY):
+            try:
+                cur.adapters.register_dumper(cls, defaults.get_dumper(cls, fmt))
+            except psycopg.ProgrammingError:
+                continue
 
 
 def _one_line(exc: BaseException) -> str:

@@ -52,21 +52,25 @@ class Claims(SQLBase):
         until = now + lease
         where, params = self._due(now, provider)
         select = f"SELECT id FROM documents{where} ORDER BY next_attempt_at LIMIT ?"
-        with self._tx() as cur:
-            cur.execute(self._sql(select + self.claim_lock), [*params, int(limit)])
-            ids = [r[0] for r in cur.fetchall()]
-            if not ids:
-                return []
-            cur.execute(
-                self._sql(
-                    "UPDATE documents SET lease_owner = ?, lease_until = ?, next_attempt_at = ?"
-                    f" WHERE id IN ({self._marks(len(ids))}) RETURNING "
-                    + self._select.removeprefix("SELECT ").removesuffix(" FROM documents")
-                ),
-                (owner, until, until, *ids),
-            )
-            records = {r.id: r for r in map(self._row_to_record, cur.fetchall())}
-        return [records[i] for i in ids if i in records]
+
+        def take() -> list[Record]:
+            with self._tx() as cur:
+                cur.execute(self._sql(select + self.claim_lock), [*params, int(limit)])
+                ids = [r[0] for r in cur.fetchall()]
+                if not ids:
+                    return []
+                cur.execute(
+                    self._sql(
+                        "UPDATE documents SET lease_owner = ?, lease_until = ?,"
+                        f" next_attempt_at = ? WHERE id IN ({self._marks(len(ids))}) RETURNING "
+                        + self._select.removeprefix("SELECT ").removesuffix(" FROM documents")
+                    ),
+                    (owner, until, until, *ids),
+                )
+                records = {r.id: r for r in map(self._row_to_record, cur.fetchall())}
+            return [records[i] for i in ids if i in records]
+
+        return self._retrying(take)
 
     def next_due(self, provider: str | None = None) -> float | None:
         where, params = self._due(None, provider)
@@ -79,18 +83,39 @@ class Claims(SQLBase):
         if not doc_ids:
             return set()
         g = self.greatest
+        marks = self._marks(len(doc_ids))
+        mine = f"lease_owner = ? AND id IN ({marks})"
         # Never shortened (a test clock may have set a lease in the future); lost when another
-        # owner has it or the document was let go.
+        # owner has it or the document was let go. Where rows are locked (PostgreSQL), a row
+        # another transaction holds is skipped, not waited for: an ERP transaction that
+        # wrote one document must not stop the renewal of all the others (their leases
+        # would run out under a live worker). A skipped row still ours counts as held; the
+        # next beat extends it.
+        target = (
+            f"id IN (SELECT id FROM documents WHERE {mine}{self.claim_lock})"
+            if self.claim_lock
+            else mine
+        )
         sql = (
             f"UPDATE documents SET lease_until = {g}(COALESCE(lease_until, ?), ?),"
-            f" next_attempt_at = {g}(COALESCE(lease_until, ?), ?)"
-            f" WHERE lease_owner = ? AND id IN ({self._marks(len(doc_ids))}) RETURNING id"
+            f" next_attempt_at = {g}(COALESCE(lease_until, ?), ?) WHERE {target} RETURNING id"
         )
 
         def extend() -> set[str]:
             with self._tx() as cur:
                 cur.execute(self._sql(sql), (until, until, until, until, owner, *doc_ids))
-                return {str(r[0]) for r in cur.fetchall()}
+                held = {str(r[0]) for r in cur.fetchall()}
+                if self.claim_lock and len(held) < len(doc_ids):
+                    rest = [i for i in doc_ids if i not in held]
+                    cur.execute(
+                        self._sql(
+                            "SELECT id FROM documents WHERE lease_owner = ?"
+                            f" AND id IN ({self._marks(len(rest))})"
+                        ),
+                        (owner, *rest),
+                    )
+                    held |= {str(r[0]) for r in cur.fetchall()}
+                return held
 
         return self._retrying(extend)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -75,6 +76,24 @@ def _one_line(exc: BaseException, secret: str | None) -> str:
     return redact(text)[:300]
 
 
+class SessionEnded(StoreError):
+    """The server ended the session inside a transaction (``idle_in_transaction_session_
+    timeout``: this worker was frozen too long). The transaction was rolled back, so the
+    operation may be run again."""
+
+
+def _alive(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle pooled connection can still be used: not closed or broken, and no
+    byte waiting on its socket (an idle session is sent nothing unless the server ends it:
+    its last words, or the end of the stream)."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        return not select.select([conn.fileno()], [], [], 0)[0]
+    except (OSError, ValueError, psycopg.Error):
+        return False
+
+
 class PostgresStore(SQLStore):
     """``postgresql://user:password@host:5432/dbname`` (psycopg 3: ``docrelay[postgres]``).
 
@@ -107,7 +126,7 @@ class PostgresStore(SQLStore):
     greatest = "GREATEST"
     claim_lock = " FOR UPDATE SKIP LOCKED"
     row_lock = " FOR UPDATE"
-    retry_errors = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+    retry_errors = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, SessionEnded)
     metadata_value = "(metadata::jsonb ->> ?)"
 
     def __init__(
@@ -214,10 +233,21 @@ class PostgresStore(SQLStore):
         """A pooled connection, in autocommit mode (transactions are explicit)."""
         if self._closed:
             raise StoreError(f"store {self._safe_url} is closed")
-        with self._pool_lock:
-            conn = self._idle.pop() if self._idle else None
-            if conn is not None:
+        conn: psycopg.Connection[Any] | None = None
+        while conn is None:
+            with self._pool_lock:
+                conn = self._idle.pop() if self._idle else None
+                if conn is None:
+                    break
                 self._busy.add(conn)
+            if not _alive(conn):
+                # The server ended this idle session (a restart, pg_terminate_backend, a
+                # timeout, a dropped network path): a new connection instead of an error.
+                with self._pool_lock:
+                    self._busy.discard(conn)
+                with suppress(psycopg.Error):
+                    conn.close()
+                conn = None
         if conn is None:
             conn = self._connect()
             with self._pool_lock:
@@ -260,6 +290,12 @@ class PostgresStore(SQLStore):
         ) as exc:
             if isinstance(exc, pg_errors.DeadlockDetected | pg_errors.SerializationFailure):
                 raise
+            if isinstance(exc, pg_errors.IdleInTransactionSessionTimeout):
+                # The server rolled the transaction back and ended the session: nothing of
+                # it was committed, so the store may run it again (on a new connection).
+                raise SessionEnded(
+                    f"store {self._safe_url}: {_one_line(exc, self._password)}"
+                ) from None
             raise StoreError(f"store {self._safe_url}: {_one_line(exc, self._password)}") from None
         finally:
             self._release(conn)

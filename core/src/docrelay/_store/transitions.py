@@ -93,12 +93,17 @@ class Transitions(SQLBase):
         now: float,
         expect_state: str | None = None,
     ) -> None:
-        with self._tx() as cur:
-            if self._apply(cur, doc_id, owner, transition, now, expect_state):
-                return
-            if self._get(cur, doc_id) is None:
-                raise NotFoundError(f"no document {doc_id!r}")
-        raise LeaseLost(f"lease on {doc_id!r} lost")
+
+        def write() -> bool:
+            with self._tx() as cur:
+                if self._apply(cur, doc_id, owner, transition, now, expect_state):
+                    return True
+                if self._get(cur, doc_id) is None:
+                    raise NotFoundError(f"no document {doc_id!r}")
+            return False
+
+        if not self._retrying(write):
+            raise LeaseLost(f"lease on {doc_id!r} lost")
 
     def apply_many(
         self, changes: Sequence[tuple[str, str | None, Transition]], now: float
