@@ -108,14 +108,19 @@ class Transitions(SQLBase):
     def apply_many(
         self, changes: Sequence[tuple[str, str | None, Transition]], now: float
     ) -> list[str]:
-        lost: list[str] = []
         if not changes:
+            return []
+
+        def write() -> list[str]:
+            # All of it again on a deadlock or an ended session (the server rolled it back).
+            lost: list[str] = []
+            with self._tx() as cur:
+                for doc_id, owner, transition in changes:
+                    if not self._apply(cur, doc_id, owner, transition, now):
+                        lost.append(doc_id)
             return lost
-        with self._tx() as cur:
-            for doc_id, owner, transition in changes:
-                if not self._apply(cur, doc_id, owner, transition, now):
-                    lost.append(doc_id)
-        return lost
+
+        return self._retrying(write)
 
     def requeue(self, doc_id: str, now: float) -> Record:
         with self._tx() as cur:
