@@ -563,8 +563,8 @@ class ProviderContractTests:
             assert secret.encode() not in store_bytes, "secret in the store file"
 
 
-#: Bundled providers that do not meet a kit check yet, with the reason. Empty: every bundled
-#: plugin meets the kit. A check still runs for a listed one; a pass is reported as XPASS.
+#: Bundled providers that do not meet a kit check yet, with the reason (empty, as every bundled
+#: plugin meets the kit). A check still runs for a listed one; a pass is reported as XPASS.
 KNOWN_GAPS: Mapping[tuple[str, str], str] = {}
 
 
