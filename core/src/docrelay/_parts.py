@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from ._context import Context
 from ._host import PluginHost, ProviderHooks
@@ -21,8 +22,9 @@ from ._transport import Transport
 __all__ = ["EngineParts"]
 
 
-class EngineParts:
-    """The engine's shared surface (attributes set by ``Engine.__init__``)."""
+class EngineParts(Protocol):
+    """The engine's shared surface, as a protocol that its parts subclass: the attributes set by
+    ``Engine.__init__`` and the steps each part calls on another (bodies in the named module)."""
 
     host: PluginHost
     store: Store
@@ -38,8 +40,7 @@ class EngineParts:
     unavailable: dict[str, str]
     _local: threading.local
 
-    def _apply_pending(self, rec: Record) -> Record:
-        raise NotImplementedError  # defined in _followup.py
+    def _apply_pending(self, rec: Record) -> Record: ...  # defined in _followup.py
 
     def _build(
         self,
@@ -50,11 +51,11 @@ class EngineParts:
         key: str,
         number: int,
         first_attempt_at: float | None,
-    ) -> _Prepared | tuple[Outcome, Attempt, bool]:
-        raise NotImplementedError  # defined in _delivery.py
+    ) -> _Prepared | tuple[Outcome, Attempt, bool]: ...  # defined in _delivery.py
 
-    def _changed(self, rec: Record, old: str, new: str, outcome: Outcome | None) -> None:
-        raise NotImplementedError  # defined in _engine.py
+    def _changed(
+        self, rec: Record, old: str, new: str, outcome: Outcome | None
+    ) -> None: ...  # defined in _engine.py
 
     def _defer(
         self,
@@ -66,8 +67,7 @@ class EngineParts:
         attempt: Attempt | None,
         target: DocState,
         base: Transition | None = None,
-    ) -> Record:
-        raise NotImplementedError  # defined in _delivery.py
+    ) -> Record: ...  # defined in _delivery.py
 
     def _deliver(
         self,
@@ -77,11 +77,11 @@ class EngineParts:
         hooks: ProviderHooks,
         rt: ProviderRuntime,
         plan: _Prepared | None = None,
-    ) -> Record:
-        raise NotImplementedError  # defined in _delivery.py
+    ) -> Record: ...  # defined in _delivery.py
 
-    def _ensure_key(self, record: Record, ctx: Context, hooks: ProviderHooks) -> str:
-        raise NotImplementedError  # defined in _delivery.py
+    def _ensure_key(
+        self, record: Record, ctx: Context, hooks: ProviderHooks
+    ) -> str: ...  # defined in _delivery.py
 
     def _fail(
         self,
@@ -94,8 +94,7 @@ class EngineParts:
         attempt: Attempt | None = None,
         base: Transition | None = None,
         next_step: str | None = None,
-    ) -> Record:
-        raise NotImplementedError  # defined in _delivery.py
+    ) -> Record: ...  # defined in _delivery.py
 
     def _finish(
         self,
@@ -106,14 +105,13 @@ class EngineParts:
         rt: ProviderRuntime,
         outcome: Outcome,
         attempt: Attempt | None,
-    ) -> Record:
-        raise NotImplementedError  # defined in _delivery.py
+    ) -> Record: ...  # defined in _delivery.py
 
-    def _flush(self, pending: list[_Pending]) -> None:
-        raise NotImplementedError  # defined in _batch.py
+    def _flush(self, pending: list[_Pending]) -> None: ...  # defined in _batch.py
 
-    def _groupable(self, rt: ProviderRuntime, hooks: ProviderHooks) -> bool:
-        raise NotImplementedError  # defined in _batch.py
+    def _groupable(
+        self, rt: ProviderRuntime, hooks: ProviderHooks
+    ) -> bool: ...  # defined in _batch.py
 
     def _observe(
         self,
@@ -122,13 +120,11 @@ class EngineParts:
         outcome: Outcome | None,
         purpose: str,
         attempt: int | None = None,
-    ) -> None:
-        raise NotImplementedError  # defined in _engine.py
+    ) -> None: ...  # defined in _engine.py
 
     def _on_failure(
         self, rec: Record, ctx: Context, hooks: ProviderHooks, outcome: Outcome
-    ) -> None:
-        raise NotImplementedError  # defined in _engine.py
+    ) -> None: ...  # defined in _engine.py
 
     def _poll(
         self,
@@ -137,19 +133,17 @@ class EngineParts:
         ctx: Context,
         hooks: ProviderHooks,
         rt: ProviderRuntime,
-    ) -> Record:
-        raise NotImplementedError  # defined in _followup.py
+    ) -> Record: ...  # defined in _followup.py
 
-    def _prepare_batch(self, records: list[Record], owner: str) -> dict[str, _Prepared]:
-        raise NotImplementedError  # defined in _batch.py
+    def _prepare_batch(
+        self, records: list[Record], owner: str
+    ) -> dict[str, _Prepared]: ...  # defined in _batch.py
 
     def _release(
         self, record: Record, owner: str, reason: str | None, delay: float | None = None
-    ) -> None:
-        raise NotImplementedError  # defined in _engine.py
+    ) -> None: ...  # defined in _engine.py
 
-    def _rescue(self, record: Record, t: Transition) -> None:
-        raise NotImplementedError  # defined in _engine.py
+    def _rescue(self, record: Record, t: Transition) -> None: ...  # defined in _engine.py
 
     def _resolve_unknown(
         self,
@@ -158,8 +152,7 @@ class EngineParts:
         ctx: Context,
         hooks: ProviderHooks,
         rt: ProviderRuntime,
-    ) -> Record | None:
-        raise NotImplementedError  # defined in _followup.py
+    ) -> Record | None: ...  # defined in _followup.py
 
     def _set(
         self,
@@ -169,14 +162,15 @@ class EngineParts:
         *,
         expect_state: str | None = None,
         quiet: bool = False,
-    ) -> Record:
-        raise NotImplementedError  # defined in _engine.py
+    ) -> Record: ...  # defined in _engine.py
 
-    def _unsend(self, record: Record, owner: str, plan: _Prepared | None) -> None:
-        raise NotImplementedError  # defined in _batch.py
+    def _unsend(
+        self, record: Record, owner: str, plan: _Prepared | None
+    ) -> None: ...  # defined in _batch.py
 
-    def context(self, rt: ProviderRuntime, record: Record | None = None) -> Context:
-        raise NotImplementedError  # defined in _engine.py
+    def context(
+        self, rt: ProviderRuntime, record: Record | None = None
+    ) -> Context: ...  # defined in _engine.py
 
     def http(
         self,
@@ -187,8 +181,6 @@ class EngineParts:
         exchanges: list[_Exchange] | None = None,
         purpose: str = "send",
         scrub: bool = False,
-    ) -> tuple[HttpResponse | None, TransportError | None]:
-        raise NotImplementedError  # defined in _engine.py
+    ) -> tuple[HttpResponse | None, TransportError | None]: ...  # defined in _engine.py
 
-    def runtime(self, provider: str) -> ProviderRuntime:
-        raise NotImplementedError  # defined in _engine.py
+    def runtime(self, provider: str) -> ProviderRuntime: ...  # defined in _engine.py
