@@ -10,6 +10,7 @@ it, and the request's outcome is then ``unknown`` (it may have taken effect).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
 import ssl
@@ -20,9 +21,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.exceptions as u3
 from requests.adapters import HTTPAdapter
+from requests.cookies import extract_cookies_to_jar
+from requests.models import PreparedRequest
+from requests.structures import CaseInsensitiveDict
+from requests.utils import DEFAULT_CA_BUNDLE_PATH, check_header_validity, default_headers
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.response import BaseHTTPResponse
+from urllib3.util import Timeout
 from urllib3.util.retry import Retry
 
 from ._models import MAX_BODY_BYTES, HttpRequest, HttpResponse, TransportError
@@ -328,29 +336,213 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
+#: One retry engine: urllib3 must not retry on its own (retries would multiply).
+_NO_RETRIES = Retry(total=0, connect=0, read=False, redirect=0, status=0)
+#: The headers a ``requests.Session`` sends unless the request sets its own (User-Agent,
+#: Accept-Encoding, Accept, Connection), keyed by their lower-case names.
+_SESSION_HEADERS: dict[str, tuple[str, str]] = {
+    str(k).lower(): (str(k), str(v)) for k, v in default_headers().items()
+}
+_POOL_SIZE = 16
+
+
+class _Target:
+    """Where a URL goes, as ``requests`` prepares it: the pool's scheme, host and port, the
+    request target (path and query) and the whole URL."""
+
+    __slots__ = ("host", "path", "port", "scheme", "url")
+
+    def __init__(self, scheme: str, host: str, port: int, path: str, url: str) -> None:
+        self.scheme, self.host, self.port, self.path, self.url = scheme, host, port, path, url
+
+
+#: ``(url, params)`` -> its :class:`_Target`, or ``None`` for a URL the direct path leaves to
+#: a ``requests.Session`` (another scheme, credentials in the URL, one requests refuses).
+_TARGETS: dict[tuple[str, tuple[tuple[str, str], ...]], _Target | None] = {}
+_TIMEOUTS: dict[tuple[float, float], Timeout] = {}
+
+
+def _target(url: str, params: Mapping[str, str]) -> _Target | None:
+    """The :class:`_Target` of *url* with *params*, prepared by requests' own code (the same
+    quoting, IDNA and parameter encoding), remembered: the answer depends on the two only."""
+    key = (url, tuple(params.items()))
+    try:
+        return _TARGETS[key]
+    except KeyError:
+        pass
+    target: _Target | None = None
+    p = PreparedRequest()
+    try:
+        p.prepare_url(url, dict(params) or None)
+    except (requests.RequestException, ValueError):
+        pass  # the session path raises it again, named as before
+    else:
+        full = str(p.url)
+        parts = urlsplit(full)
+        if parts.scheme in ("http", "https") and "@" not in parts.netloc and parts.hostname:
+            try:
+                port = parts.port or (80 if parts.scheme == "http" else 443)
+            except ValueError:
+                port = None
+            if port is not None:
+                target = _Target(parts.scheme, parts.hostname, port, p.path_url, full)
+    if len(_TARGETS) >= 4096:
+        _TARGETS.clear()
+    _TARGETS[key] = target
+    return target
+
+
+def _timeout(connect: float, read: float) -> Timeout:
+    t = _TIMEOUTS.get((connect, read))
+    if t is None:
+        t = _TIMEOUTS[(connect, read)] = Timeout(connect=connect, read=read)
+    return t
+
+
+def _wire_headers(method: str, request: HttpRequest) -> dict[str, str]:
+    """The headers ``requests.Session.request`` would send: the session's defaults, the
+    request's own over them (by case-insensitive name, in the session's order), checked with
+    requests' own check, and ``Content-Length``."""
+    merged = dict(_SESSION_HEADERS)
+    for name, value in request.headers.items():
+        check_header_validity((name, value))
+        merged[name.lower()] = (name, value)
+    if request.body:
+        merged["content-length"] = ("Content-Length", str(len(request.body)))
+    elif method not in ("GET", "HEAD") and "content-length" not in merged:
+        merged["content-length"] = ("Content-Length", "0")
+    return dict(merged.values())
+
+
+def _sent_as(method: str, target: _Target, headers: Mapping[str, str]) -> PreparedRequest:
+    """A prepared request as requests would have sent it (for the exceptions' ``request``
+    and the cookie jar)."""
+    p = PreparedRequest()
+    p.method, p.url, p.headers = method, target.url, CaseInsensitiveDict(headers)
+    return p
+
+
+def _mapped(exc: Exception, request: PreparedRequest) -> requests.RequestException | None:
+    """The requests exception ``HTTPAdapter.send`` raises for urllib3's *exc* (``None``:
+    requests lets it through as it is)."""
+    if isinstance(exc, (u3.ProtocolError, OSError)):
+        return requests.ConnectionError(exc, request=request)
+    if isinstance(exc, u3.MaxRetryError):
+        reason = exc.reason
+        if isinstance(reason, u3.ConnectTimeoutError) and not isinstance(
+            reason, u3.NewConnectionError
+        ):
+            return requests.ConnectTimeout(exc, request=request)
+        if isinstance(reason, u3.ResponseError):
+            return requests.exceptions.RetryError(exc, request=request)
+        if isinstance(reason, u3.ProxyError):
+            return requests.exceptions.ProxyError(exc, request=request)
+        if isinstance(reason, u3.SSLError):
+            return requests.exceptions.SSLError(exc, request=request)
+        return requests.ConnectionError(exc, request=request)
+    if isinstance(exc, u3.ClosedPoolError):
+        return requests.ConnectionError(exc, request=request)
+    if isinstance(exc, u3.ProxyError):
+        return requests.exceptions.ProxyError(exc)
+    if isinstance(exc, u3.SSLError):
+        return requests.exceptions.SSLError(exc, request=request)
+    if isinstance(exc, u3.ReadTimeoutError):
+        return requests.ReadTimeout(exc, request=request)
+    if isinstance(exc, u3.InvalidHeader):
+        return requests.exceptions.InvalidHeader(exc, request=request)
+    return None
+
+
+def _body_mapped(exc: Exception) -> requests.RequestException | None:
+    """The requests exception ``Response.iter_content`` raises while reading a body."""
+    if isinstance(exc, u3.ProtocolError):
+        return requests.exceptions.ChunkedEncodingError(exc)
+    if isinstance(exc, u3.DecodeError):
+        return requests.exceptions.ContentDecodingError(exc)
+    if isinstance(exc, u3.ReadTimeoutError):
+        return requests.ConnectionError(exc)
+    if isinstance(exc, u3.SSLError):
+        return requests.exceptions.SSLError(exc)
+    return None
+
+
+class _Client:
+    """One thread's HTTP client: a urllib3 pool per scheme, host, port and ``verify``, and a
+    ``requests.Session`` made only when needed (a URL the direct path leaves to it, or once
+    a provider has set a cookie: from then on the session carries the cookies, as before)."""
+
+    __slots__ = ("pools", "session")
+
+    def __init__(self) -> None:
+        self.pools: dict[tuple[str, str, int, bool | str], HTTPConnectionPool] = {}
+        self.session: requests.Session | None = None
+
+    def pool(self, target: _Target, verify: bool | str) -> HTTPConnectionPool:
+        key = (target.scheme, target.host, target.port, verify)
+        pool = self.pools.get(key)
+        if pool is None:
+            # What requests' PoolManager and HTTPAdapter.cert_verify give the pool.
+            if target.scheme == "http":
+                pool = _HTTPPool(
+                    target.host, target.port, maxsize=_POOL_SIZE, block=False, blocksize=16384
+                )
+            else:
+                tls: dict[str, Any] = {"cert_reqs": "CERT_NONE"}
+                if verify:
+                    where = DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
+                    tls = {"cert_reqs": "CERT_REQUIRED"}
+                    tls["ca_cert_dir" if os.path.isdir(where) else "ca_certs"] = where
+                pool = _HTTPSPool(
+                    target.host, target.port, maxsize=_POOL_SIZE, block=False, blocksize=16384,
+                    **tls,
+                )  # fmt: skip
+            self.pools[key] = pool
+        return pool
+
+    def requests_session(self) -> requests.Session:
+        s = self.session
+        if s is None:
+            s = self.session = requests.Session()
+            adapter = _Adapter(
+                max_retries=_NO_RETRIES, pool_connections=_POOL_SIZE, pool_maxsize=_POOL_SIZE
+            )
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
+            s.trust_env = False
+        return s
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+        self.pools.clear()
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
 class Transport:
     """Sends one :class:`HttpRequest` for a provider and reads its answer, within
-    *deadline* seconds in all."""
+    *deadline* seconds in all.
+
+    The request goes straight to a urllib3 connection pool of this thread, with the bytes
+    ``requests.Session.request`` would send (its default headers, URL quoting, no proxy or
+    ``.netrc`` from the environment, ``verify`` as requests reads it) and urllib3's errors
+    named as requests names them; only a URL requests would refuse or route elsewhere, and
+    a provider that sets cookies, go through a ``requests.Session``."""
 
     def __init__(self, deadline: float = 60.0) -> None:
         self.deadline = deadline
         self._local = threading.local()
 
+    def _client(self) -> _Client:
+        c: _Client | None = getattr(self._local, "client", None)
+        if c is None:
+            c = self._local.client = _Client()
+        return c
+
     def session(self) -> requests.Session:
-        s: requests.Session | None = getattr(self._local, "session", None)
-        if s is None:
-            s = requests.Session()
-            # One retry engine: urllib3 must not retry on its own (retries would multiply).
-            adapter = _Adapter(
-                max_retries=Retry(total=0, connect=0, read=False, redirect=0, status=0),
-                pool_connections=16,
-                pool_maxsize=16,
-            )
-            s.mount("http://", adapter)
-            s.mount("https://", adapter)
-            s.trust_env = False
-            self._local.session = s
-        return s
+        """This thread's ``requests.Session`` (the path for URLs the direct one leaves)."""
+        return self._client().requests_session()
 
     def send(
         self, rt: ProviderRuntime, request: HttpRequest
@@ -376,43 +568,24 @@ class Transport:
             return None, TransportError(
                 kind="invalid_url", message=f"plain http to {parts.hostname} refused", sent=False
             )
-        problem = header_problem(dict(request.headers))
+        problem = header_problem(request.headers)
         if problem is not None:
             return None, TransportError(kind="invalid_header", message=problem, sent=False)
+        client = self._client()
+        target = _target(url, request.params)
+        if client.session is not None and client.session.cookies:
+            target = None  # the session's cookie jar has something for later requests
         started = time.monotonic()
         watch = _Watch(started + self.deadline)
         _current.watch = watch
         _WATCHDOG.add(watch)
-        fired = False
         try:
-            r = self.session().request(
-                request.method,
-                url,
-                data=request.body or None,
-                headers=dict(request.headers),
-                params=dict(request.params) or None,
-                timeout=(rt.connect_timeout, rt.read_timeout),
-                allow_redirects=False,
-                verify=rt.verify,
-                stream=True,
-            )
-            try:
-                chunks, size, truncated = [], 0, False
-                for chunk in r.iter_content(16384):
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size > MAX_BODY_BYTES:
-                        truncated = True
-                        break
-                body = b"".join(chunks)[:MAX_BODY_BYTES]
-            finally:
-                # Before the connection goes back to the pool: the watchdog must not close
-                # it afterwards, under the next request.
-                fired = watch.finish()
-                r.close()
+            if target is None:
+                status, headers, body, truncated = self._via_session(rt, request, url, watch)
+            else:
+                status, headers, body, truncated = self._direct(rt, request, target, watch)
         except requests.RequestException as exc:
-            fired = watch.finish() or fired
-            if fired:
+            if watch.finish():
                 return None, self._past_deadline(started)
             local = rt.environment == "sandbox" or is_loopback(urlsplit(url).hostname or "")
             return None, transport_error(
@@ -421,15 +594,15 @@ class Transport:
         finally:
             _WATCHDOG.remove(watch)
             _current.watch = None
-            if fired or watch.finish():
+            if watch.finish():
                 self._drop_connections()
-        if fired:
+        if watch.finish():
             # The body may have ended only because the watchdog closed the connection.
             return None, self._past_deadline(started)
         return (
             HttpResponse(
-                status=r.status_code,
-                headers=dict(r.headers),
+                status=status,
+                headers=headers,
                 body=body,
                 url=url,
                 elapsed=time.monotonic() - started,
@@ -438,13 +611,106 @@ class Transport:
             None,
         )
 
+    def _direct(
+        self, rt: ProviderRuntime, request: HttpRequest, target: _Target, watch: _Watch
+    ) -> tuple[int, dict[str, str], bytes, bool]:
+        """The request on this thread's urllib3 pool, as ``HTTPAdapter.send`` sends it."""
+        method = request.method.upper()
+        headers = _wire_headers(method, request)
+        if target.scheme == "https" and rt.verify:
+            where = DEFAULT_CA_BUNDLE_PATH if rt.verify is True else rt.verify
+            if not os.path.exists(where):  # as HTTPAdapter.cert_verify
+                raise OSError(
+                    f"Could not find a suitable TLS CA certificate bundle, invalid path: {where}"
+                )
+        pool = self._client().pool(target, rt.verify)
+        try:
+            resp: BaseHTTPResponse = pool.urlopen(
+                method,
+                target.path,
+                body=request.body or None,
+                headers=headers,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=False,
+                decode_content=False,
+                retries=_NO_RETRIES,
+                timeout=_timeout(rt.connect_timeout, rt.read_timeout),
+                chunked=False,
+            )
+        except Exception as exc:
+            named = _mapped(exc, _sent_as(method, target, headers))
+            if named is None:
+                raise
+            raise named  # noqa: B904 - the context is urllib3's error, as requests raises it
+        consumed = False
+        try:
+            chunks, size, truncated = [], 0, False
+            try:
+                for chunk in resp.stream(16384, decode_content=True):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        truncated = True
+                        break
+                else:
+                    consumed = True
+            except Exception as exc:
+                named = _body_mapped(exc)
+                if named is None:
+                    raise
+                raise named  # noqa: B904 - as Response.iter_content raises it
+            body = b"".join(chunks)[:MAX_BODY_BYTES]
+        finally:
+            # Before the connection goes back to the pool: the watchdog must not close it
+            # afterwards, under the next request.
+            watch.finish()
+            if not consumed:
+                resp.close()
+            resp.release_conn()
+        if "set-cookie" in resp.headers:
+            session = self._client().requests_session()
+            extract_cookies_to_jar(session.cookies, _sent_as(method, target, headers), resp)  # type: ignore[no-untyped-call]
+        return resp.status, dict(resp.headers), body, truncated
+
+    def _via_session(
+        self, rt: ProviderRuntime, request: HttpRequest, url: str, watch: _Watch
+    ) -> tuple[int, dict[str, str], bytes, bool]:
+        """The request through this thread's ``requests.Session``."""
+        r = self.session().request(
+            request.method,
+            url,
+            data=request.body or None,
+            headers=dict(request.headers),
+            params=dict(request.params) or None,
+            timeout=(rt.connect_timeout, rt.read_timeout),
+            allow_redirects=False,
+            verify=rt.verify,
+            stream=True,
+        )
+        try:
+            chunks, size, truncated = [], 0, False
+            for chunk in r.iter_content(16384):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    truncated = True
+                    break
+            body = b"".join(chunks)[:MAX_BODY_BYTES]
+        finally:
+            # Before the connection goes back to the pool: the watchdog must not close
+            # it afterwards, under the next request.
+            watch.finish()
+            r.close()
+        return r.status_code, dict(r.headers), body, truncated
+
     def _drop_connections(self) -> None:
-        """A connection the watchdog closed must not be reused: start this thread's pool
-        afresh."""
-        s: requests.Session | None = getattr(self._local, "session", None)
-        self._local.session = None
-        if s is not None:
-            s.close()
+        """A connection the watchdog closed must not be reused: start this thread's pools
+        (and session) afresh."""
+        c: _Client | None = getattr(self._local, "client", None)
+        self._local.client = None
+        if c is not None:
+            c.close()
 
     def _past_deadline(self, started: float) -> TransportError:
         return TransportError(
