@@ -2,21 +2,31 @@
 
 Both sides send the eConnect request of ``benchmarks.compare`` (the 4.7 KB UBL invoice, the
 bearer token, an ``X-EConnect-DocumentId``) to one reference server (``benchmarks/_server.py``,
-its own process), in rounds that alternate the two sides; it prints microseconds per request
-of each side per round, their median and the ratio docrelay / bare (below 1.00: docrelay's
-call is cheaper). The body of every answer is read on both sides.
+its own process), in rounds that alternate the two sides; it prints, per request, the wall
+time and the client's own CPU time (``time.thread_time``: the work of the HTTP client, which
+the load of a shared machine moves much less than the wall time) of each side per round, the
+medians and the ratios docrelay / bare (below 1.00: docrelay's call is cheaper). The body of
+every answer is read on both sides.
 
-    .venv/bin/python -m benchmarks.transport_ab --requests 2000 --rounds 5
+    .venv/bin/python -m benchmarks.transport_ab --requests 500 --rounds 10
+    git show main:core/src/docrelay/_transport.py > /tmp/transport_before.py
+    .venv/bin/python -m benchmarks.transport_ab --before /tmp/transport_before.py
+
+With ``--before FILE`` (another version of ``core/src/docrelay/_transport.py``) a third side
+sends with that version's ``Transport``, in the same rounds: before and after under the same
+load.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from docrelay import Relay
 from docrelay._models import HttpRequest
@@ -27,8 +37,9 @@ from ._server import ReferenceServer
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=2000, help="requests per side and round")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=500, help="requests per side and round")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--before", type=Path, help="another _transport.py to measure alongside")
     args = ap.parse_args(argv)
     body = invoice("INV-AB-000001")
     with ReferenceServer() as server, tempfile.TemporaryDirectory() as tmp:
@@ -57,42 +68,63 @@ def main(argv: list[str] | None = None) -> None:
             for k in keys
         ]
 
-        def bare() -> float:
-            t0 = time.perf_counter()
+        def bare() -> tuple[float, float]:
+            t0, c0 = time.perf_counter(), time.thread_time()
             for k in keys:
                 r = send(s, base, token, k, body)
                 assert r.status_code in (200, 409), r.status_code
-            return (time.perf_counter() - t0) / len(keys) * 1e6
+            n = len(keys) / 1e6
+            return (time.perf_counter() - t0) / n, (time.thread_time() - c0) / n
 
-        def docrelay() -> float:
-            t0 = time.perf_counter()
+        def docrelay(transport: Any = transport) -> tuple[float, float]:
+            t0, c0 = time.perf_counter(), time.thread_time()
             for req in requests_:
                 response, error = transport.send(rt, req)
                 assert error is None, error
                 assert response is not None
                 assert response.status in (200, 409), response.status
-            return (time.perf_counter() - t0) / len(keys) * 1e6
+            n = len(keys) / 1e6
+            return (time.perf_counter() - t0) / n, (time.thread_time() - c0) / n
 
-        bare(), docrelay()  # warm up: connections open, code paths loaded
-        rows: list[tuple[float, float]] = []
+        sides: dict[str, Any] = {"bare": bare, "docrelay": docrelay}
+        if args.before is not None:
+            spec = importlib.util.spec_from_file_location("docrelay._transport_before", args.before)
+            assert spec is not None
+            assert spec.loader is not None
+            old = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(old)
+            before = old.Transport(transport.deadline)
+            sides["before"] = lambda: docrelay(before)
+        for side in sides.values():
+            side()  # warm up: connections open, code paths loaded
+        rows: list[dict[str, tuple[float, float]]] = []
+        names = list(sides)
         for i in range(args.rounds):
-            pair = (bare(), docrelay()) if i % 2 == 0 else tuple(reversed((docrelay(), bare())))
-            rows.append((pair[0], pair[1]))
+            order = names[i % len(names) :] + names[: i % len(names)]
+            row = {name: sides[name]() for name in order}
+            rows.append(row)
             print(
-                f"round {i + 1}: bare {pair[0]:7.1f} us  docrelay {pair[1]:7.1f} us  "
-                f"ratio {pair[1] / pair[0]:.2f}",
+                f"round {i + 1:2}: "
+                + "  ".join(
+                    f"{n} {row[n][0]:6.1f} us ({row[n][0] / row['bare'][0]:.2f}) "
+                    f"cpu {row[n][1]:6.1f} ({row[n][1] / row['bare'][1]:.2f})"
+                    for n in names
+                ),
                 flush=True,
             )
         relay.close()
         s.close()
-    b = statistics.median(r[0] for r in rows)
-    d = statistics.median(r[1] for r in rows)
-    ratio = statistics.median(r[1] / r[0] for r in rows)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(
-        f"median: bare {b:.1f} us/request, docrelay Transport.send {d:.1f} us/request, "
-        f"ratio {ratio:.2f} (per round); load average {load}"
-    )
+    for j, what in ((0, "wall"), (1, "client CPU")):
+        print(
+            f"median {what} per request (ratio to bare, median of the rounds' ratios): "
+            + ", ".join(
+                f"{n} {statistics.median(r[n][j] for r in rows):.1f} us "
+                f"({statistics.median(r[n][j] / r['bare'][j] for r in rows):.2f})"
+                for n in names
+            )
+        )
+    print(f"load average {load}")
 
 
 if __name__ == "__main__":

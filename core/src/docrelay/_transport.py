@@ -10,6 +10,7 @@ it, and the request's outcome is then ``unknown`` (it may have taken effect).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import socket
@@ -344,6 +345,8 @@ _SESSION_HEADERS: dict[str, tuple[str, str]] = {
     str(k).lower(): (str(k), str(v)) for k, v in default_headers().items()
 }
 _POOL_SIZE = 16
+#: :func:`is_loopback` remembered per host (it parses an IP address on every call).
+_loopback = functools.lru_cache(maxsize=256)(is_loopback)
 
 
 class _Target:
@@ -562,7 +565,7 @@ class Transport:
             )
         if (
             parts.scheme == "http"
-            and not is_loopback(parts.hostname)
+            and not _loopback(parts.hostname)
             and not bool(rt.settings.get("allow_insecure_http", False))
         ):
             return None, TransportError(
@@ -587,7 +590,7 @@ class Transport:
         except requests.RequestException as exc:
             if watch.finish():
                 return None, self._past_deadline(started)
-            local = rt.environment == "sandbox" or is_loopback(urlsplit(url).hostname or "")
+            local = rt.environment == "sandbox" or _loopback(urlsplit(url).hostname or "")
             return None, transport_error(
                 exc, rt.info.name, local, (rt.connect_timeout, rt.read_timeout)
             )
