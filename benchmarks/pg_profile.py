@@ -74,20 +74,21 @@ def tx(self, write=True):
 
 pgmod.PostgresStore._tx = tx
 
-if hasattr(pgmod.PostgresStore, "_pipelined_tx"):
-    orig_ptx = pgmod.PostgresStore._pipelined_tx
+if hasattr(pgmod.PostgresStore, "_script"):
+    orig_script = pgmod.PostgresStore._script
 
-    @contextmanager
-    def ptx(self, *a, **kw):
+    def script(self, statements):
         where = sys._getframe(2).f_code.co_name
         t0 = time.perf_counter()
-        with orig_ptx(self, *a, **kw) as got:
-            yield got
-        k = "tx_pipelined:" + where
-        counts[k] += 1
-        times[k] += time.perf_counter() - t0
+        try:
+            return orig_script(self, statements)
+        finally:
+            k = "script:" + where
+            counts[k] += 1
+            counts["script_statements"] += len(statements)
+            times[k] += time.perf_counter() - t0
 
-    pgmod.PostgresStore._pipelined_tx = ptx
+    pgmod.PostgresStore._script = script
 
 orig_exec = psycopg.Cursor.execute
 def execute(self, query, params=None, **kw):

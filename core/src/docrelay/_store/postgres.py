@@ -40,13 +40,11 @@ from .._redact import redact
 from ..exceptions import StoreError
 from .shared import SQLStore
 from .sql import DOC_COLUMNS
+from .transitions import _ATTEMPT_COLUMNS
 
 __all__ = ["PostgresStore"]
 
 log = logging.getLogger("docrelay.store")
-
-#: Pipeline mode needs libpq 14 or newer (psycopg[binary] ships one).
-_PIPELINE = psycopg.Pipeline.is_supported()
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -97,6 +95,29 @@ def _alive(conn: psycopg.Connection[Any]) -> bool:
         return not select.select([conn.fileno()], [], [], 0)[0]
     except (OSError, ValueError, psycopg.Error):
         return False
+
+
+_ATTEMPT_VALUES = " VALUES (" + ", ".join(["%s"] * len(_ATTEMPT_COLUMNS)) + ")"
+#: The attempt's values typed for ``INSERT ... SELECT`` (a VALUES list takes the column types
+#: of the target; a SELECT list does not): the attempts table's columns (schema.py).
+_ATTEMPT_TYPES = {"number": "integer", "status": "integer"} | dict.fromkeys(
+    ("started_at", "duration"), "double precision"
+)
+_ATTEMPT_SELECT = (
+    " SELECT "
+    + ", ".join(f"%s::{_ATTEMPT_TYPES.get(c, 'text')}" for c in _ATTEMPT_COLUMNS)
+    + " FROM changed"
+)
+
+
+def _with_attempt(update: str, upsert: str) -> str:
+    """One statement: *update* (one document's change) and, only when it changed a row,
+    *upsert* (its attempt); the row count is the attempt's (0: the lease was lost)."""
+    if _ATTEMPT_VALUES not in upsert:
+        raise AssertionError("the attempt's upsert is not INSERT ... VALUES (...)")
+    return f"WITH changed AS ({update} RETURNING id) " + upsert.replace(
+        _ATTEMPT_VALUES, _ATTEMPT_SELECT, 1
+    )
 
 
 class PostgresStore(SQLStore):
@@ -292,37 +313,25 @@ class PostgresStore(SQLStore):
         finally:
             self._release(conn)
 
-    @contextmanager
-    def _pipelined_tx(
-        self, durable: bool = True
-    ) -> Iterator[tuple[psycopg.Connection[Any], psycopg.Pipeline]]:
-        """A writing transaction in pipeline mode: BEGIN and the statements go out together,
-        their results are read at ``pipeline.sync()``; COMMIT goes out with what follows the
-        last sync and is waited for on leaving (the block ends once the commit is durable).
-        On an error nothing is committed: the transaction is rolled back.
+    def _script(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Several statements sent as ONE message (the simple query protocol, the values
+        bound by psycopg's client-side quoting): one round trip, and one implicit
+        transaction, all or nothing (an error in any rolls back every one), committed
+        synchronously as every write. Returns each statement's row count.
 
-        *durable* false: this one transaction commits with ``synchronous_commit = off`` (it
-        is visible to every other session at once, and on disk with the next synchronous
-        commit of any session, within ``wal_writer_delay`` otherwise; only a crash of the
-        database server can lose it). Only the claim uses it, see :meth:`claim`.
-
-        (BEGIN and COMMIT are sent as statements: psycopg's ``transaction()`` inside a
-        pipeline syncs on entering and before the COMMIT, two more round trips.)"""
+        Nothing of the transaction waits on this process: the server has the whole of it
+        before it starts, so a worker frozen here never leaves a session idle inside a
+        transaction with rows locked. (psycopg's pipeline mode would send the statements
+        one by one as they are queued, and the server applies no idle timeout before the
+        pipeline's sync.)"""
         conn = self._acquire()
         try:
-            with self._errors():
-                try:
-                    with conn.pipeline() as pipeline:
-                        conn.execute("BEGIN")
-                        if not durable:
-                            conn.execute("SET LOCAL synchronous_commit = off")
-                        yield conn, pipeline
-                        conn.execute("COMMIT")
-                except BaseException:
-                    if not conn.closed and not conn.broken:
-                        with suppress(psycopg.Error):
-                            conn.rollback()
-                    raise
+            with self._errors(), psycopg.ClientCursor(conn) as cur:
+                cur.execute("; ".join(cur.mogrify(q, p) for q, p in statements))
+                counts = [cur.rowcount]
+                while cur.nextset():
+                    counts.append(cur.rowcount)
+            return counts
         finally:
             self._release(conn)
 
@@ -347,13 +356,13 @@ class PostgresStore(SQLStore):
                 ) from None
             raise StoreError(f"store {self._safe_url}: {_one_line(exc, self._password)}") from None
 
-    # -- the hot path in fewer round trips ------------------------------------------------------
-    # A worker waits for every round trip to the server in turn, and each one costs it a
-    # wake-up of its server process (on a busy machine, a scheduling delay). The shared SQL
-    # claims a batch in four (BEGIN, SELECT ... FOR UPDATE SKIP LOCKED, UPDATE, COMMIT) and
-    # stores a batch's intents or outcomes in two per document plus two; here the claim is
-    # one statement and a batch's changes are pipelined: the same statements, the same
-    # transaction, synchronous commits, in two round trips.
+    # -- the hot path: fewer round trips, fewer waits for the disk ---------------------------
+    # A worker waits for every round trip to the server in turn (on a busy machine each one
+    # is a scheduling delay of its server process) and for every synchronous commit (the
+    # WAL's fsync, shared with every other writer of the disk). The shared SQL claims a
+    # batch with a synchronous commit and stores a batch's intents or outcomes in two
+    # statements per document plus BEGIN and COMMIT, each waited for. Here the claim's
+    # commit does not wait for the disk, and a batch's changes go out in one message.
 
     def claim(
         self, owner: str, now: float, lease: float, limit: int, provider: str | None = None
@@ -373,19 +382,19 @@ class PostgresStore(SQLStore):
         )
 
         def take() -> list[Record]:
-            # The claim's commit does not wait for its WAL flush (durable=False): it only
-            # leases documents (owner, lease end, and next_attempt_at = the lease end), and no
-            # request leaves on the strength of a claim alone. Every send first commits the
-            # document's intent synchronously under an owner check (the batch's apply_many,
-            # or apply), and that commit flushes the WAL up to it, the claim included. A
-            # crash of the database server that loses a claim leaves its documents as they
-            # were before it, due and not leased: the intent's owner check then fails
-            # (LeaseLost) and nothing is sent for them. The other sessions see the claim at
-            # once, so two workers still never hold the same document.
-            with self._pipelined_tx(durable=False) as (conn, pipeline):
-                cur = conn.cursor()
+            with self._tx() as cur:
+                # This transaction's commit does not wait for its WAL flush: a claim only
+                # leases documents (owner, lease end, and next_attempt_at = the lease end),
+                # and no request leaves on the strength of a claim alone. Every send first
+                # commits the document's intent synchronously under an owner check (the
+                # batch's apply_many, or apply), and that commit flushes the WAL up to it,
+                # the claim included. A crash of the database server that loses a claim
+                # leaves its documents as they were before it, due and not leased: the
+                # intent's owner check then fails (LeaseLost) and nothing is sent for them.
+                # Every other session sees the claim at its commit, as before, so two
+                # workers still never hold the same document.
+                cur.execute("SET LOCAL synchronous_commit = off")
                 cur.execute(self._sql(sql), [*params, int(limit), owner, until, until])
-                pipeline.sync()
                 rows = cur.fetchall()
             rows.sort(key=lambda r: r[0])
             return [self._row_to_record(r[1:]) for r in rows]
@@ -395,31 +404,24 @@ class PostgresStore(SQLStore):
     def apply_many(
         self, changes: Sequence[tuple[str, str | None, Transition]], now: float
     ) -> list[str]:
-        if len(changes) < 2 or not _PIPELINE:
-            return super().apply_many(changes, now)
-        statements = [
-            (doc_id, *self._apply_statements(doc_id, owner, t, now)) for doc_id, owner, t in changes
-        ]
+        if not changes:
+            return []
+        statements: list[tuple[str, Sequence[Any]]] = []
+        for doc_id, owner, t in changes:
+            (update, values), attempt = self._apply_statements(doc_id, owner, t, now)
+            if attempt is None:
+                statements.append((update, values))
+            else:
+                # The change and its attempt in one statement: the attempt is written only
+                # when the UPDATE found the row (the lease still held), as the shared
+                # apply_many does in two; its row count says which.
+                upsert, attempt_values = attempt
+                statements.append((_with_attempt(update, upsert), [*values, *attempt_values]))
 
         def write() -> list[str]:
             # All of it again on a deadlock or an ended session (the server rolled it back).
-            lost: list[str] = []
-            with self._pipelined_tx() as (conn, pipeline):
-                # Round trip 1: BEGIN and every UPDATE (one cursor each, for its row count).
-                updates = []
-                for _, update, _ in statements:
-                    cur = conn.cursor()
-                    cur.execute(*update)
-                    updates.append(cur)
-                pipeline.sync()
-                # Round trip 2: the attempts of the documents still leased to their owner
-                # (none for a lost lease, as in the shared apply_many), and COMMIT.
-                for (doc_id, _, attempt), cur in zip(statements, updates, strict=True):
-                    if cur.rowcount == 0:
-                        lost.append(doc_id)
-                    elif attempt is not None:
-                        conn.cursor().execute(*attempt)
-            return lost
+            counts = self._script(statements)
+            return [c[0] for c, n in zip(changes, counts, strict=True) if n == 0]
 
         return self._retrying(write)
 

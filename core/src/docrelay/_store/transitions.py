@@ -63,7 +63,7 @@ class Transitions(SQLBase):
     ) -> tuple[tuple[str, list[Any]], tuple[str, tuple[Any, ...]] | None]:
         """The SQL of one change: its UPDATE, and its attempt's upsert (``None`` without an
         attempt), to be run only when the UPDATE found its row. (The PostgreSQL store sends
-        a batch's statements pipelined.)"""
+        a batch's changes as one message, each with its attempt in one statement.)"""
         values = t.columns()
         values["updated_at"] = now
         sql = "UPDATE documents SET " + ", ".join(f"{c} = ?" for c in values) + " WHERE id = ?"

@@ -1,11 +1,12 @@
-"""The PostgreSQL store's own hot path: the claim in one statement, a batch's changes
-pipelined (``PostgresStore.claim`` and ``apply_many``; the Store contract is in
-test_store_contract.py and runs on both backends).
+"""The PostgreSQL store's own hot path (``PostgresStore.claim`` and ``apply_many``; the
+Store contract is in test_store_contract.py and runs on both backends): the claim in one
+statement whose commit does not wait for the WAL flush, a batch's changes (each document's
+UPDATE and attempt in one statement) sent as one message.
 
-What the pipelined paths must keep of the shared SQL: a change whose lease is lost is not
-applied and neither is its attempt; an error anywhere in the batch commits nothing of it and
-leaves the pooled connection usable; the claim returns the batch in due order and never
-gives a leased document to another owner.
+What they must keep of the shared SQL: a change whose lease is lost is not applied and
+neither is its attempt; an error anywhere in the batch commits nothing of it and leaves the
+pooled connection usable; the claim returns the batch in due order, never gives a leased
+document to another owner, and leaves later writes synchronous.
 
 Needs ``DOCRELAY_TEST_PG_URL`` (skipped without it, failed with ``DOCRELAY_REQUIRE_PG=1``).
 """
@@ -72,9 +73,9 @@ def _intent(doc_id: str, number: int = 1, **columns: Any) -> Transition:
     )
 
 
-def test_pipelined_batch_skips_the_attempt_of_a_lost_lease(store: PostgresStore) -> None:
-    """The UPDATEs go out before the attempts: a document whose lease is gone gets neither
-    its change nor its attempt, the others get both, in one transaction."""
+def test_batch_skips_the_attempt_of_a_lost_lease(store: PostgresStore) -> None:
+    """Each attempt is written only with its document's change: a document whose lease is
+    gone gets neither, the others get both, in one transaction."""
     store.submit_many([_doc(1), _doc(2), _doc(3), _doc(4)], T0)
     assert [r.id for r in store.claim("w1", T0, 30.0, 2)] == ["doc-1", "doc-2"]
     assert [r.id for r in store.claim("w2", T0, 30.0, 1)] == ["doc-3"]
@@ -91,7 +92,7 @@ def test_pipelined_batch_skips_the_attempt_of_a_lost_lease(store: PostgresStore)
     assert store.history("doc-4") == []
 
 
-def test_pipelined_batch_commits_nothing_on_an_error(store: PostgresStore) -> None:
+def test_batch_commits_nothing_on_an_error(store: PostgresStore) -> None:
     """A statement that fails in the batch (here the second UPDATE: a text where a number
     goes) rolls back the ones before it; the connection goes back to the pool usable."""
     import psycopg
@@ -148,8 +149,8 @@ def test_one_statement_claim_orders_by_due_time_and_leases(store: PostgresStore)
 
 
 def test_claim_and_batch_leave_no_open_transaction(store: PostgresStore) -> None:
-    """After a claim (committed without waiting for its WAL flush) and a pipelined batch,
-    the pooled connections are idle and a new session sees both."""
+    """After a claim (committed without waiting for its WAL flush) and a batch, the pooled
+    connections are idle and a new session sees both."""
     import psycopg
 
     store.submit_many([_doc(1), _doc(2)], T0)
