@@ -388,12 +388,14 @@ class PostgresStore(SQLStore):
             with self._tx() as cur:
                 # This transaction's commit does not wait for its WAL flush: a claim only
                 # leases documents (owner, lease end, and next_attempt_at = the lease end),
-                # and no request leaves on the strength of a claim alone. Every send first
+                # and no document is sent on the strength of a claim alone. Every send first
                 # commits the document's intent synchronously under an owner check (the
                 # batch's apply_many, or apply), and that commit flushes the WAL up to it,
                 # the claim included. A crash of the database server that loses a claim
                 # leaves its documents as they were before it, due and not leased: the
                 # intent's owner check then fails (LeaseLost) and nothing is sent for them.
+                # (A reconcile lookup or a status poll may go out on the claim alone: read
+                # only at the provider, and its result is written under the owner check.)
                 # Every other session sees the claim at its commit, as before, so two
                 # workers still never hold the same document.
                 cur.execute("SET LOCAL synchronous_commit = off")
