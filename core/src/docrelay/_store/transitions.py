@@ -53,6 +53,35 @@ def _attempt_values(a: Attempt, outcome_json: str | None) -> tuple[Any, ...]:
 class Transitions(SQLBase):
     """Applying transitions."""
 
+    def _apply_statements(
+        self,
+        doc_id: str,
+        owner: str | None,
+        t: Transition,
+        now: float,
+        expect_state: str | None = None,
+    ) -> tuple[tuple[str, list[Any]], tuple[str, tuple[Any, ...]] | None]:
+        """The SQL of one change: its UPDATE, and its attempt's upsert (``None`` without an
+        attempt), to be run only when the UPDATE found its row. (The PostgreSQL store sends
+        a batch's changes as one message, each with its attempt in one statement.)"""
+        values = t.columns()
+        values["updated_at"] = now
+        sql = "UPDATE documents SET " + ", ".join(f"{c} = ?" for c in values) + " WHERE id = ?"
+        params: list[Any] = [*values.values(), doc_id]
+        if owner is not None:
+            sql += " AND lease_owner = ?"
+            params.append(owner)
+        if expect_state is not None:
+            sql += " AND state = ? AND (lease_until IS NULL OR lease_until < ?)"
+            params.extend([expect_state, now])
+        a = t.attempt
+        if a is None:
+            return (self._sql(sql), params), None
+        # The attempt's outcome is usually the document's: serialised once.
+        same = "outcome" in values and t.outcome is a.outcome
+        dumped = values["outcome"] if same else dump_outcome(a.outcome)
+        return (self._sql(sql), params), (self._sql(_UPSERT_ATTEMPT), _attempt_values(a, dumped))
+
     def _apply(
         self,
         cur: Any,
@@ -64,25 +93,12 @@ class Transitions(SQLBase):
     ) -> bool:
         """One UPDATE (and the attempt's upsert) in the open transaction; ``False`` when the
         lease (or the expected state) is not there."""
-        values = t.columns()
-        values["updated_at"] = now
-        sql = "UPDATE documents SET " + ", ".join(f"{c} = ?" for c in values) + " WHERE id = ?"
-        params: list[Any] = [*values.values(), doc_id]
-        if owner is not None:
-            sql += " AND lease_owner = ?"
-            params.append(owner)
-        if expect_state is not None:
-            sql += " AND state = ? AND (lease_until IS NULL OR lease_until < ?)"
-            params.extend([expect_state, now])
-        cur.execute(self._sql(sql), params)
+        update, attempt = self._apply_statements(doc_id, owner, t, now, expect_state)
+        cur.execute(*update)
         if cur.rowcount == 0:
             return False
-        a = t.attempt
-        if a is not None:
-            # The attempt's outcome is usually the document's: serialised once.
-            same = "outcome" in values and t.outcome is a.outcome
-            dumped = values["outcome"] if same else dump_outcome(a.outcome)
-            cur.execute(self._sql(_UPSERT_ATTEMPT), _attempt_values(a, dumped))
+        if attempt is not None:
+            cur.execute(*attempt)
         return True
 
     def apply(
