@@ -14,8 +14,9 @@ from typing import Any
 import docrelay_econnect as plugin
 import pytest
 from docrelay import Context, Document, DocumentError
-from docrelay_econnect import build_request
+from docrelay_econnect import _ubl, build_request
 from docrelay_econnect._demo import sample
+from docrelay_econnect._ubl import read_ubl
 
 NUMBER = "INV-2024-0101"
 OTHER = "INV-2024-9999"
@@ -142,6 +143,11 @@ CASES: list[tuple[str, bytes, bool]] = [
         False,
     ),
     ("not XML", b'{"ID": "INV-2024-0101"}', False),
+    (
+        "an unknown encoding",
+        ubl(f"<cbc:ID>{NUMBER}</cbc:ID>", head='<?xml version="1.0" encoding="bogus"?>\n'),
+        False,
+    ),
     ("empty", b"", False),
     ("a number with a NUL after", ubl(f"<cbc:ID>{NUMBER}</cbc:ID>\x00"), False),
 ]  # fmt: skip
@@ -177,3 +183,32 @@ def test_the_multipart_file_is_named_after_the_full_parse_number(
     )
     assert req is not None
     assert f'filename="{filename}.xml"'.encode() in req.body
+
+
+@pytest.mark.parametrize("payload", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_the_early_read_agrees_with_the_full_parse(payload: bytes) -> None:
+    """The early read finds the number the full parse finds; where it finds one the full
+    parse does not, the document is not well-formed (build_request then parses it whole)."""
+    full = read_ubl(payload)
+    early = _ubl.peek_document_id(payload)
+    if full.id is not None:
+        assert early == full.id
+    elif early is not None:
+        assert full.problem is not None
+        assert full.problem.startswith("body is not XML")
+
+
+def _character_rule(value: str) -> bool:
+    """The documentId rule character by character (what is_valid_document_id checked)."""
+    allowed = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"
+    return len(value) >= 6 and all(ch in allowed for ch in value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [UUID, NUMBER, "abcdef", "abcde", "", "------", "abcdef\n", "\nabcdef", "abc def",
+     "abc_def", "abcdé1", "\u0661\u0662\u0663\u0664\u0665\u0666", "ABCDEF\u212a", "abcdef\x00",
+     "a" * 500, "İstanbul"],
+)  # fmt: skip
+def test_the_document_id_rule_in_one_match_is_the_character_rule(value: str) -> None:
+    assert (_ubl.is_valid_document_id(value) is None) == _character_rule(value)
