@@ -4,6 +4,8 @@ sandboxes, spans and metrics read from the OpenTelemetry SDK's in-memory exporte
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from importlib import resources
 from importlib.metadata import entry_points
@@ -433,3 +435,21 @@ def test_a_no_op_meter_provider_still_gets_spans(
         ("send", "delivered"),
     ]
     assert spans[1].attributes["url.path"] == "/proposals"
+
+
+def test_spans_start_once_the_application_configures_tracing() -> None:
+    """No span work while the global tracer provider is the API's proxy; the application
+    may configure it later (once per process: checked in a child process)."""
+    code = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from docrelay_otel import OtelPlugin, default
+given = OtelPlugin(tracer_provider=trace.get_tracer_provider())
+assert default._recording_tracer() is None and given._recording_tracer() is None
+trace.set_tracer_provider(TracerProvider())
+assert default._recording_tracer() is not None and given._recording_tracer() is not None
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False)  # fmt: skip
+    assert out.stdout.strip() == "ok", out.stderr

@@ -310,8 +310,8 @@ class OtelPlugin:
         """The tracer, or ``None`` while spans cannot record (no tracer provider given and
         none configured globally): then no span work is done per exchange at all."""
         provider = self._tracer_provider
-        if provider is None:
-            provider = trace.get_tracer_provider()
+        if provider is None or isinstance(provider, trace.ProxyTracerProvider):
+            provider = trace.get_tracer_provider()  # the proxy follows the global one once set
         if isinstance(provider, _NO_TRACING):
             return None
         known = self._recording
