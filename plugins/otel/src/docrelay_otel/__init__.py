@@ -476,18 +476,22 @@ class OtelPlugin:
         if not span.is_recording():  # sampled out: nothing to set (the path not redacted)
             span.end(end_time=end)
             return
-        span.set_attribute("docrelay.outcome", kind)
-        span.set_attribute("docrelay.rate_limit.wait_s", round(waited, 6))
-        span.set_attribute("url.path", _path(request.url))
+        attributes: dict[str, Any] = {
+            "docrelay.outcome": kind,
+            "docrelay.rate_limit.wait_s": round(waited, 6),
+            "url.path": _path(request.url),
+        }
         if response is not None:
-            span.set_attribute("http.response.status_code", response.status)
+            attributes["http.response.status_code"] = response.status
         ref = _request_id(response, ctx.settings)
         if ref is not None:
-            span.set_attribute("docrelay.provider.request_id", ref)
+            attributes["docrelay.provider.request_id"] = ref
         if outcome is not None and outcome.rule:
-            span.set_attribute("docrelay.rule", outcome.rule)
+            attributes["docrelay.rule"] = outcome.rule
         if error is not None:
-            span.set_attribute("error.type", error.kind)
+            attributes["error.type"] = error.kind
+        span.set_attributes(attributes)  # one call: the SDK takes its lock once
+        if error is not None:
             span.set_status(Status(StatusCode.ERROR, error.kind))
         elif (outcome is not None and outcome.kind in _FAILED) or (
             response is not None and response.status >= 400
