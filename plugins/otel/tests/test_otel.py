@@ -4,8 +4,11 @@ sandboxes, spans and metrics read from the OpenTelemetry SDK's in-memory exporte
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from importlib import resources
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +17,13 @@ from docrelay import DocState, Document, Relay
 from docrelay_ebh.sandbox import EbhSandbox
 from docrelay_otel import OtelPlugin, document_trace_id
 from docrelay_siesmart.sandbox import SieSmartSandbox
+from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 
 class Telemetry:
@@ -322,3 +327,127 @@ def test_a_broken_observer_never_changes_a_document_state(
         plugin = OtelPlugin(provider, telemetry.meter_provider)
     assert _run_once(tmp_path, siesmart, plugin, "bad") == expected
     assert expected[0] == DocState.DELIVERED
+
+
+def test_the_entry_point_registers_the_plugin_instance() -> None:
+    """The entry point names the module's ``default`` instance: pluggy registers its hook
+    methods directly (no module function forwarding each call). The module's functions
+    still work for code that registers the module itself."""
+    import docrelay_otel
+    from docrelay._host import PluginHost
+
+    (ep,) = [e for e in entry_points(group="docrelay.plugins") if e.name == "otel"]
+    assert ep.value == "docrelay_otel:default"
+    host = PluginHost(environ={})
+    assert host.pm.get_plugin("otel") is docrelay_otel.default
+    assert [i.plugin for i in host.pm.hook.on_exchange.get_hookimpls()] == [docrelay_otel.default]
+
+    as_module = PluginHost(autoload=False, plugins=[docrelay_otel], environ={})
+    impls = as_module.pm.hook.on_exchange.get_hookimpls()
+    assert [i.function for i in impls] == [docrelay_otel.on_exchange]
+
+
+def test_without_tracing_the_traceparent_names_the_document_trace(
+    tmp_path: Path, siesmart: SieSmartSandbox, telemetry: Telemetry
+) -> None:
+    """No tracer provider configured (a no-op one): no span is made or kept, the metrics
+    are counted, and a provider with ``trace_context = true`` still gets the traceparent a
+    no-op tracer gives: the document revision's derived trace and root."""
+    plugin = OtelPlugin(trace.NoOpTracerProvider(), telemetry.meter_provider)
+    with siesmart_relay(tmp_path, siesmart, plugin, trace_context=True) as relay:
+        relay.submit(proposal("n-1"))
+        relay.run_until_settled(timeout=10)
+        attempts = telemetry.points("docrelay.delivery.attempts")
+    assert attempts[(("outcome", "delivered"), ("provider", "siesmart"))].value == 1
+    assert plugin._open == {}
+    trace_id, root = document_trace_id("siesmart", "n-1", proposal("n-1").revision)
+    sent = [{k.lower(): v for k, v in r["headers"].items()} for r in siesmart.requests]
+    assert [h.get("traceparent") for h in sent if "authorization" in h] == [
+        f"00-{trace_id:032x}-{root:016x}-01"
+    ]
+
+
+def test_spans_sampled_out_cost_no_attribute_work(
+    tmp_path: Path, siesmart: SieSmartSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tracer provider whose sampler records nothing: the URL path is not redacted nor
+    the request id looked for (here they would raise, and the host would disable the
+    plugin), the metrics are all counted."""
+    import docrelay_otel
+
+    def boom(*_args: Any) -> Any:
+        raise AssertionError("work for a span that does not record")
+
+    monkeypatch.setattr(docrelay_otel, "_path", boom)
+    monkeypatch.setattr(docrelay_otel, "_request_id", boom)
+    tracer_provider = TracerProvider(sampler=ALWAYS_OFF)
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    try:
+        plugin = OtelPlugin(tracer_provider, meter_provider)
+        with siesmart_relay(tmp_path, siesmart, plugin) as relay:
+            relay.submit_many([proposal("s-1"), proposal("s-2")])
+            relay.run_until_settled(timeout=10)
+            assert relay.status("s-2").state == DocState.DELIVERED
+        data = reader.get_metrics_data()
+    finally:
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+    values = {
+        (m.name, tuple(sorted(p.attributes.items()))): getattr(p, "value", None)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        for p in m.data.data_points
+    }
+    p = ("provider", "siesmart")
+    assert values[("docrelay.delivery.attempts", (("outcome", "delivered"), p))] == 2
+    assert values[("docrelay.deliveries", (p, ("state", "delivered")))] == 2
+
+
+def test_two_plugin_instances_on_one_meter_provider_count_together(
+    tmp_path: Path, siesmart: SieSmartSandbox, telemetry: Telemetry
+) -> None:
+    """The counters of one meter provider are one set, whichever instance counts."""
+    first = OtelPlugin(telemetry.tracer_provider, telemetry.meter_provider)
+    second = OtelPlugin(telemetry.tracer_provider, telemetry.meter_provider)
+    for i, plugin in enumerate([first, second]):
+        (tmp_path / str(i)).mkdir()
+        with siesmart_relay(tmp_path / str(i), siesmart, plugin) as relay:
+            relay.submit(proposal(f"two-{i}"))
+            relay.run_until_settled(timeout=10)
+    attempts = telemetry.points("docrelay.delivery.attempts")
+    assert attempts[(("outcome", "delivered"), ("provider", "siesmart"))].value == 2
+    duration = telemetry.points("docrelay.exchange.duration")
+    assert duration[(("provider", "siesmart"), ("purpose", "send"))].count == 2
+
+
+def test_a_no_op_meter_provider_still_gets_spans(
+    tmp_path: Path, siesmart: SieSmartSandbox, telemetry: Telemetry
+) -> None:
+    plugin = OtelPlugin(telemetry.tracer_provider, metrics.NoOpMeterProvider())
+    with siesmart_relay(tmp_path, siesmart, plugin) as relay:
+        relay.submit(proposal("m-1"))
+        relay.run_until_settled(timeout=10)
+    by_purpose = {s.attributes["docrelay.purpose"]: s for s in telemetry.finished("m-1")}
+    assert sorted(by_purpose) == ["send", "token"]
+    assert by_purpose["send"].attributes["docrelay.outcome"] == "delivered"
+    assert by_purpose["send"].attributes["url.path"] == "/proposals"
+
+
+def test_spans_start_once_the_application_configures_tracing() -> None:
+    """No span work while the global tracer provider is the API's proxy; the application
+    may configure it later (once per process: checked in a child process)."""
+    code = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from docrelay_otel import OtelPlugin, default
+given = OtelPlugin(tracer_provider=trace.get_tracer_provider())
+assert default._recording_tracer() is None and given._recording_tracer() is None
+trace.set_tracer_provider(TracerProvider())
+assert default._recording_tracer() is not None and given._recording_tracer() is not None
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False)  # fmt: skip
+    assert out.stdout.strip() == "ok", out.stderr

@@ -31,7 +31,7 @@ from docrelay.auth import ApiKeyHeader, OAuth2ClientCredentials
 
 from ._classify import NAME, classify
 from ._demo import demo_batch
-from ._ubl import is_valid_document_id, read_ubl
+from ._ubl import is_valid_document_id, peek_document_id, read_ubl
 from .sandbox import EConnectSandbox
 
 __all__ = [
@@ -170,6 +170,10 @@ def _path(document: Document, ctx: Context) -> str:
         ) from None
 
 
+def _same_id(number: str, key: str) -> bool:
+    return number.strip().casefold() == key.strip().casefold()
+
+
 def _multipart(payload: bytes, filename: str, boundary: str) -> tuple[bytes, str]:
     safe_name = filename.replace('"', "").replace("\r", "").replace("\n", "")
     head = (
@@ -192,19 +196,25 @@ def build_request(document: Document, ctx: Context) -> HttpRequest:
         )
     path = _path(document, ctx)
     key = checked_document_id(ctx)
-    ubl = read_ubl(document.payload)
-    if ubl.id is not None and ubl.id.strip().casefold() == key.strip().casefold():
+    mode = str(ctx.setting("content_type", "application/xml")).strip()
+    multipart = mode.lower().startswith("multipart/form-data")
+    # The invoice number, read up to its cbc:ID only (near the top). Where the answer
+    # depends on it (the number is the key, or names the multipart file), the whole document
+    # is parsed: not well-formed XML further on has no number, as before.
+    number = peek_document_id(document.payload)
+    if number is not None and (multipart or _same_id(number, key)):
+        number = read_ubl(document.payload).id
+    if number is not None and _same_id(number, key):
         raise DocumentError(
             f"refused before sending: {DOCUMENT_ID_HEADER} must not be the invoice number "
-            f"({ubl.id!r}): eConnect cannot tell a corrected resend from a duplicate then"
+            f"({number!r}): eConnect cannot tell a corrected resend from a duplicate then"
         )
     names = {"receiver_id": "receiverId", "channel": "channel"}
     params = {param: document.metadata[m] for m, param in names.items() if document.metadata.get(m)}
-    mode = str(ctx.setting("content_type", "application/xml")).strip()
     body, content_type = document.payload, mode
-    if mode.lower().startswith("multipart/form-data"):
+    if multipart:
         body, content_type = _multipart(
-            document.payload, f"{ubl.id or document.id}.xml", "docrelay-" + key.replace("-", "")
+            document.payload, f"{number or document.id}.xml", "docrelay-" + key.replace("-", "")
         )
     headers = {"Content-Type": content_type, "Accept": "application/json"}
     return HttpRequest(method="POST", url=path, body=body, headers=headers, params=params)

@@ -1,7 +1,8 @@
 """docrelay-otel: OpenTelemetry traces and metrics for docrelay, on the public hooks only.
 
-Installed, the plugin is found through the ``docrelay.plugins`` entry point and observes every
-relay of the process (it is a *middleware* plugin: it declares no provider):
+Installed, the plugin is found through the ``docrelay.plugins`` entry point (which names the
+instance :data:`default`) and observes every relay of the process (it is a *middleware*
+plugin: it declares no provider):
 
 - a span per HTTP exchange with a provider (``on_exchange``): ``docrelay send PROVIDER``
   for a delivery attempt (started in ``prepare_headers``, so a ``traceparent`` can name it),
@@ -29,7 +30,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from docrelay import (
@@ -99,6 +101,7 @@ _AGAIN = frozenset(
     {OutcomeKind.RETRY, OutcomeKind.THROTTLED, OutcomeKind.UNKNOWN, OutcomeKind.STALE}
 )
 _FAILED = frozenset({OutcomeKind.REJECTED, OutcomeKind.CONFIG_ERROR})
+_FINAL_STATE_VALUES = frozenset(s.value for s in FINAL_STATES)
 #: Histogram buckets in seconds (the SDK's default ones are meant for milliseconds).
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: Spans of sends started in prepare_headers and not ended yet, at most this many.
@@ -162,8 +165,104 @@ def _fallback_meter_provider() -> metrics.MeterProvider:
         return _default_meter_provider
 
 
+class _Metrics:
+    """One meter provider's instruments, shared by every plugin instance that uses it.
+
+    The counters are summed here, under a lock, and read by the SDK at each collection
+    (observable counters: a Prometheus scrape or an exporter's interval reads one total per
+    label set). Counting an exchange is then a dictionary update instead of an SDK
+    measurement per counter (attributes copied, validated and hashed each time). The
+    latency histogram has no observable form: it is recorded through the SDK, with one
+    attribute mapping per provider and purpose.
+    """
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self._lock = threading.Lock()
+        self._totals: dict[str, dict[tuple[str, ...], float]] = {}
+        for name, (unit, labels) in _COUNTERS.items():
+            totals: dict[tuple[str, ...], float] = {}
+            self._totals[name] = totals
+            meter.create_observable_counter(
+                name,
+                callbacks=[self._observer(totals, labels)],
+                unit=unit,
+                description=METRIC_NAMES[name],
+            )
+        self._duration = meter.create_histogram(
+            "docrelay.exchange.duration",
+            unit="s",
+            description=METRIC_NAMES["docrelay.exchange.duration"],
+            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+        )
+        self._duration_attributes: dict[tuple[str, str], dict[str, str]] = {}
+        self.exchanges = self._totals["docrelay.exchanges"]
+        self.attempts = self._totals["docrelay.delivery.attempts"]
+        self.deliveries = self._totals["docrelay.deliveries"]
+        self.waits = self._totals["docrelay.rate_limit.wait"]
+        self.retries = self._totals["docrelay.retries"]
+        self.reauths = self._totals["docrelay.reauths"]
+
+    def _observer(
+        self, totals: dict[tuple[str, ...], float], labels: tuple[str, ...]
+    ) -> Callable[[metrics.CallbackOptions], Iterable[metrics.Observation]]:
+        def observe(_options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+            with self._lock:
+                items = list(totals.items())
+            return [metrics.Observation(n, dict(zip(labels, key, strict=True))) for key, n in items]
+
+        return observe
+
+    def add(self, totals: dict[tuple[str, ...], float], key: tuple[str, ...], n: float = 1) -> None:
+        with self._lock:
+            totals[key] = totals.get(key, 0) + n
+
+    def duration(self, seconds: float, provider: str, purpose: str) -> None:
+        attributes = self._duration_attributes.get((provider, purpose))
+        if attributes is None:
+            attributes = {"provider": provider, "purpose": purpose}
+            self._duration_attributes[(provider, purpose)] = attributes
+        self._duration.record(seconds, attributes)
+
+
+#: Counters (summed by the plugin, see :class:`_Metrics`): unit and label names.
+_COUNTERS: Mapping[str, tuple[str, tuple[str, ...]]] = {
+    "docrelay.exchanges": ("1", ("provider", "purpose", "outcome")),
+    "docrelay.delivery.attempts": ("1", ("provider", "outcome")),
+    "docrelay.deliveries": ("1", ("provider", "state")),
+    "docrelay.rate_limit.wait": ("s", ("provider",)),
+    "docrelay.retries": ("1", ("provider", "outcome")),
+    "docrelay.reauths": ("1", ("provider",)),
+}
+_metrics_lock = threading.Lock()
+_metrics_by_provider: weakref.WeakKeyDictionary[metrics.MeterProvider, _Metrics] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _metrics_of(provider: metrics.MeterProvider, meter: metrics.Meter) -> _Metrics | None:
+    """The instruments on *provider* (made once per provider), ``None`` for a no-op one."""
+    if isinstance(provider, metrics.NoOpMeterProvider):
+        return None  # nobody can read them: no work per exchange
+    with _metrics_lock:
+        try:
+            found = _metrics_by_provider.get(provider)
+        except TypeError:  # not weak-referenceable: instruments of this plugin instance
+            return _Metrics(meter)
+        if found is None:
+            found = _metrics_by_provider[provider] = _Metrics(meter)
+        return found
+
+
+_NO_TRACING = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+
+
 class OtelPlugin:
-    """The plugin: register an instance, or let the entry point register the module's.
+    """The plugin: register an instance, or let the entry point register :data:`default`.
+
+    Per exchange it does only what someone can read: no span work while no tracer provider
+    is configured (nor attribute work for a span that does not record, the URL path is
+    redacted only for a recording one), no metric work on a no-op meter provider, and the
+    counters are sums kept in the plugin that the SDK reads at collection (:class:`_Metrics`).
 
     :param tracer_provider: where spans go (default: the global one, a no-op until the
         application configures OpenTelemetry).
@@ -179,8 +278,11 @@ class OtelPlugin:
         self._meter_provider = meter_provider
         self._lock = threading.Lock()
         self._open: dict[int, tuple[trace.Span, int, Document | None]] = {}
-        self._instruments: dict[str, Any] | None = None
         self._meter: metrics.Meter | None = None
+        self._metrics: _Metrics | None = None
+        self._metrics_made = False
+        self._recording: tuple[trace.TracerProvider, trace.Tracer] | None = None
+        self._attributes: dict[tuple[str, str | None, str, str], dict[str, Any]] = {}
 
     # -- OpenTelemetry objects, made on first use ----------------------------------------------
 
@@ -195,45 +297,48 @@ class OtelPlugin:
             self._meter = provider.get_meter(SCOPE)
         return self._meter
 
-    def _metric(self, name: str) -> Any:
-        with self._lock:
-            if self._instruments is None:
-                m = self.meter
-                self._instruments = {
-                    "docrelay.exchanges": m.create_counter(
-                        "docrelay.exchanges",
-                        unit="1",
-                        description=METRIC_NAMES["docrelay.exchanges"],
-                    ),
-                    "docrelay.exchange.duration": m.create_histogram(
-                        "docrelay.exchange.duration",
-                        unit="s",
-                        description=METRIC_NAMES["docrelay.exchange.duration"],
-                        explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
-                    ),
-                    "docrelay.delivery.attempts": m.create_counter(
-                        "docrelay.delivery.attempts",
-                        unit="1",
-                        description=METRIC_NAMES["docrelay.delivery.attempts"],
-                    ),
-                    "docrelay.deliveries": m.create_counter(
-                        "docrelay.deliveries",
-                        unit="1",
-                        description=METRIC_NAMES["docrelay.deliveries"],
-                    ),
-                    "docrelay.rate_limit.wait": m.create_counter(
-                        "docrelay.rate_limit.wait",
-                        unit="s",
-                        description=METRIC_NAMES["docrelay.rate_limit.wait"],
-                    ),
-                    "docrelay.retries": m.create_counter(
-                        "docrelay.retries", unit="1", description=METRIC_NAMES["docrelay.retries"]
-                    ),
-                    "docrelay.reauths": m.create_counter(
-                        "docrelay.reauths", unit="1", description=METRIC_NAMES["docrelay.reauths"]
-                    ),
-                }
-            return self._instruments[name]
+    def _instruments(self) -> _Metrics | None:
+        if not self._metrics_made:
+            with self._lock:
+                if not self._metrics_made:
+                    provider = self._meter_provider or _fallback_meter_provider()
+                    self._metrics = _metrics_of(provider, self.meter)
+                    self._metrics_made = True
+        return self._metrics
+
+    def _recording_tracer(self) -> trace.Tracer | None:
+        """The tracer, or ``None`` while spans cannot record (no tracer provider given and
+        none configured globally): then no span work is done per exchange at all."""
+        provider = self._tracer_provider
+        if provider is None or isinstance(provider, trace.ProxyTracerProvider):
+            provider = trace.get_tracer_provider()  # the proxy follows the global one once set
+        if isinstance(provider, _NO_TRACING):
+            return None
+        known = self._recording
+        if known is None or known[0] is not provider:
+            known = self._recording = (provider, trace.get_tracer(SCOPE, tracer_provider=provider))
+        return known[1]
+
+    def _span_attributes(
+        self, ctx: Context, document: Document | None, purpose: str, attempt: int, method: str
+    ) -> dict[str, Any]:
+        """The span's attributes at its start: those of the provider, environment, purpose
+        and method made once, the document's and the attempt's added."""
+        key = (ctx.provider.name, ctx.environment, purpose, method)
+        base = self._attributes.get(key)
+        if base is None:
+            base = {"docrelay.provider": ctx.provider.name, "docrelay.purpose": purpose}
+            if ctx.environment:
+                base["docrelay.environment"] = ctx.environment
+            base["http.request.method"] = method
+            if len(self._attributes) < _MAX_OPEN:
+                self._attributes[key] = base
+        attributes = {**base, "docrelay.attempt": attempt}
+        if document is not None:
+            attributes["docrelay.document.id"] = document.id
+            attributes["docrelay.document.kind"] = document.kind
+            attributes["docrelay.document.revision"] = document.revision
+        return attributes
 
     def observe_store(self, relay: Relay) -> None:
         """Report *relay*'s documents by provider and state as the observable gauge
@@ -261,12 +366,22 @@ class OtelPlugin:
         """Start the span of this delivery attempt; name it in ``traceparent`` when the
         provider's ``trace_context`` setting allows it."""
         document = ctx.document
-        span = self.tracer.start_span(
+        tracer = self._recording_tracer()
+        if tracer is None:
+            if ctx.settings.get("trace_context") is not True:
+                return None
+            # No tracing: the no-op tracer's span is the document's derived root, named so.
+            span = self.tracer.start_span(
+                f"docrelay send {ctx.provider.name}", context=_parent(document)
+            )
+            carrier: dict[str, str] = {}
+            TraceContextTextMapPropagator().inject(carrier, context=trace.set_span_in_context(span))
+            return carrier
+        span = tracer.start_span(
             f"docrelay send {ctx.provider.name}",
             context=_parent(document),
             kind=SpanKind.CLIENT,
-            attributes=_base_attributes(ctx, document, "send", ctx.attempt)
-            | {"http.request.method": request.method},
+            attributes=self._span_attributes(ctx, document, "send", ctx.attempt, request.method),
         )
         with self._lock:
             stale = self._open.pop(id(ctx), None)
@@ -278,7 +393,7 @@ class OtelPlugin:
             stale[0].end()
         if ctx.settings.get("trace_context") is not True:
             return None
-        carrier: dict[str, str] = {}
+        carrier = {}
         TraceContextTextMapPropagator().inject(carrier, context=trace.set_span_in_context(span))
         return carrier
 
@@ -297,6 +412,43 @@ class OtelPlugin:
         ctx: Context,
     ) -> None:
         provider = ctx.provider.name
+        kind = outcome.kind.value if outcome is not None else "none"
+        tracer = self._recording_tracer()
+        if tracer is not None:
+            self._span(tracer, document, request, response, error, outcome, elapsed, waited,
+                       attempt, purpose, ctx, kind)  # fmt: skip
+
+        m = self._instruments()
+        if m is None:
+            return
+        m.add(m.exchanges, (provider, purpose, kind))
+        m.duration(elapsed, provider, purpose)
+        if waited > 0:
+            m.add(m.waits, (provider,), waited)
+        if purpose == "send":
+            m.add(m.attempts, (provider, kind))
+        if outcome is not None and purpose in ("send", "poll"):
+            if outcome.kind in _AGAIN:
+                m.add(m.retries, (provider, kind))
+            if outcome.kind == OutcomeKind.REAUTH:
+                m.add(m.reauths, (provider,))
+
+    def _span(
+        self,
+        tracer: trace.Tracer,
+        document: Document | None,
+        request: HttpRequest,
+        response: HttpResponse | None,
+        error: TransportError | None,
+        outcome: Outcome | None,
+        elapsed: float,
+        waited: float,
+        attempt: int,
+        purpose: str,
+        ctx: Context,
+        kind: str,
+    ) -> None:
+        """End the exchange's span (the send's started in prepare_headers, else a new one)."""
         end = time.time_ns()
         span: trace.Span | None = None
         if purpose == "send":
@@ -306,35 +458,40 @@ class OtelPlugin:
                 span = opened[0]
             elif opened is not None:
                 opened[0].end()
-        parent = _parent(document)
-        if purpose == "token":
-            # A token fetched for a send is part of that attempt: a child of its span.
-            with self._lock:
-                opened = self._open.get(id(ctx))
-            if opened is not None:
-                parent = trace.set_span_in_context(opened[0])
         if span is None:
-            span = self.tracer.start_span(
-                f"docrelay {purpose} {provider}",
+            parent = _parent(document)
+            if purpose == "token":
+                # A token fetched for a send is part of that attempt: a child of its span.
+                with self._lock:
+                    opened = self._open.get(id(ctx))
+                if opened is not None:
+                    parent = trace.set_span_in_context(opened[0])
+            span = tracer.start_span(
+                f"docrelay {purpose} {ctx.provider.name}",
                 context=parent,
                 kind=SpanKind.CLIENT,
                 start_time=end - int((elapsed + waited) * 1e9),
-                attributes=_base_attributes(ctx, document, purpose, attempt)
-                | {"http.request.method": request.method},
+                attributes=self._span_attributes(ctx, document, purpose, attempt, request.method),
             )
-        kind = outcome.kind.value if outcome is not None else "none"
-        span.set_attribute("docrelay.outcome", kind)
-        span.set_attribute("docrelay.rate_limit.wait_s", round(waited, 6))
-        span.set_attribute("url.path", _path(request.url))
+        if not span.is_recording():  # sampled out: nothing to set (the path not redacted)
+            span.end(end_time=end)
+            return
+        attributes: dict[str, Any] = {
+            "docrelay.outcome": kind,
+            "docrelay.rate_limit.wait_s": round(waited, 6),
+            "url.path": _path(request.url),
+        }
         if response is not None:
-            span.set_attribute("http.response.status_code", response.status)
+            attributes["http.response.status_code"] = response.status
         ref = _request_id(response, ctx.settings)
         if ref is not None:
-            span.set_attribute("docrelay.provider.request_id", ref)
+            attributes["docrelay.provider.request_id"] = ref
         if outcome is not None and outcome.rule:
-            span.set_attribute("docrelay.rule", outcome.rule)
+            attributes["docrelay.rule"] = outcome.rule
         if error is not None:
-            span.set_attribute("error.type", error.kind)
+            attributes["error.type"] = error.kind
+        span.set_attributes(attributes)  # one call: the SDK takes its lock once
+        if error is not None:
             span.set_status(Status(StatusCode.ERROR, error.kind))
         elif (outcome is not None and outcome.kind in _FAILED) or (
             response is not None and response.status >= 400
@@ -343,48 +500,14 @@ class OtelPlugin:
             span.set_status(Status(StatusCode.ERROR, kind))
         span.end(end_time=end)
 
-        labels = {"provider": provider, "purpose": purpose, "outcome": kind}
-        self._metric("docrelay.exchanges").add(1, labels)
-        self._metric("docrelay.exchange.duration").record(
-            elapsed, {"provider": provider, "purpose": purpose}
-        )
-        if waited > 0:
-            self._metric("docrelay.rate_limit.wait").add(waited, {"provider": provider})
-        if purpose == "send":
-            self._metric("docrelay.delivery.attempts").add(
-                1, {"provider": provider, "outcome": kind}
-            )
-        if outcome is not None and purpose in ("send", "poll"):
-            if outcome.kind in _AGAIN or (outcome.kind == OutcomeKind.RETRY):
-                self._metric("docrelay.retries").add(1, {"provider": provider, "outcome": kind})
-            if outcome.kind == OutcomeKind.REAUTH:
-                self._metric("docrelay.reauths").add(1, {"provider": provider})
-
     @hookimpl
     def on_state_change(
         self, document: Document, old: str, new: str, outcome: Outcome | None
     ) -> None:
-        if new in {s.value for s in FINAL_STATES}:
-            self._metric("docrelay.deliveries").add(
-                1, {"provider": document.provider, "state": new}
-            )
-
-
-def _base_attributes(
-    ctx: Context, document: Document | None, purpose: str, attempt: int
-) -> dict[str, Any]:
-    attributes: dict[str, Any] = {
-        "docrelay.provider": ctx.provider.name,
-        "docrelay.purpose": purpose,
-        "docrelay.attempt": attempt,
-    }
-    if ctx.environment:
-        attributes["docrelay.environment"] = ctx.environment
-    if document is not None:
-        attributes["docrelay.document.id"] = document.id
-        attributes["docrelay.document.kind"] = document.kind
-        attributes["docrelay.document.revision"] = document.revision
-    return attributes
+        if new in _FINAL_STATE_VALUES:
+            m = self._instruments()
+            if m is not None:
+                m.add(m.deliveries, (document.provider, str(new)))
 
 
 def _path(url: str) -> str:
@@ -395,7 +518,9 @@ def _path(url: str) -> str:
     return redact(urlsplit(url).path) or "/"
 
 
-#: The instance the entry point registers (this module's hook functions delegate to it).
+#: The instance the entry point registers (``otel = "docrelay_otel:default"``: pluggy takes its
+#: hook methods). The module's hook functions below forward to it, for code that registers
+#: the module itself.
 default = OtelPlugin()
 
 
