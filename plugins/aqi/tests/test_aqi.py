@@ -484,6 +484,11 @@ def test_only_w_items_under_error_in_file_is_still_delivered(
         assert st.state == DocState.DELIVERED, st.reason
         assert st.outcome.provider_status == "ERROR_IN_FILE"
         assert _severities(st) == [("BILLTOSTREET", "warning")]
+        # The sandbox records a notification once its POST has returned, which may be after
+        # the relay applied it: wait for the record, not for a time.
+        deadline = time.monotonic() + 30
+        while not sandbox.notifications and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert sandbox.notifications[0]["payload"]["parameters"]["details"]["result"] == (
             "ERROR_IN_FILE"
         )
