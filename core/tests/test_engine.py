@@ -84,6 +84,46 @@ def test_server_errors_are_retried_then_delivered(
     ]
 
 
+def test_in_process_retries_are_stamina_s_and_a_first_answer_needs_no_retry_context(
+    make_relay: MakeRelay,
+    make_sandbox: Callable[..., AcmeSandbox],
+    acme: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A round answered at its first attempt opens no stamina retry context; one that asks
+    for in-process retries gets them all from stamina (its retry hooks see each, numbered
+    from the first attempt's failure)."""
+    import stamina
+    from docrelay import _delivery
+
+    contexts: list[int | None] = []
+    real = stamina.retry_context
+
+    def counting(**kw: Any) -> Any:
+        contexts.append(kw.get("attempts"))
+        return real(**kw)
+
+    monkeypatch.setattr(_delivery.stamina, "retry_context", counting)
+    sbx = make_sandbox()
+    relay = make_relay(sbx)
+    relay.submit(acme.doc("inv-1"))
+    relay.run_until_idle()
+    assert relay.status("inv-1").state.value == "delivered"
+    assert contexts == []
+
+    sbx.set_faults(["error*2:503"])
+    relay.submit(acme.doc("inv-2"))
+    with caplog.at_level("DEBUG", logger="docrelay.retries"):
+        relay.run_until_idle()
+    st = relay.status("inv-2")
+    assert (st.state.value, st.attempts) == ("delivered", 3)
+    assert [r["status"] for r in acme.posts(sbx)][1:] == [503, 503, 200]
+    assert len(contexts) == 1
+    scheduled = [r.getMessage() for r in caplog.records if r.name == "docrelay.retries"]
+    assert [m.split(" scheduled")[0] for m in scheduled] == ["retry 1", "retry 2"]
+
+
 def test_attempt_budget_then_requeue(
     make_relay: MakeRelay, make_sandbox: Callable[..., AcmeSandbox], acme: Any
 ) -> None:
