@@ -132,7 +132,8 @@ class Document:
 
     @functools.cached_property
     def revision(self) -> str:
-        """A digest of kind, content type, metadata and payload (computed once)."""
+        """A digest of kind, content type, metadata and payload (computed once; a document
+        read from a store carries the revision stored with it, not hashed again)."""
         h = hashlib.sha256()
         h.update(self.kind.encode() + b"\0" + self.content_type.encode() + b"\0")
         h.update(json.dumps(dict(sorted(self.metadata.items()))).encode() + b"\0")
