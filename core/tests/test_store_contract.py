@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 import pytest
 from docrelay import DocState, Document, Outcome, OutcomeKind
 from docrelay._models import Attempt
@@ -952,10 +953,14 @@ def test_apply_many_is_one_transaction_and_reports_lost_leases(store: Store) -> 
     claimed = store.claim("w1", T0, 30.0, 2)
     assert [r.id for r in claimed] == ["doc-1", "doc-2"]
     intent = Transition(state=DocState.SENDING, key="K", reason="in flight", release=False)
-    lost = store.apply_many(
-        [("doc-1", "w1", intent), ("doc-2", "w1", intent), ("doc-3", "w1", intent)], T0 + 1
-    )
+
+    def with_attempt(i: int) -> Transition:
+        return attrs.evolve(intent, attempt=attempt(f"doc-{i}", 1, key="K"))
+
+    lost = store.apply_many([(f"doc-{i}", "w1", with_attempt(i)) for i in (1, 2, 3)], T0 + 1)
     assert lost == ["doc-3"]
+    # the attempts of the changes applied are stored (in one statement), not the lost one's
+    assert [[a.number for a in store.history(f"doc-{i}")] for i in (1, 2, 3)] == [[1], [1], []]
     got = {r.id: r for r in store.select()}
     assert [got[i].state for i in ("doc-1", "doc-2", "doc-3")] == [
         DocState.SENDING,

@@ -3,6 +3,7 @@ retries, and the transition the answer asks for."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -15,6 +16,8 @@ from ._host import ProviderHooks
 from ._models import (
     Attempt,
     DocState,
+    Document,
+    HttpRequest,
     Outcome,
     OutcomeKind,
 )
@@ -28,6 +31,7 @@ from ._round import (
     _Prepared,
     _retry_hook,
 )
+from ._services import _Services
 from ._settings import ProviderRuntime
 from ._store import KEEP, Record, Transition
 from .exceptions import ConfigError, DocumentError, OutcomeError
@@ -221,13 +225,15 @@ class _Delivering(EngineParts):
             started_at=started,
         )
         try:
-            request = hooks.build_request(doc, ctx)
+            request = self._build_request(doc, ctx, hooks, rt)
             if request is None:
                 raise ConfigError(f"provider {rt.info.name} built no request for {doc.kind!r}")
             request = request.with_headers(hooks.auth_headers(request, ctx))
-            request = request.with_headers(hooks.prepare_headers(request, ctx))
+            extra = hooks.prepare_headers(request, ctx)
             if rt.info.idempotency_header:
-                request = request.with_headers({rt.info.idempotency_header: key})
+                extra[rt.info.idempotency_header] = key
+            if extra:
+                request = request.with_headers(extra)
         except DocumentError as exc:
             out = Outcome(
                 kind=OutcomeKind.REJECTED,
@@ -260,6 +266,33 @@ class _Delivering(EngineParts):
             release=False,
         )
         return _Prepared(ctx=ctx, number=number, request=request, base=base, intent=intent)
+
+    def _build_request(
+        self, doc: Document, ctx: Context, hooks: ProviderHooks, rt: ProviderRuntime
+    ) -> HttpRequest | None:
+        """``build_request``, or the request it built for the same revision, key and state
+        (providers that declare ``reuse_request``: an in-process retry or a later resend)."""
+        if not rt.info.reuse_request:
+            return hooks.build_request(doc, ctx)
+        try:
+            state = json.dumps(ctx.state, sort_keys=True)
+        except (TypeError, ValueError):
+            return hooks.build_request(doc, ctx)
+        key = (doc.provider, doc.revision, ctx.key, state)
+        request = self.built.get(doc.id, key)
+        if request is not None:
+            return request
+        services: _Services = ctx._services  # type: ignore[assignment]
+        exchanges, tokens = len(services.exchanges), dict(services.used_tokens)
+        request = hooks.build_request(doc, ctx)
+        if (
+            request is not None
+            and len(services.exchanges) == exchanges
+            and services.used_tokens == tokens
+            and json.dumps(ctx.state, sort_keys=True) == state
+        ):
+            self.built.put(doc.id, key, request)
+        return request
 
     def _send_once(
         self,

@@ -61,9 +61,11 @@ class Transitions(SQLBase):
         t: Transition,
         now: float,
         expect_state: str | None = None,
+        attempts: list[tuple[Any, ...]] | None = None,
     ) -> bool:
         """One UPDATE (and the attempt's upsert) in the open transaction; ``False`` when the
-        lease (or the expected state) is not there."""
+        lease (or the expected state) is not there. With *attempts*, the attempt's row is
+        appended there for the caller's one ``executemany`` instead of written here."""
         values = t.columns()
         values["updated_at"] = now
         sql = "UPDATE documents SET " + ", ".join(f"{c} = ?" for c in values) + " WHERE id = ?"
@@ -82,7 +84,11 @@ class Transitions(SQLBase):
             # The attempt's outcome is usually the document's: serialised once.
             same = "outcome" in values and t.outcome is a.outcome
             dumped = values["outcome"] if same else dump_outcome(a.outcome)
-            cur.execute(self._sql(_UPSERT_ATTEMPT), _attempt_values(a, dumped))
+            row = _attempt_values(a, dumped)
+            if attempts is None:
+                cur.execute(self._sql(_UPSERT_ATTEMPT), row)
+            else:
+                attempts.append(row)
         return True
 
     def apply(
@@ -114,10 +120,14 @@ class Transitions(SQLBase):
         def write() -> list[str]:
             # All of it again on a deadlock or an ended session (the server rolled it back).
             lost: list[str] = []
+            attempts: list[tuple[Any, ...]] = []
             with self._tx() as cur:
                 for doc_id, owner, transition in changes:
-                    if not self._apply(cur, doc_id, owner, transition, now):
+                    if not self._apply(cur, doc_id, owner, transition, now, attempts=attempts):
                         lost.append(doc_id)
+                if attempts:
+                    # The attempts of the changes applied, in one statement.
+                    cur.executemany(self._sql(_UPSERT_ATTEMPT), attempts)
             return lost
 
         return self._retrying(write)
