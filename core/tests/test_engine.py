@@ -8,9 +8,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 from acme_testprovider import AcmePlugin, AcmeSandbox
-from docrelay import DocumentError, RateLimit, Relay
+from docrelay import (
+    Context,
+    Document,
+    DocumentError,
+    HttpRequest,
+    ProviderInfo,
+    RateLimit,
+    Relay,
+    hookimpl,
+)
 from docrelay._store import SQLStore
 from docrelay.sandbox import SandboxRequest, SandboxResponse
 
@@ -82,6 +92,46 @@ def test_server_errors_are_retried_then_delivered(
         ("retry", 503),
         ("delivered", 200),
     ]
+
+
+def test_in_process_retries_are_stamina_s_and_a_first_answer_needs_no_retry_context(
+    make_relay: MakeRelay,
+    make_sandbox: Callable[..., AcmeSandbox],
+    acme: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A round answered at its first attempt opens no stamina retry context; one that asks
+    for in-process retries gets them all from stamina (its retry hooks see each, numbered
+    from the first attempt's failure)."""
+    import stamina
+    from docrelay import _delivery
+
+    contexts: list[int | None] = []
+    real = stamina.retry_context
+
+    def counting(**kw: Any) -> Any:
+        contexts.append(kw.get("attempts"))
+        return real(**kw)
+
+    monkeypatch.setattr(_delivery.stamina, "retry_context", counting)
+    sbx = make_sandbox()
+    relay = make_relay(sbx)
+    relay.submit(acme.doc("inv-1"))
+    relay.run_until_idle()
+    assert relay.status("inv-1").state.value == "delivered"
+    assert contexts == []
+
+    sbx.set_faults(["error*2:503"])
+    relay.submit(acme.doc("inv-2"))
+    with caplog.at_level("DEBUG", logger="docrelay.retries"):
+        relay.run_until_idle()
+    st = relay.status("inv-2")
+    assert (st.state.value, st.attempts) == ("delivered", 3)
+    assert [r["status"] for r in acme.posts(sbx)][1:] == [503, 503, 200]
+    assert len(contexts) == 1
+    scheduled = [r.getMessage() for r in caplog.records if r.name == "docrelay.retries"]
+    assert [m.split(" scheduled")[0] for m in scheduled] == ["retry 1", "retry 2"]
 
 
 def test_attempt_budget_then_requeue(
@@ -364,3 +414,117 @@ def test_payload_over_the_limit_is_refused_at_submit(
 def test_store_is_sqlite(make_relay: MakeRelay, sandbox: AcmeSandbox) -> None:
     """The relay of these tests uses the embedded SQL store on a file."""
     assert isinstance(make_relay(sandbox).store, SQLStore)
+
+
+# -- requests built once per revision ---------------------------------------------------------
+
+
+class ReusingAcme(AcmePlugin):
+    """Acme declaring ``reuse_request``; counts its builds (and may change ``ctx.state``)."""
+
+    def __init__(self, *, touch_state: bool = False) -> None:
+        super().__init__()
+        self.builds: list[bytes] = []
+        self.touch_state = touch_state
+
+    @hookimpl
+    def provider_info(self) -> ProviderInfo:
+        return attrs.evolve(super().provider_info(), reuse_request=True)
+
+    @hookimpl
+    def build_request(self, document: Document, ctx: Context) -> HttpRequest:
+        self.builds.append(document.payload)
+        if self.touch_state:
+            ctx.state["builds"] = ctx.state.get("builds", 0) + 1
+        return super().build_request(document, ctx)
+
+
+def test_a_request_is_built_once_per_revision_when_the_provider_reuses_requests(
+    make_relay: MakeRelay, make_sandbox: Callable[..., AcmeSandbox], acme: Any
+) -> None:
+    """``reuse_request``: in-process retries and a later round's resend of one revision send
+    the request built the first time; a correction is built again; a settled document's
+    request is let go."""
+    sbx = make_sandbox(faults=["error*2:503"])
+    plugin = ReusingAcme()
+    relay = make_relay(sbx, plugins=[plugin])
+    relay.submit(acme.doc("inv-1", b'{"amount": 1}'))
+    relay.run_until_idle()
+    assert relay.status("inv-1").state.value == "delivered"
+    assert [r["status"] for r in acme.posts(sbx)] == [503, 503, 200]
+    assert plugin.builds == [b'{"amount": 1}']
+    assert len(relay.engine.built) == 0  # delivered: never sent again
+
+    sbx.set_faults(["error@1.0:500"])
+    relay2 = make_relay(sbx, plugins=[plugin2 := ReusingAcme()], engine={"inprocess_attempts": 1})
+    relay2.submit(acme.doc("inv-2", b'{"amount": 2}'))
+    relay2.run_until_idle()
+    assert relay2.status("inv-2").state.value == "retry_wait"
+    relay2.store.update("inv-2", None, {"next_attempt_at": 0})
+    sbx.set_faults([])
+    relay2.run_until_idle()
+    assert relay2.status("inv-2").state.value == "delivered"
+    assert plugin2.builds == [b'{"amount": 2}']  # the later round resent the same request
+
+    sbx.set_faults(["error@1.0:500"])
+    relay2.submit(acme.doc("inv-3", b'{"amount": 3}'))
+    relay2.run_until_idle()
+    assert relay2.status("inv-3").state.value == "retry_wait"
+    relay2.submit(acme.doc("inv-3", b'{"amount": 4}'))  # a correction: a new revision
+    sbx.set_faults([])
+    relay2.run_until_idle()
+    assert relay2.status("inv-3").state.value == "delivered"
+    assert plugin2.builds[1:] == [b'{"amount": 3}', b'{"amount": 4}']
+    assert len(relay2.engine.built) == 0
+    posted = acme.posts(sbx)
+    assert all(acme.header(r, "Authorization") for r in posted)  # auth on every attempt
+
+
+def test_a_request_is_built_again_without_reuse_or_when_the_build_changes_state(
+    make_relay: MakeRelay, make_sandbox: Callable[..., AcmeSandbox], acme: Any
+) -> None:
+    """Without ``reuse_request`` every attempt builds (the hook's documented contract); a
+    build that changes ``ctx.state`` is never reused."""
+    sbx = make_sandbox(faults=["error*2:503"])
+    counting = ReusingAcme(touch_state=True)
+    relay = make_relay(sbx, plugins=[counting])
+    relay.submit(acme.doc("inv-1"))
+    relay.run_until_idle()
+    assert relay.status("inv-1").state.value == "delivered"
+    assert len(counting.builds) == 3
+
+    class Plain(ReusingAcme):
+        @hookimpl
+        def provider_info(self) -> ProviderInfo:
+            return AcmePlugin.provider_info(self)
+
+    sbx.set_faults(["error*2:503"])
+    plain = Plain()
+    relay = make_relay(sbx, plugins=[plain])
+    relay.submit(acme.doc("inv-2"))
+    relay.run_until_idle()
+    assert len(plain.builds) == 3
+
+
+def test_built_requests_are_bounded() -> None:
+    """At most so many entries and so many body bytes (least recently used out first); one
+    entry per document (a new revision replaces the old); a body too big is not kept."""
+    from docrelay._round import _BuiltRequests
+
+    built = _BuiltRequests(max_entries=3, max_bytes=400)
+    for i in range(5):
+        built.put(f"d{i}", ("r1",), HttpRequest("POST", "/x", body=b"x" * 10))
+    assert len(built) == 3
+    assert built.get("d0", ("r1",)) is None
+    assert built.get("d4", ("r1",)) is not None
+    built.put("d4", ("r2",), HttpRequest("POST", "/x", body=b"y" * 10))
+    assert (len(built), built.get("d4", ("r1",))) == (3, None)
+    built.put("big", ("r1",), HttpRequest("POST", "/x", body=b"z" * 101))
+    assert built.get("big", ("r1",)) is None
+    built.put("d5", ("r1",), HttpRequest("POST", "/x", body=b"w" * 100))
+    built.put("d6", ("r1",), HttpRequest("POST", "/x", body=b"w" * 100))
+    built.put("d7", ("r1",), HttpRequest("POST", "/x", body=b"w" * 100))
+    built.put("d8", ("r1",), HttpRequest("POST", "/x", body=b"w" * 100))
+    assert built._bytes <= 400
+    built.drop("d8")
+    assert built.get("d8", ("r1",)) is None

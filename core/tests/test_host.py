@@ -332,3 +332,78 @@ def test_raising_middleware_in_prepare_headers_is_disabled(
 
     assert relay.status("d-1").state.value == "delivered"
     assert {s.name: s for s in relay.plugins()}["BadHeaders-1"].status == "error"
+
+
+# -- hook callers resolved once ---------------------------------------------------------------
+
+
+def _ctx(host: PluginHost, doc: Document) -> Context:
+    info = host.provider("acme")
+    return Context(
+        provider=info,
+        settings={},
+        base_url="http://127.0.0.1:9",
+        environment=None,
+        services=None,
+        document=doc,
+    )
+
+
+def test_hook_callers_are_resolved_once_and_again_after_a_disable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A provider's callers are built once (no pluggy subset caller and no pluggy dispatch per
+    call); a middleware disabled after it raised is left out of the next call made through a
+    facade taken before it was disabled."""
+    bad, good = RaisingMiddleware(), Middleware()
+    host = PluginHost(autoload=False, plugins=[AcmePlugin("acme"), bad, good], environ={})
+    hooks = host.hooks("acme")
+    made: list[str] = []
+    subset = host.pm.subset_hook_caller
+
+    def counting(name: str, remove_plugins: Any) -> Any:
+        made.append(name)
+        return subset(name, remove_plugins)
+
+    monkeypatch.setattr(host.pm, "subset_hook_caller", counting)
+    dispatched: list[str] = []
+    hookexec = host.pm._inner_hookexec
+
+    def spying(name: str, *args: Any) -> Any:
+        dispatched.append(name)
+        return hookexec(name, *args)
+
+    monkeypatch.setattr(host.pm, "_inner_hookexec", spying)
+    doc = Document(id="d-1", provider="acme", payload=b"{}")
+    ctx = _ctx(host, doc)
+    for _ in range(3):
+        assert hooks.idempotency_key(doc, ctx)
+        assert hooks.build_request(doc, ctx) is not None
+    assert (made, dispatched) == ([], [])
+
+    hooks.on_state_change(doc, "queued", "sending", None, ctx)
+    assert bad.calls == 1
+    assert host.hooks("acme") is not hooks  # the host's cache was cleared by the disable
+    hooks.on_state_change(doc, "sending", "delivered", None, ctx)
+    assert bad.calls == 1  # disabled after its first exception: not called again
+    assert [c[2] for c in good.changes] == ["sending", "delivered"]
+
+
+def test_a_hook_wrapper_keeps_pluggys_own_call_path() -> None:
+    """A plugin that wraps a provider hook is called as pluggy calls it (before and after
+    the provider's implementation), not by the resolved fast path."""
+    order: list[str] = []
+
+    class Wrapping:
+        @hookimpl(wrapper=True)
+        def idempotency_key(self, document: Document) -> Iterator[None]:
+            order.append("before")
+            result = yield
+            order.append(f"after:{bool(result)}")
+            return result
+
+    host = PluginHost(autoload=False, plugins=[AcmePlugin("acme"), Wrapping()], environ={})
+    doc = Document(id="d-1", provider="acme", payload=b"{}")
+    ctx = _ctx(host, doc)
+    assert host.hooks("acme").idempotency_key(doc, ctx)
+    assert order == ["before", "after:True"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 import pytest
 from docrelay import DocState, Document, Outcome, OutcomeKind
 from docrelay._models import Attempt
@@ -168,6 +169,107 @@ def test_submit_new_unchanged_revision(store: Store) -> None:
     assert rec3.previous_key == "k1"
     assert rec3.previous_state == "rejected"
     assert rec3.document.payload == b'{"n": 2}'
+
+
+def test_a_stored_document_carries_its_revision_unhashed(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The revision is computed once, when the document is stored: a record read back (get,
+    select, claim) carries the stored revision and hashes nothing."""
+    from docrelay import _models
+
+    submitted = doc(1)
+    want = submitted.revision
+    store.submit(submitted, T0)
+    hashed: list[bytes] = []
+    real = _models.hashlib.sha256
+
+    def counting(data: bytes = b"") -> Any:
+        hashed.append(data)
+        return real(data)
+
+    monkeypatch.setattr(_models.hashlib, "sha256", counting)
+    got = store.get("doc-1")
+    assert got is not None
+    [selected] = store.select(ids=["doc-1"])
+    [claimed] = store.claim("w", T0 + 1, 30, 10)
+    assert [r.document.revision for r in (got, selected, claimed)] == [want] * 3
+    assert hashed == []
+
+
+def test_sqlite_keeps_payloads_apart_and_a_state_change_leaves_them_unwritten(
+    tmp_path: Path,
+) -> None:
+    """On SQLite a payload is stored once, in its own table: the state changes of a round
+    (intent, outcome) rewrite a row without it; a corrected revision replaces it."""
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    big = b"<Invoice>" + b"x" * 5000 + b"</Invoice>"
+    store.submit(doc(1, payload=big), T0)
+    store.submit_many([doc(2, payload=big + b" ")], T0)
+    [rec] = store.claim("w", T0 + 1, 30, 1)
+    store.apply(rec.id, "w", Transition(state=DocState.SENDING, release=False), T0 + 2)
+    store.apply(rec.id, "w", Transition(state=DocState.DELIVERED, next_at=None), T0 + 3)
+    conn = sqlite3.connect(tmp_path / "s.db")
+    rows = conn.execute("SELECT id, length(payload) FROM documents ORDER BY id").fetchall()
+    kept = conn.execute("SELECT id, length(payload) FROM payloads ORDER BY id").fetchall()
+    conn.close()
+    assert rows == [("doc-1", 0), ("doc-2", 0)]
+    assert kept == [("doc-1", len(big)), ("doc-2", len(big) + 1)]
+    got = {r.id: r.document.payload for r in store.select()}
+    assert got == {"doc-1": big, "doc-2": big + b" "}
+    store.update("doc-1", None, {"state": "rejected", "next_attempt_at": None})
+    _, how = store.submit(doc(1, payload=b"fixed"), T0 + 4)
+    assert (how, store.get("doc-1").document.payload) == ("revision", b"fixed")  # type: ignore[union-attr]
+    store.close()
+
+
+def test_a_payload_counts_only_for_its_revision(tmp_path: Path) -> None:
+    """A writer that keeps the payload in the row (the outbox, an older docrelay) changing the
+    revision makes the row's payload the one read, not a payload kept for an older revision;
+    a store of schema version 1 is upgraded in place and its rows keep their payloads."""
+    path = tmp_path / "s.db"
+    store = open_store(f"sqlite:///{path}")
+    store.submit(doc(1, payload=b"first"), T0)
+    store.update("doc-1", None, {"state": "rejected", "next_attempt_at": None})
+    newer = doc(1, payload=b"second")
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "UPDATE documents SET payload = ?, revision = ? WHERE id = 'doc-1'",
+        (newer.payload, newer.revision),
+    )
+    conn.commit()
+    conn.close()
+    assert store.get("doc-1").document.payload == b"second"  # type: ignore[union-attr]
+    store.close()
+
+    old = tmp_path / "v1.db"
+    conn = sqlite3.connect(old)
+    from docrelay._store import schema
+
+    for stmt in schema.tables("BLOB", "REAL", "INTEGER PRIMARY KEY AUTOINCREMENT"):
+        if "payloads" not in stmt:
+            conn.execute(stmt)
+    conn.execute("INSERT INTO docrelay_meta VALUES ('app', 'docrelay'), ('schema_version', '1')")
+    d = doc(7, payload=b"kept in the row")
+    conn.execute(
+        "INSERT INTO documents (id, provider, kind, content_type, metadata, payload, revision,"
+        " state, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, '{}', ?, ?,"
+        " 'queued', ?, ?, ?)",
+        (d.id, d.provider, d.kind, d.content_type, d.payload, d.revision, T0, T0, T0),
+    )
+    conn.commit()
+    conn.close()
+    upgraded = open_store(f"sqlite:///{old}")
+    assert upgraded.get("doc-7").document.payload == b"kept in the row"  # type: ignore[union-attr]
+    [claimed] = upgraded.claim("w", T0 + 1, 30, 5)
+    assert claimed.document.payload == b"kept in the row"
+    upgraded.close()
+    conn = sqlite3.connect(old)
+    version = conn.execute(
+        "SELECT value FROM docrelay_meta WHERE key = 'schema_version'"
+    ).fetchall()
+    conn.close()
+    assert version == [(str(SCHEMA_VERSION),)]
 
 
 def test_submit_refused_after_delivered_or_in_flight(store: Store) -> None:
@@ -851,10 +953,14 @@ def test_apply_many_is_one_transaction_and_reports_lost_leases(store: Store) -> 
     claimed = store.claim("w1", T0, 30.0, 2)
     assert [r.id for r in claimed] == ["doc-1", "doc-2"]
     intent = Transition(state=DocState.SENDING, key="K", reason="in flight", release=False)
-    lost = store.apply_many(
-        [("doc-1", "w1", intent), ("doc-2", "w1", intent), ("doc-3", "w1", intent)], T0 + 1
-    )
+
+    def with_attempt(i: int) -> Transition:
+        return attrs.evolve(intent, attempt=attempt(f"doc-{i}", 1, key="K"))
+
+    lost = store.apply_many([(f"doc-{i}", "w1", with_attempt(i)) for i in (1, 2, 3)], T0 + 1)
     assert lost == ["doc-3"]
+    # the attempts of the changes applied are stored (in one statement), not the lost one's
+    assert [[a.number for a in store.history(f"doc-{i}")] for i in (1, 2, 3)] == [[1], [1], []]
     got = {r.id: r for r in store.select()}
     assert [got[i].state for i in ("doc-1", "doc-2", "doc-3")] == [
         DocState.SENDING,

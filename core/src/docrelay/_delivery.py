@@ -3,8 +3,10 @@ retries, and the transition the answer asks for."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import time
 
 import attrs
 import stamina
@@ -14,6 +16,8 @@ from ._host import ProviderHooks
 from ._models import (
     Attempt,
     DocState,
+    Document,
+    HttpRequest,
     Outcome,
     OutcomeKind,
 )
@@ -27,6 +31,7 @@ from ._round import (
     _Prepared,
     _retry_hook,
 )
+from ._services import _Services
 from ._settings import ProviderRuntime
 from ._store import KEEP, Record, Transition
 from .exceptions import ConfigError, DocumentError, OutcomeError
@@ -70,76 +75,92 @@ class _Delivering(EngineParts):
         except DocumentError as exc:
             out = Outcome(kind=OutcomeKind.REJECTED, message=str(exc), rule="docrelay:key")
             return self._finish(record, owner, ctx, hooks, rt, out, None)
-        try:
-            for try_ in stamina.retry_context(
-                on=_retry_hook,
-                attempts=max(1, s.inprocess_attempts) + 2,  # + a token refresh, a re-read
-                timeout=s.inprocess_timeout,
-                wait_initial=s.retry_wait_initial,
-                wait_max=s.retry_wait_max,
-                wait_jitter=s.retry_wait_jitter,
+
+        def step() -> None:
+            """One attempt; raises :class:`_Again` when it asks for an in-process retry."""
+            nonlocal plan, number, first_attempt_at, attempts, last, reauthed, refreshed
+            if attempts >= s.max_attempts:
+                return
+            outcome, attempt, counted = self._send_once(
+                record, owner, ctx, hooks, rt, key, number, first_attempt_at, plan
+            )
+            plan = None  # the batch's first pass prepared the first attempt only
+            number += 1
+            first_attempt_at = first_attempt_at or attempt.started_at
+            if counted:
+                attempts += 1
+            last = (outcome, attempt)
+            kind = outcome.kind
+            if kind == OutcomeKind.REAUTH and not reauthed:
+                reauthed = True
+                for cred, value in ctx._services.used_tokens.items():  # type: ignore[attr-defined]
+                    self.tokens.invalidate(cred, value)
+                self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
+                raise _Again(outcome, 0.0)
+            if kind == OutcomeKind.STALE and not refreshed:
+                refreshed = True
+                self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
+                ctx._services.purpose = "refresh"  # type: ignore[attr-defined]
+                try:
+                    fresh = hooks.refresh_resource(doc, ctx)
+                except OutcomeError as exc:
+                    # The re-read decided the round (for example: the resource was
+                    # changed at the provider, so resending would overwrite that).
+                    decided = redact_outcome(exc.outcome)
+                    if decided.kind != OutcomeKind.STALE:
+                        reread = Attempt(
+                            doc_id=doc.id,
+                            number=number,
+                            revision=doc.revision,
+                            key=key,
+                            action="refresh",
+                            started_at=self.clock(),
+                            status=decided.status,
+                            outcome=decided,
+                        )
+                        last = (decided, reread)
+                        return
+                    fresh = False
+                except TransportFailure as exc:
+                    log.warning("re-reading %s after 412 failed: %s", doc.id, exc)
+                    fresh = False
+                finally:
+                    self._observe(hooks, ctx, None, "refresh")
+                if fresh:
+                    raise _Again(outcome, 0.0)
+            elif kind in (OutcomeKind.RETRY, OutcomeKind.THROTTLED) or (
+                kind == OutcomeKind.UNKNOWN and rt.info.deduplicates
             ):
-                with try_:
-                    if attempts >= s.max_attempts:
-                        break
-                    outcome, attempt, counted = self._send_once(
-                        record, owner, ctx, hooks, rt, key, number, first_attempt_at, plan
-                    )
-                    plan = None  # the batch's first pass prepared the first attempt only
-                    number += 1
-                    first_attempt_at = first_attempt_at or attempt.started_at
-                    if counted:
-                        attempts += 1
-                    last = (outcome, attempt)
-                    kind = outcome.kind
-                    if kind == OutcomeKind.REAUTH and not reauthed:
-                        reauthed = True
-                        for cred, value in ctx._services.used_tokens.items():  # type: ignore[attr-defined]
-                            self.tokens.invalidate(cred, value)
-                        self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
-                        raise _Again(outcome, 0.0)
-                    if kind == OutcomeKind.STALE and not refreshed:
-                        refreshed = True
-                        self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
-                        ctx._services.purpose = "refresh"  # type: ignore[attr-defined]
-                        try:
-                            fresh = hooks.refresh_resource(doc, ctx)
-                        except OutcomeError as exc:
-                            # The re-read decided the round (for example: the resource was
-                            # changed at the provider, so resending would overwrite that).
-                            decided = redact_outcome(exc.outcome)
-                            if decided.kind != OutcomeKind.STALE:
-                                reread = Attempt(
-                                    doc_id=doc.id,
-                                    number=number,
-                                    revision=doc.revision,
-                                    key=key,
-                                    action="refresh",
-                                    started_at=self.clock(),
-                                    status=decided.status,
-                                    outcome=decided,
-                                )
-                                last = (decided, reread)
-                                break
-                            fresh = False
-                        except TransportFailure as exc:
-                            log.warning("re-reading %s after 412 failed: %s", doc.id, exc)
-                            fresh = False
-                        finally:
-                            self._observe(hooks, ctx, None, "refresh")
-                        if fresh:
-                            raise _Again(outcome, 0.0)
-                    elif kind in (OutcomeKind.RETRY, OutcomeKind.THROTTLED) or (
-                        kind == OutcomeKind.UNKNOWN and rt.info.deduplicates
-                    ):
-                        wait = outcome.wait
-                        if (wait is None or wait <= s.retry_after_cap) and (
-                            attempts < s.max_attempts
-                        ):
-                            self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
-                            raise _Again(outcome, wait)
-        except _Again:
-            pass  # stamina gave up: the last outcome decides below
+                wait = outcome.wait
+                if (wait is None or wait <= s.retry_after_cap) and (attempts < s.max_attempts):
+                    self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
+                    raise _Again(outcome, wait)
+
+        begun = time.monotonic()
+        try:
+            # The first attempt runs without a retry context (most rounds need none). One that
+            # asks for a retry is replayed as the first try of stamina's context, so stamina
+            # alone schedules every retry (its wait, its attempt budget, its hooks) as before.
+            step()
+        except _Again as exc:
+            replay: _Again | None = exc
+            try:
+                for try_ in stamina.retry_context(
+                    on=_retry_hook,
+                    attempts=max(1, s.inprocess_attempts) + 2,  # + a token refresh, a re-read
+                    # the time the first attempt took counts, as it did inside the context
+                    timeout=max(1e-6, s.inprocess_timeout - (time.monotonic() - begun)),
+                    wait_initial=s.retry_wait_initial,
+                    wait_max=s.retry_wait_max,
+                    wait_jitter=s.retry_wait_jitter,
+                ):
+                    with try_:
+                        if replay is not None:
+                            again, replay = replay, None
+                            raise again
+                        step()
+            except _Again:
+                pass  # stamina gave up: the last outcome decides below
         assert last is not None or attempts >= s.max_attempts
         if last is None:
             return self._fail(record, owner, ctx, hooks, record.outcome, "attempt budget spent")
@@ -204,13 +225,15 @@ class _Delivering(EngineParts):
             started_at=started,
         )
         try:
-            request = hooks.build_request(doc, ctx)
+            request = self._build_request(doc, ctx, hooks, rt)
             if request is None:
                 raise ConfigError(f"provider {rt.info.name} built no request for {doc.kind!r}")
             request = request.with_headers(hooks.auth_headers(request, ctx))
-            request = request.with_headers(hooks.prepare_headers(request, ctx))
+            extra = hooks.prepare_headers(request, ctx)
             if rt.info.idempotency_header:
-                request = request.with_headers({rt.info.idempotency_header: key})
+                extra[rt.info.idempotency_header] = key
+            if extra:
+                request = request.with_headers(extra)
         except DocumentError as exc:
             out = Outcome(
                 kind=OutcomeKind.REJECTED,
@@ -243,6 +266,33 @@ class _Delivering(EngineParts):
             release=False,
         )
         return _Prepared(ctx=ctx, number=number, request=request, base=base, intent=intent)
+
+    def _build_request(
+        self, doc: Document, ctx: Context, hooks: ProviderHooks, rt: ProviderRuntime
+    ) -> HttpRequest | None:
+        """``build_request``, or the request it built for the same revision, key and state
+        (providers that declare ``reuse_request``: an in-process retry or a later resend)."""
+        if not rt.info.reuse_request:
+            return hooks.build_request(doc, ctx)
+        try:
+            state = json.dumps(ctx.state, sort_keys=True)
+        except (TypeError, ValueError):
+            return hooks.build_request(doc, ctx)
+        key = (doc.provider, doc.revision, ctx.key, state)
+        request = self.built.get(doc.id, key)
+        if request is not None:
+            return request
+        services: _Services = ctx._services  # type: ignore[assignment]
+        exchanges, tokens = len(services.exchanges), dict(services.used_tokens)
+        request = hooks.build_request(doc, ctx)
+        if (
+            request is not None
+            and len(services.exchanges) == exchanges
+            and services.used_tokens == tokens
+            and json.dumps(ctx.state, sort_keys=True) == state
+        ):
+            self.built.put(doc.id, key, request)
+        return request
 
     def _send_once(
         self,

@@ -42,6 +42,7 @@ from ._models import (
 from ._redact import redact
 from ._round import (
     _EVIDENCE,
+    _BuiltRequests,
     _crashpoint,
     _Exchange,
     _Pending,
@@ -88,6 +89,8 @@ class Engine(_Batching, _Delivering, _FollowingUp):
         self.unavailable: dict[str, str] = {}
         #: per worker thread: ``pending``, the settled answers of its batch (see run_once)
         self._local = threading.local()
+        #: requests built per document revision (providers with ``reuse_request``)
+        self.built = _BuiltRequests()
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -422,6 +425,8 @@ class Engine(_Batching, _Delivering, _FollowingUp):
     def _changed(self, rec: Record, old: str, new: str, outcome: Outcome | None) -> None:
         if old == new:
             return
+        if rec.state in FINAL_STATES or rec.state == DocState.ACCEPTED:
+            self.built.drop(rec.id)  # never sent again (this revision)
         try:
             ctx = self.context(self.runtime(rec.provider), rec)
             self.host.hooks(rec.provider).on_state_change(rec.document, old, new, outcome, ctx)

@@ -104,6 +104,11 @@ class PluginHost:
         self._provider_plugins: dict[str, object] = {}
         self._hooks: dict[str, ProviderHooks] = {}
         self._broken: set[str] = set()
+        #: bumped whenever the registered plugins change: a :class:`ProviderHooks` resolves
+        #: its hook implementations again at its next call
+        self._generation = 0
+        #: pluggy's own call loop (replaced when someone monitors the hook calls)
+        self._plain_hookexec = self.pm._inner_hookexec
         self.pm.register(_builtins, name=BUILTINS)
         self._statuses.append(
             PluginStatus(
@@ -150,6 +155,7 @@ class PluginHost:
         if self.pm.has_plugin(name) or self.pm.is_registered(obj):
             self._fail(name, dist, version, "registered twice")
             return
+        self._generation += 1
         try:
             self.pm.register(obj, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:
@@ -242,6 +248,7 @@ class PluginHost:
         log.error("plugin %s disabled after an exception", name)
         self._broken.add(name)
         self.pm.unregister(plugin)
+        self._generation += 1
         self._hooks.clear()
 
     def middleware_hook(self, name: str) -> Callable[..., list[Any]]:
@@ -253,19 +260,27 @@ class PluginHost:
         self, caller: pluggy.HookCaller, provider_plugin: object | None
     ) -> Callable[..., list[Any]]:
         """Call each implementation on its own: a middleware plugin that raises is reported
-        and disabled; the provider's own plugin's exceptions propagate."""
+        and disabled; the provider's own plugin's exceptions propagate. The implementations
+        are resolved here, once (a :class:`ProviderHooks` resolves them again after a plugin
+        is disabled)."""
+        impls = [
+            (impl, impl.function, tuple(impl.argnames), impl.plugin is provider_plugin
+             or impl.plugin_name == BUILTINS)
+            for impl in reversed(caller.get_hookimpls())
+        ]  # fmt: skip
+        hook = caller.name
 
         def call(**kwargs: Any) -> list[Any]:
             results = []
-            for impl in reversed(caller.get_hookimpls()):
-                args = [kwargs[a] for a in impl.argnames]
-                if impl.plugin is provider_plugin or impl.plugin_name == BUILTINS:
-                    res = impl.function(*args)
+            for impl, function, argnames, trusted in impls:
+                args = [kwargs[a] for a in argnames]
+                if trusted:
+                    res = function(*args)
                 else:
                     try:
-                        res = impl.function(*args)
+                        res = function(*args)
                     except Exception:
-                        log.exception("plugin %s raised in %s", impl.plugin_name, caller.name)
+                        log.exception("plugin %s raised in %s", impl.plugin_name, hook)
                         self.disable(impl.plugin)
                         continue
                 if res is not None:
@@ -273,6 +288,43 @@ class PluginHost:
             return results
 
         return call
+
+
+def _direct(host: PluginHost, caller: pluggy.HookCaller) -> Callable[..., Any]:
+    """*caller* with its implementations resolved once: the plugins' functions called in
+    pluggy's order and with its result rules (``firstresult``: the first result that is not
+    ``None``), without pluggy's per-call dispatch. Hooks with wrappers, and a manager that
+    monitors its calls, keep pluggy's own path."""
+    impls = caller.get_hookimpls()
+    spec = caller.spec
+    if (
+        spec is None
+        or spec.kwargdefaults
+        or any(i.hookwrapper or i.wrapper for i in impls)
+        or host.pm._inner_hookexec is not host._plain_hookexec  # the calls are monitored
+    ):
+        return caller
+    order = tuple((i.function, tuple(i.argnames)) for i in reversed(impls))
+    if spec.opts.get("firstresult", False):
+
+        def first(**kwargs: Any) -> Any:
+            for function, argnames in order:
+                res = function(*[kwargs[a] for a in argnames])
+                if res is not None:
+                    return res
+            return None
+
+        return first
+
+    def every(**kwargs: Any) -> list[Any]:
+        results = []
+        for function, argnames in order:
+            res = function(*[kwargs[a] for a in argnames])
+            if res is not None:
+                results.append(res)
+        return results
+
+    return every
 
 
 class ProviderHooks:
@@ -285,30 +337,48 @@ class ProviderHooks:
         self.provider = provider
         self.info = host._providers[provider]
         self.plugin = host._provider_plugins[provider]
-        others = [p for n, p in host._provider_plugins.items() if n != provider]
         self._callers: dict[str, Callable[..., Any]] = {}
+        self._implements: dict[str, bool] = {}
+        self._generation = -1
+        self._resolve()
+
+    def _resolve(self) -> None:
+        """The callers of every hook, resolved once (again when the host's plugins changed)."""
+        host = self.host
+        self._generation = host._generation
+        others = [p for n, p in host._provider_plugins.items() if n != self.provider]
+        callers: dict[str, Callable[..., Any]] = {}
         for name in PROVIDER_HOOKS:
-            self._callers[name] = host.pm.subset_hook_caller(name, others)
+            callers[name] = _direct(host, host.pm.subset_hook_caller(name, others))
         for name in MIDDLEWARE_HOOKS:
-            self._callers[name] = host._isolated(
+            callers[name] = host._isolated(
                 host.pm.subset_hook_caller(name, others), provider_plugin=self.plugin
             )
+        self._callers = callers
+
+    def _c(self, name: str) -> Callable[..., Any]:
+        if self._generation != self.host._generation:
+            self._resolve()
+        return self._callers[name]
 
     def implements(self, hook: str) -> bool:
         """Whether the provider's own plugin implements *hook*."""
-        impl = getattr(self.plugin, hook, None)
-        return impl is not None and hasattr(impl, PROJECT + "_impl")
+        known = self._implements.get(hook)
+        if known is None:
+            impl = getattr(self.plugin, hook, None)
+            known = self._implements[hook] = impl is not None and hasattr(impl, PROJECT + "_impl")
+        return known
 
     def hold(self, document: Document, ctx: Context) -> str | None:
-        result: str | None = self._callers["hold"](document=document, ctx=ctx)
+        result: str | None = self._c("hold")(document=document, ctx=ctx)
         return result
 
     def idempotency_key(self, document: Document, ctx: Context) -> str:
-        result: str = self._callers["idempotency_key"](document=document, ctx=ctx)
+        result: str = self._c("idempotency_key")(document=document, ctx=ctx)
         return result
 
     def build_request(self, document: Document, ctx: Context) -> HttpRequest | None:
-        result: HttpRequest | None = self._callers["build_request"](document=document, ctx=ctx)
+        result: HttpRequest | None = self._c("build_request")(document=document, ctx=ctx)
         return result
 
     def auth_headers(self, request: HttpRequest, ctx: Context) -> dict[str, str]:
@@ -317,13 +387,13 @@ class ProviderHooks:
         from ._auth import declared_headers
 
         if self.implements("auth_headers"):
-            result = self._callers["auth_headers"](request=request, ctx=ctx)
+            result = self._c("auth_headers")(request=request, ctx=ctx)
             return dict(result or {})
         return declared_headers(ctx)
 
     def prepare_headers(self, request: HttpRequest, ctx: Context) -> dict[str, str]:
         merged: dict[str, str] = {}
-        for headers in self._callers["prepare_headers"](request=request, ctx=ctx):
+        for headers in self._c("prepare_headers")(request=request, ctx=ctx):
             merged.update(headers)
         return merged
 
@@ -337,28 +407,28 @@ class ProviderHooks:
         """The provider's classifier, then the generic classification (never raises)."""
 
         def call() -> object:
-            return self._callers["classify_response"](
+            return self._c("classify_response")(
                 response=response, error=error, ctx=ctx, document=document or ctx.document
             )
 
         return _classify.classify(call, response, error, self.info)
 
     def refresh_resource(self, document: Document, ctx: Context) -> bool | None:
-        result: bool | None = self._callers["refresh_resource"](document=document, ctx=ctx)
+        result: bool | None = self._c("refresh_resource")(document=document, ctx=ctx)
         return result
 
     def reconcile(self, document: Document, ctx: Context) -> Outcome | None:
-        result: Outcome | None = self._callers["reconcile"](document=document, ctx=ctx)
+        result: Outcome | None = self._c("reconcile")(document=document, ctx=ctx)
         return result
 
     def poll_status(self, document: Document, ctx: Context) -> Outcome | None:
-        result: Outcome | None = self._callers["poll_status"](document=document, ctx=ctx)
+        result: Outcome | None = self._c("poll_status")(document=document, ctx=ctx)
         return result
 
     def parse_notification(
         self, body: bytes, headers: Mapping[str, str], ctx: Context
     ) -> Notification | None:
-        result: Notification | None = self._callers["parse_notification"](
+        result: Notification | None = self._c("parse_notification")(
             body=body, headers=headers, ctx=ctx
         )
         return result
@@ -367,7 +437,7 @@ class ProviderHooks:
         """``ProviderInfo.sandbox``, else the deprecated ``provider_sandbox`` hook."""
         if self.info.sandbox is not None:
             return self.info.sandbox
-        result: type[Any] | None = self._callers["provider_sandbox"]()
+        result: type[Any] | None = self._c("provider_sandbox")()
         return result
 
     def demo_batch(self, sandbox: Any, webhook_url: str) -> DemoBatch | None:
@@ -375,13 +445,11 @@ class ProviderHooks:
         if self.info.demo is not None:
             declared: DemoBatch | None = self.info.demo(sandbox, webhook_url)
             return declared
-        result: DemoBatch | None = self._callers["demo_batch"](
-            sandbox=sandbox, webhook_url=webhook_url
-        )
+        result: DemoBatch | None = self._c("demo_batch")(sandbox=sandbox, webhook_url=webhook_url)
         return result
 
     def on_failure(self, document: Document, outcome: Outcome, ctx: Context) -> None:
-        self._callers["on_failure"](document=document, outcome=outcome, ctx=ctx)
+        self._c("on_failure")(document=document, outcome=outcome, ctx=ctx)
 
     def on_state_change(
         self,
@@ -391,13 +459,13 @@ class ProviderHooks:
         outcome: Outcome | None,
         ctx: Context | None = None,
     ) -> None:
-        self._callers["on_state_change"](
+        self._c("on_state_change")(
             document=document, old=DocState(old), new=DocState(new), outcome=outcome, ctx=ctx
         )
 
     def on_exchange(self, **kwargs: Any) -> None:
         """Tell every observer about one HTTP exchange (:func:`~docrelay.hookspecs.on_exchange`)."""
-        self._callers["on_exchange"](**kwargs)
+        self._c("on_exchange")(**kwargs)
 
 
 def _unknown_hooks(plugin: object, exc: Exception) -> str:

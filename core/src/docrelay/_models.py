@@ -132,7 +132,8 @@ class Document:
 
     @functools.cached_property
     def revision(self) -> str:
-        """A digest of kind, content type, metadata and payload (computed once)."""
+        """A digest of kind, content type, metadata and payload (computed once; a document
+        read from a store carries the revision stored with it, not hashed again)."""
         h = hashlib.sha256()
         h.update(self.kind.encode() + b"\0" + self.content_type.encode() + b"\0")
         h.update(json.dumps(dict(sorted(self.metadata.items()))).encode() + b"\0")
@@ -217,6 +218,12 @@ class ProviderInfo:
         (``"Idempotency-Key"``); set by the core after every other header.
     :param request_id_header: the response header with the provider's request id, kept in
         the outcome when the classifier does not set one.
+    :param reuse_request: ``build_request`` gives the same request for the same document
+        revision, key, settings and ``ctx.state`` (it reads nothing else: no clock, no
+        attempt number): docrelay then reuses the request it built for an in-process retry
+        or a later resend of that revision instead of calling the hook again (auth and
+        ``prepare_headers`` still run for every attempt). Only a build that made no request,
+        used no token and changed no state is reused.
     :param hook_api: the hook API version the plugin was written for (``2`` today; see
         :doc:`/plugins/hooks`).
     :param sandbox: the :class:`docrelay.sandbox.Sandbox` subclass imitating the provider.
@@ -259,6 +266,7 @@ class ProviderInfo:
     idempotency_header: str | None = None
     request_id_header: str | None = None
     hook_api: int = 1
+    reuse_request: bool = False
     sandbox: type[Any] | None = attrs.field(default=None, eq=False)
     demo: Any = attrs.field(default=None, eq=False)
 

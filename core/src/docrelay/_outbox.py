@@ -35,7 +35,7 @@ from ._models import Document
 from ._redact import redact
 from ._store import Record, SQLStore, Store
 from ._store.documents import insert_sql, insert_values, revise_sql, revise_values
-from ._store.sql import DOC_COLUMNS
+from ._store.sql import doc_columns
 from .exceptions import ConfigError, DocumentError, StoreError
 
 __all__ = ["submit", "submit_many"]
@@ -133,7 +133,7 @@ def _get(store: Store, t: _Target, doc_id: str, *, lock: bool) -> Record | None:
     assert isinstance(store, SQLStore)
     t.cursor.execute(
         t.sql(
-            f"SELECT {', '.join(DOC_COLUMNS)} FROM {t.documents} WHERE id = ?"
+            f"SELECT {doc_columns(t.documents)} FROM {t.documents} WHERE id = ?"
             + (t.for_update if lock else "")
         ),
         (doc_id,),

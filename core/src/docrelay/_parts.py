@@ -14,7 +14,7 @@ from ._host import PluginHost, ProviderHooks
 from ._leases import LeaseKeeper
 from ._limits import RateLimiter, TokenCache
 from ._models import Attempt, DocState, HttpRequest, HttpResponse, Outcome, TransportError
-from ._round import _Exchange, _Pending, _Prepared
+from ._round import _BuiltRequests, _Exchange, _Pending, _Prepared
 from ._settings import EngineSettings, ProviderRuntime
 from ._store import Record, Store, Transition
 from ._transport import Transport
@@ -38,6 +38,7 @@ class EngineParts(Protocol):
     owner_prefix: str
     listeners: list[Callable[[Record, str, str], None]]
     unavailable: dict[str, str]
+    built: _BuiltRequests
     _local: threading.local
 
     def _apply_pending(self, rec: Record) -> Record: ...  # defined in _followup.py

@@ -3,9 +3,12 @@ waiting for their group commit, the exchanges told to observers, crash points fo
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
+import threading
+from typing import Any
 
 import attrs
 
@@ -57,6 +60,53 @@ def _crashpoint(name: str) -> None:
     not told yet)."""
     if os.environ.get("DOCRELAY_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _BuiltRequests:
+    """The requests ``build_request`` gave (providers with ``reuse_request``), one per
+    document: the latest revision's, so a correction replaces it. Bounded in entries and in
+    body bytes (least recently used first out); a document that settles is dropped."""
+
+    def __init__(self, max_entries: int = 256, max_bytes: int = 8 << 20) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._items: collections.OrderedDict[str, tuple[Any, HttpRequest]] = (
+            collections.OrderedDict()
+        )
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, doc_id: str, key: Any) -> HttpRequest | None:
+        with self._lock:
+            item = self._items.get(doc_id)
+            if item is None or item[0] != key:
+                return None
+            self._items.move_to_end(doc_id)
+            return item[1]
+
+    def put(self, doc_id: str, key: Any, request: HttpRequest) -> None:
+        size = len(request.body)
+        if size > self.max_bytes // 4:
+            return
+        with self._lock:
+            self._pop(doc_id)
+            self._items[doc_id] = (key, request)
+            self._bytes += size
+            while len(self._items) > self.max_entries or self._bytes > self.max_bytes:
+                self._pop(next(iter(self._items)))
+
+    def drop(self, doc_id: str) -> None:
+        if self._items:
+            with self._lock:
+                self._pop(doc_id)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _pop(self, doc_id: str) -> None:
+        item = self._items.pop(doc_id, None)
+        if item is not None:
+            self._bytes -= len(item[1].body)
 
 
 @attrs.frozen

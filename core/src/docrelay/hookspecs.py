@@ -155,7 +155,9 @@ def build_request(document: Document, ctx: Context) -> HttpRequest | None:
     :param document: the document to deliver.
     :param ctx: the provider's context, with ``ctx.key`` set and ``ctx.state`` loaded.
 
-    Called for every send attempt, with ``ctx.key`` set and ``ctx.state`` loaded. Raise
+    Called for every send attempt, with ``ctx.key`` set and ``ctx.state`` loaded; a provider
+    that declares ``ProviderInfo(reuse_request=True)`` is asked once per document revision,
+    key and state (the core sends the same request again). Raise
     :class:`docrelay.DocumentError` to reject the document without sending it (a payload that
     cannot be valid).
 

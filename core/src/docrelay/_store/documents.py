@@ -38,8 +38,16 @@ def revise_sql(table: str = "documents") -> str:
     return _REVISE.replace("UPDATE documents", f"UPDATE {table}", 1)
 
 
-def insert_values(rec: Record) -> tuple[Any, ...]:
-    """The parameters of :func:`insert_sql` for the new document's record *rec*."""
+#: A payload kept apart (see :func:`~docrelay._store.schema.payload_tables`).
+_PAYLOAD = (
+    "INSERT INTO payloads (id, revision, payload) VALUES (?, ?, ?) ON CONFLICT (id)"
+    " DO UPDATE SET revision = excluded.revision, payload = excluded.payload"
+)
+
+
+def insert_values(rec: Record, inline: bool = True) -> tuple[Any, ...]:
+    """The parameters of :func:`insert_sql` for the new document's record *rec* (*inline*:
+    with the payload in the row; else it goes to the ``payloads`` table)."""
     d = rec.document
     return (
         d.id,
@@ -47,7 +55,7 @@ def insert_values(rec: Record) -> tuple[Any, ...]:
         d.kind,
         d.content_type,
         json.dumps(dict(d.metadata)) if d.metadata else "{}",
-        d.payload,
+        d.payload if inline else b"",
         d.revision,
         rec.state.value,
         rec.next_attempt_at,
@@ -56,14 +64,15 @@ def insert_values(rec: Record) -> tuple[Any, ...]:
     )
 
 
-def revise_values(rec: Record) -> tuple[Any, ...]:
-    """The parameters of :func:`revise_sql` for the new revision's record *rec*."""
+def revise_values(rec: Record, inline: bool = True) -> tuple[Any, ...]:
+    """The parameters of :func:`revise_sql` for the new revision's record *rec* (*inline*:
+    as for :func:`insert_values`)."""
     d = rec.document
     return (
         d.kind,
         d.content_type,
         json.dumps(dict(d.metadata)),
-        d.payload,
+        d.payload if inline else b"",
         d.revision,
         rec.state.value,
         rec.previous_key,
@@ -95,17 +104,25 @@ class Documents(SQLBase):
                 rec, how = _lifecycle.admit(self._get(cur, document.id, lock=True), document, now)
                 if how is _lifecycle.Admission.NEW:
                     cur.execute(
-                        self._sql(_INSERT + " ON CONFLICT (id) DO NOTHING"), insert_values(rec)
+                        self._sql(_INSERT + " ON CONFLICT (id) DO NOTHING"),
+                        insert_values(rec, inline=not self.payload_apart),
                     )
                     if cur.rowcount == 0:
                         continue
+                    self._keep_payload(cur, [rec.document])
                 elif how is _lifecycle.Admission.REVISION:
                     self._revise(cur, rec)
                 return rec, how.value
         raise AssertionError("unreachable: the second look sees the stored document")
 
     def _revise(self, cur: Any, rec: Record) -> None:
-        cur.execute(self._sql(_REVISE), revise_values(rec))
+        cur.execute(self._sql(_REVISE), revise_values(rec, inline=not self.payload_apart))
+        self._keep_payload(cur, [rec.document])
+
+    def _keep_payload(self, cur: Any, documents: Sequence[Document]) -> None:
+        """Store the payloads of *documents* apart, where this store keeps them apart."""
+        if self.payload_apart and documents:
+            cur.executemany(self._sql(_PAYLOAD), [(d.id, d.revision, d.payload) for d in documents])
 
     def submit_many(self, documents: Sequence[Document], now: float) -> int:
         seen: set[str] = set()
@@ -126,10 +143,12 @@ class Documents(SQLBase):
                         f"document {row[0]!r} is already stored; submit_many stores new "
                         "documents only (submit a corrected revision with submit)"
                     )
+            inline = not self.payload_apart
             cur.executemany(
                 self._sql(_INSERT),
-                [insert_values(_lifecycle.admit(None, d, now)[0]) for d in documents],
+                [insert_values(_lifecycle.admit(None, d, now)[0], inline) for d in documents],
             )
+            self._keep_payload(cur, documents)
         return len(documents)
 
     def get(self, doc_id: str) -> Record | None:

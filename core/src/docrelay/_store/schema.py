@@ -6,10 +6,20 @@ from typing import Any
 
 from ..exceptions import SchemaTooNewError, StoreError
 
-__all__ = ["APP_ID", "SCHEMA_VERSION", "init_schema", "limit_tables", "tables"]
+__all__ = [
+    "APP_ID",
+    "SCHEMA_VERSION",
+    "additive_tables",
+    "init_schema",
+    "limit_tables",
+    "payload_tables",
+    "tables",
+]
 
 #: The schema version this docrelay writes. A store with a newer version is refused.
-SCHEMA_VERSION = 1
+#: 2: payloads kept apart (the ``payloads`` table), so a state change does not rewrite them;
+#: a version 1 store is upgraded in place (its documents keep their payload in their row).
+SCHEMA_VERSION = 2
 APP_ID = "docrelay"
 
 
@@ -50,7 +60,25 @@ def tables(b: str, r: str, serial_pk: str) -> list[str]:
             provider TEXT PRIMARY KEY, reason TEXT NOT NULL, since {r} NOT NULL,
             until {r})""",
         *limit_tables(r),
+        *payload_tables(b),
     ]
+
+
+def payload_tables(b: str) -> list[str]:
+    """Where a store that keeps payloads apart from their document's row keeps them
+    (SQLite: an UPDATE rewrites the whole row, so a 5 KB payload in it is written again at
+    every state change). A payload counts only for the revision stored with it: a document
+    whose revision was changed by a writer that keeps payloads in the row (the outbox) is
+    read from its row. Additive: created on opening an older store."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS payloads (id TEXT PRIMARY KEY, revision TEXT NOT NULL,"
+        f" payload {b} NOT NULL)",
+    ]
+
+
+def additive_tables(b: str, r: str) -> list[str]:
+    """The statements run on opening an existing store of this or an older version."""
+    return [*limit_tables(r), *payload_tables(b)]
 
 
 def limit_tables(r: str) -> list[str]:

@@ -16,7 +16,7 @@ from .._redact import redact
 from . import schema
 from .base import Store
 
-__all__ = ["DOC_COLUMNS", "SQLBase"]
+__all__ = ["DOC_COLUMNS", "SQLBase", "doc_columns"]
 
 _T = TypeVar("_T")
 
@@ -49,6 +49,19 @@ DOC_COLUMNS = (
 )
 
 
+def doc_columns(table: str = "documents") -> str:
+    """The SELECT list of :data:`DOC_COLUMNS` from *table* (a qualified name where the outbox
+    reads on another application's connection): the payload from the ``payloads`` table
+    when it holds the document's current revision, else from the document's row."""
+    head, sep, tail = table.rpartition("documents")
+    payloads = head + "payloads" + tail if sep else "payloads"
+    payload = (
+        f"COALESCE((SELECT p.payload FROM {payloads} p WHERE p.id = {table}.id"
+        f" AND p.revision = {table}.revision), {table}.payload)"
+    )
+    return ", ".join(payload if c == "payload" else c for c in DOC_COLUMNS)
+
+
 class SQLBase(Store):
     """Dialect, transactions and rows; the store's jobs are mixins on top of it."""
 
@@ -69,6 +82,9 @@ class SQLBase(Store):
     row_lock = ""
     #: errors after which a short write is run again (the database chose it as a victim).
     retry_errors: tuple[type[Exception], ...] = ()
+    #: new payloads go to the ``payloads`` table instead of the document's row, where an
+    #: UPDATE rewrites the whole row (SQLite; PostgreSQL keeps an unchanged large value)
+    payload_apart = False
 
     @abc.abstractmethod
     def _tx(self, write: bool = True) -> AbstractContextManager[Any]:
@@ -107,11 +123,11 @@ class SQLBase(Store):
                 self.ph,
                 self.url_safe,
                 schema.tables(self.blob_type, self.real_type, self.serial_pk),
-                schema.limit_tables(self.real_type),
+                schema.additive_tables(self.blob_type, self.real_type),
             )
 
     # -- rows -----------------------------------------------------------------------------------
-    _select = "SELECT " + ", ".join(DOC_COLUMNS) + " FROM documents"
+    _select = "SELECT " + doc_columns() + " FROM documents"
 
     def _row_to_record(self, row: Sequence[Any]) -> Record:
         d = dict(zip(DOC_COLUMNS, row, strict=True))
@@ -123,7 +139,8 @@ class SQLBase(Store):
             metadata=json.loads(d.pop("metadata")),
             payload=bytes(d.pop("payload") or b""),
         )
-        del d["revision"]
+        # The revision was computed when the document was stored: not hashed again.
+        object.__setattr__(doc, "revision", d.pop("revision"))
         d["outcome"] = load_outcome(d["outcome"])
         d["provider_state"] = json.loads(d["provider_state"] or "{}")
         return Record(document=doc, **d)

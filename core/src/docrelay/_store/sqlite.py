@@ -44,6 +44,10 @@ class SQLiteStore(SQLStore):
         names. Without it, a file with other tables is refused untouched.
     """
 
+    #: An UPDATE rewrites the whole row in SQLite: a document's payload is kept in its own
+    #: table, so the state changes of a round do not write it again (and again to the WAL).
+    payload_apart = True
+
     def __init__(
         self,
         url: str,

@@ -90,15 +90,20 @@ class Transitions(SQLBase):
         t: Transition,
         now: float,
         expect_state: str | None = None,
+        attempts: list[tuple[Any, ...]] | None = None,
     ) -> bool:
         """One UPDATE (and the attempt's upsert) in the open transaction; ``False`` when the
-        lease (or the expected state) is not there."""
+        lease (or the expected state) is not there. With *attempts*, the attempt's row is
+        appended there for the caller's one ``executemany`` instead of written here."""
         update, attempt = self._apply_statements(doc_id, owner, t, now, expect_state)
         cur.execute(*update)
         if cur.rowcount == 0:
             return False
         if attempt is not None:
-            cur.execute(*attempt)
+            if attempts is None:
+                cur.execute(*attempt)
+            else:
+                attempts.append(attempt[1])
         return True
 
     def apply(
@@ -130,10 +135,14 @@ class Transitions(SQLBase):
         def write() -> list[str]:
             # All of it again on a deadlock or an ended session (the server rolled it back).
             lost: list[str] = []
+            attempts: list[tuple[Any, ...]] = []
             with self._tx() as cur:
                 for doc_id, owner, transition in changes:
-                    if not self._apply(cur, doc_id, owner, transition, now):
+                    if not self._apply(cur, doc_id, owner, transition, now, attempts=attempts):
                         lost.append(doc_id)
+                if attempts:
+                    # The attempts of the changes applied, in one statement.
+                    cur.executemany(self._sql(_UPSERT_ATTEMPT), attempts)
             return lost
 
         return self._retrying(write)
