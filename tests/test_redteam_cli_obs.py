@@ -190,7 +190,7 @@ def test_receiver_metrics_are_rate_limited_per_source(tmp_path: Path) -> None:
     the store count every document as fast as it could ask. It now shares the limit (a
     Prometheus scraping every 15 s is far below it)."""
     relay = Relay(f"sqlite:///{tmp_path / 'd.db'}", autoload=False,
-                  webhooks={"rate_limit": "3/60"})  # fmt: skip
+                  webhooks={"rate_limit": "3/60", "metrics": True})  # fmt: skip
     with relay, WebhookServer(relay.wsgi_app) as server:
         url = server.url.removesuffix("/webhooks") + "/metrics"
         codes = [requests.get(url, timeout=10).status_code for _ in range(6)]
@@ -296,23 +296,25 @@ def test_run_processes_says_when_a_worker_process_died(tmp_path: Path) -> None:
 # -- breaks, open -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the webhook receiver serves GET /metrics to anyone by default "
-    "(make_wsgi_app(metrics=True), Relay.wsgi_app, `docrelay webhooks`): an outsider on the "
-    "internet reads which providers this ERP works with, its document volumes and failures "
-    "per provider, and which providers are paused; docs/observability.md only says to block "
-    "it at the reverse proxy. A policy choice for the lead: off on the receiver unless "
-    "[webhooks] metrics = true, or served to loopback/trusted sources only.",
-)
 def test_receiver_metrics_are_not_served_to_an_outsider_by_default(tmp_path: Path) -> None:
+    """The webhook receiver served GET /metrics to anyone by default (make_wsgi_app(
+    metrics=True), Relay.wsgi_app, `docrelay webhooks`): an outsider on the internet read
+    which providers this ERP works with, its document volumes and failures per provider,
+    and which providers are paused. The page is off on the receiver unless ``[webhooks]
+    metrics = true`` asks for it (``docrelay run --metrics-port`` serves it on loopback)."""
     from werkzeug.test import Client
 
     with Relay(f"sqlite:///{tmp_path / 'd.db'}", autoload=False) as relay:
         client = Client(relay.wsgi_app)
         response = client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.7"})
+    with Relay(f"sqlite:///{tmp_path / 'd.db'}", autoload=False,
+               webhooks={"metrics": True}) as relay:  # fmt: skip
+        asked = Client(relay.wsgi_app).get("/metrics")
 
     assert response.status_code in (403, 404)
+    assert b"docrelay_" not in response.data
+    assert asked.status_code == 200
+    assert b"docrelay_store_up" in asked.data
 
 
 @pytest.mark.parametrize(

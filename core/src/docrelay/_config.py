@@ -37,6 +37,7 @@ WEBHOOK_SETTINGS: Mapping[str, Spec] = {
     "rate_limit": Spec("rate", help="requests per source address, as 'BURST/SECONDS'"),
     "rate_limit_sources": Spec("int", minimum=1, help="source addresses remembered"),
     "trusted_proxy": Spec("str", help="the reverse proxy's address (X-Forwarded-For)"),
+    "metrics": Spec("bool", help="serve GET /metrics on the receiver (default: off)"),
 }  # fmt: skip
 #: ``[store]`` options besides ``url``, per backend.
 STORE_SETTINGS: Mapping[str, Mapping[str, Spec]] = {
