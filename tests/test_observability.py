@@ -73,10 +73,11 @@ def samples(page: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_metrics_on_the_webhook_server(tmp_path: Path, sandbox: SieSmartSandbox) -> None:
-    """``GET /metrics``: the queue depth per provider and state from the store, and the otel
-    plugin's metrics (installed here, so its Prometheus fallback is in the page)."""
+    """``GET /metrics`` (``[webhooks] metrics = true``): the queue depth per provider and state
+    from the store, and the otel plugin's metrics (installed here, so its Prometheus fallback
+    is in the page)."""
     with Relay("sqlite:///" + str(tmp_path / "d.db"), providers={"siesmart": settings(sandbox)},
-               engine=FAST) as relay:  # fmt: skip
+               engine=FAST, webhooks={"metrics": True}) as relay:  # fmt: skip
         relay.submit(proposal("m-1"))
         relay.submit(proposal("m-2"))
         relay.run_until_settled(timeout=10)

@@ -190,7 +190,7 @@ def test_receiver_metrics_are_rate_limited_per_source(tmp_path: Path) -> None:
     the store count every document as fast as it could ask. It now shares the limit (a
     Prometheus scraping every 15 s is far below it)."""
     relay = Relay(f"sqlite:///{tmp_path / 'd.db'}", autoload=False,
-                  webhooks={"rate_limit": "3/60"})  # fmt: skip
+                  webhooks={"rate_limit": "3/60", "metrics": True})  # fmt: skip
     with relay, WebhookServer(relay.wsgi_app) as server:
         url = server.url.removesuffix("/webhooks") + "/metrics"
         codes = [requests.get(url, timeout=10).status_code for _ in range(6)]
@@ -296,23 +296,25 @@ def test_run_processes_says_when_a_worker_process_died(tmp_path: Path) -> None:
 # -- breaks, open -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the webhook receiver serves GET /metrics to anyone by default "
-    "(make_wsgi_app(metrics=True), Relay.wsgi_app, `docrelay webhooks`): an outsider on the "
-    "internet reads which providers this ERP works with, its document volumes and failures "
-    "per provider, and which providers are paused; docs/observability.md only says to block "
-    "it at the reverse proxy. A policy choice for the lead: off on the receiver unless "
-    "[webhooks] metrics = true, or served to loopback/trusted sources only.",
-)
 def test_receiver_metrics_are_not_served_to_an_outsider_by_default(tmp_path: Path) -> None:
+    """The webhook receiver served GET /metrics to anyone by default (make_wsgi_app(
+    metrics=True), Relay.wsgi_app, `docrelay webhooks`): an outsider on the internet read
+    which providers this ERP works with, its document volumes and failures per provider,
+    and which providers are paused. The page is off on the receiver unless ``[webhooks]
+    metrics = true`` asks for it (``docrelay run --metrics-port`` serves it on loopback)."""
     from werkzeug.test import Client
 
     with Relay(f"sqlite:///{tmp_path / 'd.db'}", autoload=False) as relay:
         client = Client(relay.wsgi_app)
         response = client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.7"})
+    with Relay(f"sqlite:///{tmp_path / 'd.db'}", autoload=False,
+               webhooks={"metrics": True}) as relay:  # fmt: skip
+        asked = Client(relay.wsgi_app).get("/metrics")
 
     assert response.status_code in (403, 404)
+    assert b"docrelay_" not in response.data
+    assert asked.status_code == 200
+    assert b"docrelay_store_up" in asked.data
 
 
 @pytest.mark.parametrize(
@@ -391,29 +393,45 @@ def test_run_processes_workers_log_as_the_parent_was_asked(tmp_path: Path) -> No
     assert token not in p.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a relative sqlite store URL (the default, sqlite:///docrelay.db) is resolved "
-    "against the working directory, not the configuration file's: `DOCRELAY_CONFIG=/etc/"
-    "docrelay/docrelay.toml docrelay run` from a cron job or a unit without "
-    "WorkingDirectory= creates an empty docrelay.db where it stands, says 'no documents', "
-    "exits 0, and the queued documents of the real store are never sent. `status` refuses "
-    "the same situation ('no store at ...'); `run` should too, or relative paths should "
-    "follow the file that names them (a documented-behaviour change for the lead).",
-)
 def test_run_elsewhere_with_docrelay_config_does_not_start_an_empty_store(
     tmp_path: Path,
 ) -> None:
+    """A relative sqlite store URL (the default, sqlite:///docrelay.db) was resolved against
+    the working directory, not the configuration file's: `DOCRELAY_CONFIG=/etc/docrelay/
+    docrelay.toml docrelay run` from a cron job or a unit without WorkingDirectory= created
+    an empty docrelay.db where it stood, said 'no documents', exited 0, and the queued
+    documents of the real store were never sent. A relative path follows the file that
+    names it: the run from elsewhere delivers the documents queued beside the file."""
+    pytest.importorskip("docrelay_procuros")
+    from docrelay_procuros.sandbox import ProcurosSandbox
+
     home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
     home.mkdir()
     elsewhere.mkdir()
-    (home / "docrelay.toml").write_text('[store]\nurl = "sqlite:///docrelay.db"\n')
-    with Relay(f"sqlite:///{home / 'docrelay.db'}", autoload=False):
-        pass
+    token = "rtb-procuros-token-0815"
+    order = json.loads(
+        Path(__file__)
+        .parent.parent.joinpath("plugins/procuros/src/docrelay_procuros/samples/order.json")
+        .read_text(encoding="utf-8")
+    )
+    with ProcurosSandbox(api_token=token) as sandbox:
+        (home / "docrelay.toml").write_text(
+            '[store]\nurl = "sqlite:///docrelay.db"\n[providers.procuros]\n'
+            f'base_url = "{sandbox.url}"\napi_token = "${{RTB_PROCUROS_TOKEN}}"\n'
+        )
+        settings = {"base_url": sandbox.url, "api_token": token}
+        with Relay(f"sqlite:///{home / 'docrelay.db'}", providers={"procuros": settings}) as r:
+            r.submit(Document(id="far-1", provider="procuros", kind="order",
+                              payload=json.dumps(order).encode(),
+                              content_type="application/json"))  # fmt: skip
 
-    env = {**os.environ, "DOCRELAY_CONFIG": str(home / "docrelay.toml")}
-    p = subprocess.run([DOCRELAY, "run", "--until-idle"], cwd=elsewhere, capture_output=True,
-                       text=True, timeout=60, check=False, env=env)  # fmt: skip
+        env = {**os.environ, "DOCRELAY_CONFIG": str(home / "docrelay.toml"),
+               "RTB_PROCUROS_TOKEN": token}  # fmt: skip
+        p = subprocess.run([DOCRELAY, "run", "--until-idle"], cwd=elsewhere,
+                           capture_output=True, text=True, timeout=60, check=False,
+                           env=env)  # fmt: skip
 
     assert not (elsewhere / "docrelay.db").exists()
-    assert p.returncode == 2
+    assert p.returncode == 0, p.stderr
+    with Relay(f"sqlite:///{home / 'docrelay.db'}", autoload=False) as r:
+        assert r.status("far-1").state == DocState.DELIVERED

@@ -61,6 +61,8 @@ LOAD_CASES = {
     "port 1.5": ("[webhooks]\nport = 1.5", "[webhooks] port"),
     "host 5": ("[webhooks]\nhost = 5", "[webhooks] host"),
     "[webhooks] prot": ("[webhooks]\nprot = 8080", "did you mean 'port'"),
+    "[webhooks] metrics 1": ("[webhooks]\nmetrics = 1", "[webhooks] metrics"),
+    "[webhooks] metrics 'yes'": ('[webhooks]\nmetrics = "yes"', "[webhooks] metrics"),
     "[store] timeout 0": ("timeout = 0", "[store] timeout"),
     "[store] synchronous": ('synchronous = "sometimes"', "[store] synchronous"),
     "[store] pool_size for sqlite": ("pool_size = 4", "[store] option"),
@@ -78,6 +80,34 @@ def test_load_config_refuses(tmp_path: Path, case: str) -> None:
     assert needle in str(info.value)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "store.db").exists()
+
+
+def test_a_relative_sqlite_path_follows_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative SQLite path in ``[store] url`` (and the default one) is taken from the
+    folder of the file that names it, whatever the working directory and however the file
+    was named (--config with a relative path, DOCRELAY_CONFIG); other URLs stay as given."""
+    etc, other = tmp_path / "etc", tmp_path / "other"
+    etc.mkdir()
+    other.mkdir()
+    monkeypatch.chdir(other)
+    cases = {
+        'url = "sqlite:///state/d.db"': f"sqlite:///{etc / 'state/d.db'}",
+        'url = "sqlite://d.db"': f"sqlite:///{etc / 'd.db'}",
+        "": f"sqlite:///{etc / 'docrelay.db'}",
+        f'url = "sqlite:///{tmp_path / "abs.db"}"': f"sqlite:///{tmp_path / 'abs.db'}",
+        'url = "${STORE}"': f"sqlite:///{etc / 'env.db'}",
+        'url = "postgresql://u:p@127.0.0.1:9/db"': "postgresql://u:p@127.0.0.1:9/db",
+    }
+    for line, expected in cases.items():
+        (etc / "docrelay.toml").write_text(f"[store]\n{line}\n")
+        given = load_config("../etc/docrelay.toml", environ={"STORE": "sqlite:///env.db"})
+        by_env = load_config(environ={"DOCRELAY_CONFIG": str(etc / "docrelay.toml"),
+                                      "STORE": "sqlite:///env.db"})  # fmt: skip
+        assert (given.store_url, by_env.store_url) == (expected, expected), line
+    assert load_config(environ={}).store_url == "sqlite:///docrelay.db"  # no file: as given
+    assert not list(other.iterdir())
 
 
 # -- Relay.from_config: provider settings, checked against the plugin's declarations -------------

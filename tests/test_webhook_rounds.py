@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from docrelay import DocState, Relay
 from docrelay._serve import WebhookServer
+from docrelay.sandbox import Route, SandboxRequest, SandboxResponse
 from docrelay_aqi import sample_document
 from docrelay_aqi.sandbox import AqiSandbox
 
@@ -136,27 +138,84 @@ def test_a_late_copy_before_the_resend_changes_nothing(hooked: Hooked) -> None:
     h.until(lambda: h.state("bad-3") == DocState.REJECTED and len(h.notes("bad-3")) == 2)
 
 
-def test_answer_to_a_lost_response_applies_after_the_resend(tmp_path: Path) -> None:
+class _LostAnswerAqi(AqiSandbox):
+    """AQI whose first order answer is lost, with its notifications sent when the test says
+    (no timer): AQI's OK for the first request reaches the callback before the answer is
+    lost (``ok_first``: the resend then finds the transactionId processed, and AQI answers
+    it with an ERROR_IN_FILE "already been processed"), or is held until the resend is
+    accepted (``resend_first``: the resend comes while AQI still validates, and is ignored).
+    Whatever is held is sent by :meth:`release`."""
+
+    def __init__(self, order: str) -> None:
+        self.order, self.held, self.answers = order, list[Callable[[], None]](), 0
+        super().__init__(seed=2, callback_delay=0.0)
+
+    def routes(self) -> list[Route]:
+        return [attrs.evolve(r, handler=self._first_answer_lost(r.handler))
+                if r.method == "POST" and r.pattern.pattern.endswith("/orders$") else r
+                for r in super().routes()]  # fmt: skip
+
+    def _first_answer_lost(
+        self, handler: Callable[[SandboxRequest], SandboxResponse]
+    ) -> Callable[[SandboxRequest], SandboxResponse]:
+        def handle(request: SandboxRequest) -> SandboxResponse:
+            response = handler(request)
+            self.answers += 1
+            if self.answers == 1:
+                if self.order == "ok_first":
+                    self.release()  # the OK is taken by the callback before the loss
+                self.drop_answer()
+            return response
+
+        return handle
+
+    def later(self, delay: float, fn: Callable[[], None]) -> None:
+        self.held.append(fn)
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for fn in held:
+            fn()
+
+
+@pytest.mark.parametrize("order", ["ok_first", "resend_first"])
+def test_answer_to_a_lost_response_applies_after_the_resend(tmp_path: Path, order: str) -> None:
     """The first send's response is lost (unknown) while AQI processes it and notifies OK;
-    the resend with the same transactionId is the same round, so the waiting OK applies."""
-    sb = AqiSandbox(seed=2, faults=["drop*1"], callback_delay=0.0).start()
+    the resend with the same transactionId is the same round, so the OK applies: delivered
+    with AQI's own answer, whichever of the OK and the resend comes first.
+
+    AQI's next notification is sent right after the resend's ``accepted`` is committed and
+    before the end of the send applies the waiting OK (from an ``on_change`` listener, in
+    that gap): with ``ok_first`` it is the ERROR_IN_FILE "already been processed" of the
+    resend. It came after the OK, so it must not overtake it: the waiting OK decides, and
+    the later answer is already final (it used to apply first, the document ended
+    ``duplicate`` and the OK was marked "not applicable")."""
+    sb = _LostAnswerAqi(order).start()
     h = Hooked(tmp_path, sb)
+    results: list[str] = []
+
+    def in_the_gap(status: Any, old: str, new: str) -> None:
+        if new == "accepted" and sb.held:
+            sb.release()
+            results.append(new)
+
+    h.relay.on_change(in_the_gap)
     try:
         h.relay.submit(sample_document("lost-1", "order", "order"))
         h.until(lambda: h.state("lost-1") in (DocState.DELIVERED, DocState.DUPLICATE))
-        st = h.relay.status("lost-1")
         sends = [a for a in h.relay.history("lost-1") if a.action == "send"]
-        assert len(sends) >= 2, "the lost answer was followed by a resend"
-        # Which comes first is the sandbox's race: the OK notification (then the resend is
-        # accepted and the waiting OK applies: delivered), or AQI's validation of the first
-        # send (then the resend's transactionId is recognised: duplicate, which counts as
-        # delivered). Both are final and honest; neither loses the OK.
-        if st.state == DocState.DELIVERED:
-            assert h.notes("lost-1")[0] == "delivered"
+        assert [a.outcome.kind.value for a in sends if a.outcome] == ["unknown", "accepted"]
+        assert results == ["accepted"], "a notification was sent in the gap"
+        st = h.relay.status("lost-1")
+        assert st.state == DocState.DELIVERED, st
+        assert h.notes("lost-1") == ["delivered"]
+        notes = h.relay.store.notifications("lost-1")
+        kinds = [(n["outcome"]["kind"], n["applied"]) for n in notes]
+        if order == "ok_first":
+            assert kinds == [("delivered", 1), ("duplicate", 2)]
+            assert notes[1]["note"] == "already delivered"
         else:
-            assert st.state == DocState.DUPLICATE, st
-            assert sends[-1].outcome is not None
-            assert sends[-1].outcome.kind.value == "duplicate"
+            assert kinds == [("delivered", 1)]
     finally:
         h.close()
         sb.stop()

@@ -182,3 +182,45 @@ def test_notification_during_the_send_is_applied_when_it_finishes(
     assert (final.state.value, final.reason) == confirmed
     [note] = relay.store.notifications()
     assert (note["doc_id"], note["applied"]) == ("inv-1", 1)
+
+
+def test_a_request_that_does_not_arrive_whole_in_time_is_cut_off() -> None:
+    """A connection dripping a request (a byte every 0.1 s, so waitress's inactivity
+    timeout never fires) is closed once it has taken longer than the request deadline; an
+    idle keep-alive connection past the same time is not (it has no request in part), and
+    answers its next request."""
+    import socket
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    server = WebhookServer(app, request_deadline=0.5).__enter__()
+    port = int(server.url.split(":")[2].split("/")[0])
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+    drip = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        idle.sendall(request)
+        assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+        drip.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{")
+        drip.settimeout(0.1)
+        closed = False
+        for _ in range(150):  # up to 15 s of dripping: the deadline is 0.5 s
+            try:
+                drip.sendall(b" ")
+                closed = drip.recv(4096) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+            if closed:
+                break
+        assert closed, "the dripping connection was never cut off"
+        idle.sendall(request)  # idle past the deadline, but with no request in part
+        assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        idle.close()
+        drip.close()
+        server.__exit__()

@@ -37,6 +37,7 @@ WEBHOOK_SETTINGS: Mapping[str, Spec] = {
     "rate_limit": Spec("rate", help="requests per source address, as 'BURST/SECONDS'"),
     "rate_limit_sources": Spec("int", minimum=1, help="source addresses remembered"),
     "trusted_proxy": Spec("str", help="the reverse proxy's address (X-Forwarded-For)"),
+    "metrics": Spec("bool", help="serve GET /metrics on the receiver (default: off)"),
 }  # fmt: skip
 #: ``[store]`` options besides ``url``, per backend.
 STORE_SETTINGS: Mapping[str, Mapping[str, Spec]] = {
@@ -147,6 +148,7 @@ def load_config(
     url, _ = _expand(store.pop("url", DEFAULT_STORE), f"{p}: [store] url", env)
     if not isinstance(url, str):
         raise ConfigError(f"{p}: [store] url must be a string")
+    url = beside(p, url)
     store_options = _store_options(p, url, store)
     engine = table("engine")
     try:
@@ -204,6 +206,20 @@ def load_config(
         webhooks=webhooks,
         unresolved=unresolved,
     )
+
+
+def beside(config: Path, url: str) -> str:
+    """*url* with a relative SQLite path made absolute against the folder of the *config*
+    file that names it (the default ``sqlite:///docrelay.db`` too): ``DOCRELAY_CONFIG=/etc/
+    docrelay/docrelay.toml docrelay run`` opens ``/etc/docrelay/docrelay.db`` from whatever
+    directory it starts in, never an empty store where it stands. Other URLs as given."""
+    if not url.startswith("sqlite://"):
+        return url
+    path = url.removeprefix("sqlite://")
+    path = path[1:] if path.startswith("/") else path
+    if not path or path == ":memory:" or Path(path).is_absolute():
+        return url  # the store refuses the first two in one line itself
+    return f"sqlite:///{Path(os.path.abspath(config)).parent / path}"
 
 
 def _store_options(p: Path, url: str, options: Mapping[str, Any]) -> dict[str, Any]:

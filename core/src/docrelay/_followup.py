@@ -31,6 +31,9 @@ log = logging.getLogger("docrelay.engine")
 
 __all__ = ["_FollowingUp"]
 
+#: The outcomes of a notification that move an ``accepted`` document.
+_MOVES = frozenset({OutcomeKind.DELIVERED, OutcomeKind.REJECTED, OutcomeKind.DUPLICATE})
+
 
 class _FollowingUp(EngineParts):
     """A part of :class:`~docrelay._engine.Engine`, which inherits it."""
@@ -203,24 +206,37 @@ class _FollowingUp(EngineParts):
         )
 
     def _apply_pending(self, rec: Record) -> Record:
-        """Apply notifications that arrived before the send's answer was committed."""
+        """Apply the round's notifications that wait (they arrived before the send's answer
+        was committed), the earliest first: the first that moves the document decides."""
+        return self.apply_waiting(rec, "applied late")[0]
+
+    def apply_waiting(self, rec: Record, note: str) -> tuple[Record, bool]:
+        """Move an ``accepted`` document by the earliest of its round's waiting
+        notifications that can move it (marked applied with *note*): the record, and
+        whether it was moved here.
+
+        When the document moved meanwhile (another notification of the round was applied
+        first, or a worker holds it), nothing is marked here: whoever moved it marks them,
+        so a notification applied elsewhere is never marked "not applicable"."""
         if rec.state != DocState.ACCEPTED:
-            return rec
+            return rec, False
         for note_id, outcome in self.store.pending_notifications(rec.provider, rec.id):
+            if outcome.kind not in _MOVES:
+                self.store.mark_notification(note_id, False, "not applicable")
+                continue
             applied = self.apply_notification(rec, outcome)
-            self.store.mark_notification(
-                note_id, applied is not None, "applied late" if applied else "not applicable"
-            )
-            if applied is not None:
-                return applied
-        return rec
+            if applied is None:
+                return self.store.get(rec.id) or rec, False
+            self.store.mark_notification(note_id, True, note)
+            return applied, True
+        return rec, False
 
     def apply_notification(self, rec: Record, outcome: Outcome) -> Record | None:
         """Move an ``accepted`` document forward by a notification; ``None`` if it cannot
         move (already final, or still being sent: then it is applied when the send ends)."""
         if rec.state != DocState.ACCEPTED:
             return None
-        if outcome.kind not in (OutcomeKind.DELIVERED, OutcomeKind.REJECTED, OutcomeKind.DUPLICATE):
+        if outcome.kind not in _MOVES:
             return None
         rt = self.runtime(rec.provider)
         hooks = self.host.hooks(rec.provider)

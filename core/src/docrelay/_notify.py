@@ -84,6 +84,11 @@ class WebhookSettings:
     #: For ``docrelay webhooks`` behind a reverse proxy, the proxy's address, whose
     #: ``X-Forwarded-For`` then names the source (waitress ``trusted_proxy``).
     trusted_proxy: str = ""
+    #: Whether the receiver answers ``GET /metrics`` (Prometheus). Off by default: the
+    #: receiver faces the providers on the internet, and the page tells anyone which
+    #: providers this ERP works with, its volumes and failures (``docrelay run
+    #: --metrics-port`` serves the page on loopback instead).
+    metrics: bool = False
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> WebhookSettings:
@@ -97,7 +102,10 @@ class WebhookSettings:
         values: dict[str, Any] = {}
         for k, v in data.items():
             default = names[k].default
-            if isinstance(default, int):
+            if isinstance(default, bool):
+                if not isinstance(v, bool):
+                    raise ConfigError(f"[webhooks] {k} must be true or false, not {v!r}")
+            elif isinstance(default, int):
                 if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                     raise ConfigError(f"[webhooks] {k} must be a positive integer, not {v!r}")
             elif not isinstance(v, str):

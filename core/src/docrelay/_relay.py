@@ -618,10 +618,14 @@ class Relay:
             return IngestResult("stale", rec.id, rec.state.value)
         rec = self.store.get(rec.id) or rec
         if rec.state == DocState.ACCEPTED:
-            out = self.engine.apply_notification(rec, notification.outcome)
-            if out is not None:
-                self._mark_latest(provider, rec.id, True, "applied")
+            # The round's answers apply in the order they came: one that arrived while the
+            # send was finishing (and still waits for the send's end to apply it) goes before
+            # this one, never overtaken by it (this one is among the waiting, the latest).
+            out, moved = self.engine.apply_waiting(rec, "applied")
+            if moved and not self.store.pending_notifications(provider, rec.id):
                 return IngestResult("applied", rec.id, out.state.value)
+            # Else an earlier answer of the round decided (this one came after it), or the
+            # document moved meanwhile.
             rec = self.store.get(rec.id) or rec
         if rec.state in FINAL_STATES:
             self._mark_latest(provider, rec.id, False, f"already {rec.state.value}")

@@ -3,10 +3,12 @@
 ``POST /webhooks/<provider>/<secret>`` hands the body to :meth:`Relay.ingest_notification`
 (the secret is the provider's ``webhook_secret``; ``/webhooks/<provider>`` alone only with an
 explicitly insecure relay). ``GET /healthz`` answers 200; ``GET /metrics`` the Prometheus page
-(docs/observability.md). Requests are parsed by werkzeug
-(``Content-Length`` or chunked bodies, limited to ``max_body`` bytes), rate-limited per source
-address, and logged by docrelay's own access log (``docrelay.webhooks.access``), which never
-shows the secret path segment. Every answer is JSON with a one-line ``error`` when refused.
+(docs/observability.md) only when asked for (``[webhooks] metrics = true`` or
+``make_wsgi_app(relay, metrics=True)``): the receiver faces the internet. Requests are
+parsed by werkzeug (``Content-Length`` or chunked bodies, limited to ``max_body`` bytes),
+rate-limited per source address, and logged by docrelay's own access log
+(``docrelay.webhooks.access``), which never shows the secret path segment. Every answer is
+JSON with a one-line ``error`` when refused.
 """
 
 from __future__ import annotations
@@ -77,10 +79,13 @@ def _is_json_type(mimetype: str) -> bool:
 
 
 def make_wsgi_app(
-    relay: Relay, max_body: int = MAX_WEBHOOK_BYTES, metrics: bool = True
+    relay: Relay, max_body: int = MAX_WEBHOOK_BYTES, metrics: bool | None = None
 ) -> Callable[..., Any]:
-    """The webhook receiver of *relay* as a WSGI application (with ``GET /metrics`` for
-    Prometheus unless *metrics* is false)."""
+    """The webhook receiver of *relay* as a WSGI application, with ``GET /metrics`` for
+    Prometheus when *metrics* is true (``None``: the relay's ``[webhooks] metrics``, off by
+    default; without it the path answers 404 like any other)."""
+    if metrics is None:
+        metrics = bool(getattr(relay.webhook_settings, "metrics", False))
     count, seconds = relay.webhook_settings.rate()
     limiter = SourceRateLimiter(count, seconds, relay.webhook_settings.rate_limit_sources)
 
