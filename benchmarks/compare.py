@@ -279,9 +279,15 @@ def side_huey(run: Run) -> float:
     return elapsed
 
 
+#: Engine settings of the library sides (``--engine KEY=VALUE``); empty: docrelay's defaults.
+ENGINE: dict[str, Any] = {}
+
+
 def _relay(store: str, base_url: str, **kwargs: Any) -> Any:
     from docrelay import Relay
 
+    if ENGINE:
+        kwargs.setdefault("engine", dict(ENGINE))
     return Relay(store=store, providers={"econnect": provider_settings(base_url)}, **kwargs)
 
 
@@ -637,6 +643,13 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         "docrelay's synchronous=NORMAL does), full, or default (SQLite's, FULL)",
     )
     p.add_argument("--sides", default="", help="comma-separated subset of the sides")
+    p.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an engine setting of the library sides (repeatable; default: docrelay's own)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="where compare-*.json goes")
     p.add_argument(
         "--workdir",
@@ -646,6 +659,12 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         "directory; /dev/shm takes the disk out of the figures)",
     )
     a = p.parse_args(list(argv))
+    a.engine_settings = {}
+    for item in a.engine:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--engine takes KEY=VALUE, not {item!r}")
+        a.engine_settings[key.strip()] = int(value) if value.strip().isdigit() else value
     if not 1 <= a.docs <= 1_000_000:
         raise UsageError(f"--docs must be between 1 and 1000000, not {a.docs}")
     if not 1 <= a.rounds <= 100:
@@ -719,6 +738,8 @@ def main(argv: Sequence[str]) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    ENGINE.clear()
+    ENGINE.update(args.engine_settings)
     logging.getLogger("huey").setLevel(logging.WARNING)
     retries = _Retries()
     stamina_log = logging.getLogger("stamina")
