@@ -151,6 +151,22 @@ def test_send_of_more_documents_than_the_table_counts_every_one(tmp_path: Path, 
     assert len(json.loads(machine.stdout)) == 52
 
 
+def test_run_counts_what_it_delivered_and_names_what_it_rejected(tmp_path: Path, cfg: Path) -> None:
+    """``run`` counts the documents it delivered from its own state changes and reads the
+    others back: the summary and the rejected ids as before."""
+    with Relay.from_config(load_config(cfg, environ=ENV)) as relay:
+        relay.submit_many([
+            Document(id=f"PO-{i:04d}", provider="procuros", kind="order",
+                     payload=json.dumps(order(f"PO-{i:04d}", supplier=i < 30)).encode(),
+                     content_type="application/json")
+            for i in range(32)
+        ])  # fmt: skip
+    ran = run(["--config", str(cfg), "run", "--until-idle"], tmp_path)
+    assert ran.returncode == 1, ran.stderr
+    assert summary(ran).startswith("30 delivered, 2 rejected in "), ran.stderr
+    assert "rejected or failed: PO-0030, PO-0031 (see `docrelay why ID`)" in ran.stderr
+
+
 def test_status_counts_filters_and_machine_output(tmp_path: Path, cfg: Path) -> None:
     files = write_orders(tmp_path, 3, bad=2)
     sent = run(["--config", str(cfg), "send", "--provider", "procuros", "--kind", "order",

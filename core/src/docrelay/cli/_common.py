@@ -113,15 +113,15 @@ def open_relay(ctx: click.Context, *, create_store: bool = True, **kwargs: Any) 
     return Relay.from_config(config(ctx), create_store=create_store, **kwargs)
 
 
+@functools.cache
 def _glibc() -> Any:
     """The C library when it is glibc (``None`` elsewhere: musl, macOS, Windows)."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")  # glibc's soname (find_library would run ldconfig)
         libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
     except (OSError, AttributeError):
         return None

@@ -336,12 +336,12 @@ def run(ctx: click.Context, provider: str | None, workers: int, processes: int,
                     relay.run_forever(workers=workers, provider=provider, stop=stop.event)
         if events:
             return
-        statuses = relay.statuses(ids=sorted(tracker.states)) if tracker.states else []
+        statuses, good = _final_statuses(relay, sorted(tracker.states), tracker, skip_good=True)
     bad = [s.id for s in statuses if s.state.value in ("rejected", "failed")]
     if bad:
         note(f"rejected or failed: {', '.join(bad[:20])}{' ...' if len(bad) > 20 else ''} "
              "(see `docrelay why ID`)")  # fmt: skip
-    note(summary_line(statuses, tracker.elapsed, time.time()))
+    note(summary_line(statuses, tracker.elapsed, time.time(), also=good))
     sys.exit(exit_code(statuses))
 
 
