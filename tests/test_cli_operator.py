@@ -126,6 +126,47 @@ def test_exit_codes_0_1_3_and_the_summary_of_send(tmp_path: Path, cfg: Path) -> 
     assert run(["--config", str(cfg), "status", "PO-q", "PO-bad"], tmp_path).returncode == 1
 
 
+def test_send_of_more_documents_than_the_table_counts_every_one(tmp_path: Path, cfg: Path) -> None:
+    """Over 50 documents the table shows only the ones that are not good, and the summary
+    and exit code count every document: those delivered in this run (counted from the
+    run's state changes, not read back) and those that did not change in it (read)."""
+    files = write_orders(tmp_path, 52, bad=3)
+    args = ["--config", str(cfg), "send", "--provider", "procuros", "--kind", "order"]
+    sent = run([*args, *files], tmp_path)
+    assert sent.returncode == 1, sent.stderr
+    assert summary(sent).startswith("52 delivered, 3 rejected in "), sent.stderr
+    rows = re.findall(r"PO-\d{4}", sent.stdout)
+    assert rows == ["PO-0052", "PO-0053", "PO-0054"], sent.stdout
+    assert "52 more row(s) not shown" in sent.stderr, sent.stderr
+    # The delivered ones again, unchanged: no state change in this run, their states read.
+    again = run([*args, *files[:52]], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert summary(again).startswith("52 delivered in "), again.stderr
+    assert re.findall(r"PO-\d{4}", again.stdout) == [], again.stdout
+    both = run([*args, *files], tmp_path)
+    assert both.returncode == 1, both.stderr
+    assert summary(both).startswith("52 delivered, 3 rejected in "), both.stderr
+    machine = run([*args, "--json", *files[:52]], tmp_path)
+    assert machine.returncode == 0, machine.stderr
+    assert len(json.loads(machine.stdout)) == 52
+
+
+def test_run_counts_what_it_delivered_and_names_what_it_rejected(tmp_path: Path, cfg: Path) -> None:
+    """``run`` counts the documents it delivered from its own state changes and reads the
+    others back: the summary and the rejected ids as before."""
+    with Relay.from_config(load_config(cfg, environ=ENV)) as relay:
+        relay.submit_many([
+            Document(id=f"PO-{i:04d}", provider="procuros", kind="order",
+                     payload=json.dumps(order(f"PO-{i:04d}", supplier=i < 30)).encode(),
+                     content_type="application/json")
+            for i in range(32)
+        ])  # fmt: skip
+    ran = run(["--config", str(cfg), "run", "--until-idle"], tmp_path)
+    assert ran.returncode == 1, ran.stderr
+    assert summary(ran).startswith("30 delivered, 2 rejected in "), ran.stderr
+    assert "rejected or failed: PO-0030, PO-0031 (see `docrelay why ID`)" in ran.stderr
+
+
 def test_status_counts_filters_and_machine_output(tmp_path: Path, cfg: Path) -> None:
     files = write_orders(tmp_path, 3, bad=2)
     sent = run(["--config", str(cfg), "send", "--provider", "procuros", "--kind", "order",

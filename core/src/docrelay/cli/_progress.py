@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._relay import DocumentStatus
@@ -18,12 +18,18 @@ _WAITING = frozenset({"retry_wait", "accepted", "held", "queued"})
 
 
 def summary_line(
-    statuses: Iterable[DocumentStatus], elapsed: float, now: float, interrupted: bool = False
+    statuses: Iterable[DocumentStatus],
+    elapsed: float,
+    now: float,
+    interrupted: bool = False,
+    also: Mapping[str, int] | None = None,
 ) -> str:
     """``38 delivered, 2 rejected, 1 waiting (next in 40 s) in 12.3 s``: what became of the
-    documents this run touched."""
+    documents this run touched (*also*: documents counted per state, not read back)."""
     statuses = list(statuses)
-    text = counts_line(Counter(s.state.value for s in statuses)) or "no documents"
+    counts = Counter(s.state.value for s in statuses)
+    counts.update(also or {})
+    text = counts_line(counts) or "no documents"
     due = [s.next_attempt_at for s in statuses
            if s.state.value in _WAITING and s.next_attempt_at is not None]  # fmt: skip
     if due:
