@@ -180,18 +180,15 @@ def test_a_short_secret_is_refused_or_masked(make: Any) -> None:
     assert short not in redact(f"401: subscription key {short} is not valid")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="notifications naming a known document are stored whole with no cap: "
-    "distinct redeliveries grow the store without bound",
-)
 def test_notifications_for_a_known_document_do_not_grow_the_store_without_bound(
     make: Any,
 ) -> None:
     """After the document is final, 120 distinct OKs of about 60 KiB for it (under the body
     limit, with the secret, e.g. a provider redelivering with a new timestamp each time) are
-    each answered already_final and each stored in full."""
-    r = make(webhooks={"rate_limit": "10000/1"})
+    each answered already_final. They were each stored in full (7 MiB for one document); now
+    at most ``max_settled_per_document`` (10 here) settled ones are kept, the not applicable
+    ones dropped first, and the dropped are counted. The one that applied stays."""
+    r = make(webhooks={"rate_limit": "10000/1", "max_settled_per_document": 10})
     hook = f"{r.url}/aqi/{WEBHOOK_SECRET}"
     assert _post(hook, r.note("OK")).json()["status"] == "applied"
     before = r.size()
@@ -203,6 +200,10 @@ def test_notifications_for_a_known_document_do_not_grow_the_store_without_bound(
     assert r.relay.status("order-1").state == DocState.DELIVERED
     grown = r.size() - before
     assert grown < 1024 * 1024, f"the store grew by {grown} bytes for one document"
+    kept = r.relay.store.notifications("order-1")
+    assert len(kept) == 11  # 10 settled, and the newest (marked after it was stored)
+    assert [n["note"] for n in kept if n["applied"] == 1] == ["applied"]
+    assert r.relay.notification_stats()["aqi"]["dropped"] == 110
 
 
 def test_dripping_connections_from_one_address_do_not_lock_out_the_provider(

@@ -530,6 +530,38 @@ def test_notifications_dedupe_by_digest(store: Store) -> None:
     assert len(store.notifications()) == 2
 
 
+def test_settled_notifications_of_a_document_are_capped_waiting_ones_never(
+    store: Store,
+) -> None:
+    """Beyond *max_per_document* settled notifications of one document, the oldest not
+    applicable ones go first, then the oldest applied; one still waiting stays; all are
+    counted as dropped."""
+    store.submit(doc(1), T0)
+    ok = Outcome(kind=OutcomeKind.DELIVERED, message="validated")
+
+    def note(i: int) -> None:
+        store.record_notification(
+            "acme", f"d{i}", "doc-1", "K", None, ok, b"{}", T0 + i, max_per_document=2
+        )
+
+    note(0)
+    store.mark_notification(store.pending_notifications("acme", "doc-1")[0][0], True, "applied")
+    note(1)  # waits (never marked)
+    for i in range(2, 6):
+        note(i)
+        latest = store.pending_notifications("acme", "doc-1")[-1][0]
+        store.mark_notification(latest, False, "already delivered")
+    kept = store.notifications("doc-1")
+    # the applied one, the waiting one, and the newest not applicable ones within the cap
+    assert [(n["applied"], n["note"]) for n in kept] == [
+        (1, "applied"),
+        (0, None),
+        (2, "already delivered"),
+        (2, "already delivered"),
+    ]
+    assert store.notification_stats()["acme"]["dropped"] == 2
+
+
 # -- requeue -----------------------------------------------------------------------------------
 
 

@@ -34,6 +34,8 @@ WEBHOOK_SETTINGS: Mapping[str, Spec] = {
                                         help="bytes of an unmatched body that are stored"),
     "max_unmatched_per_provider": Spec("int", minimum=1,
                                        help="unmatched notifications kept per provider"),
+    "max_settled_per_document": Spec("int", minimum=1,
+                                     help="settled notifications kept per document"),
     "rate_limit": Spec("rate", help="requests per source address, as 'BURST/SECONDS'"),
     "rate_limit_sources": Spec("int", minimum=1, help="source addresses remembered"),
     "trusted_proxy": Spec("str", help="the reverse proxy's address (X-Forwarded-For)"),

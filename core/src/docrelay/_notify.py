@@ -11,6 +11,8 @@ The rules (docs/reliability.md, "Webhooks and notifications"):
   notification that matches no document may be at most ``max_unmatched_body_bytes``, is
   stored truncated to ``stored_unmatched_body_bytes``, and at most
   ``max_unmatched_per_provider`` of them are kept (the oldest are dropped and counted).
+  Of a known document's notifications, ``max_settled_per_document`` that are applied or not
+  applicable are kept (the oldest not applicable first are dropped and counted).
   Requests are rate-limited per source address (429 with ``Retry-After``). Nothing is
   stored for a request that did not authenticate.
 - **Matched to the round.** A provider such as AQI names only the transactionId, which stays
@@ -77,6 +79,10 @@ class WebhookSettings:
     stored_unmatched_body_bytes: int = 2 * 1024
     #: Unmatched notifications kept per provider; the oldest are dropped (and counted).
     max_unmatched_per_provider: int = 1000
+    #: Settled notifications kept per document (applied, or not applicable); beyond it the
+    #: oldest not applicable ones are dropped first, then the oldest applied (and counted).
+    #: A notification still waiting to apply is never dropped.
+    max_settled_per_document: int = 20
     #: Requests per source address, as burst size and refill window (``"600/60"``).
     rate_limit: str = "600/60"
     #: Source addresses tracked by the rate limiter (the least recently seen are forgotten).

@@ -601,7 +601,7 @@ class Relay:
             notification.outcome,
             kept,
             now,
-            **(unmatched if rec is None else {}),
+            **(unmatched if rec is None else {"max_per_document": limits.max_settled_per_document}),
         )
         if not new:
             return IngestResult("duplicate", rec.id if rec else None)

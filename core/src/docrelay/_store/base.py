@@ -163,12 +163,16 @@ class Store(abc.ABC):
         *,
         stored_body_limit: int | None = None,
         max_unmatched: int | None = None,
+        max_per_document: int | None = None,
     ) -> bool:
         """Keep a received notification; ``False`` if the same one (digest) was seen in the
         same delivery round of *doc_id* (its latest send), or ever when it matches no
         document. An unmatched one is stored with its body cut to *stored_body_limit*, and
         at most *max_unmatched* of them per provider are kept (the oldest are dropped and
-        counted in :meth:`notification_stats`)."""
+        counted in :meth:`notification_stats`). Of a document's notifications, at most
+        *max_per_document* that are already settled (applied, or marked not applicable) are
+        kept besides the new one: the oldest not applicable ones go first, then the oldest
+        applied ones (dropped and counted the same way); a waiting one is never dropped."""
 
     @abc.abstractmethod
     def pending_notifications(self, provider: str, doc_id: str) -> list[tuple[int, Outcome]]:

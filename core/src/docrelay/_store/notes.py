@@ -57,6 +57,7 @@ class Notifications(SQLBase):
         *,
         stored_body_limit: int | None = None,
         max_unmatched: int | None = None,
+        max_per_document: int | None = None,
     ) -> bool:
         if doc_id is None and stored_body_limit is not None:
             body = body[:stored_body_limit]
@@ -85,7 +86,33 @@ class Notifications(SQLBase):
                 return False  # the same one (also when another worker kept it just now)
             if doc_id is None and max_unmatched is not None:
                 self._drop_unmatched(cur, provider, max_unmatched)
+            if doc_id is not None and max_per_document is not None:
+                self._drop_settled(cur, provider, doc_id, max_per_document)
         return True
+
+    def _drop_settled(self, cur: Any, provider: str, doc_id: str, cap: int) -> None:
+        """Keep at most *cap* settled notifications of one document (a provider, or anyone
+        with its secret, redelivering distinct answers for a final document must not grow
+        the store without bound); a waiting one (``applied = 0``) is never dropped."""
+        cur.execute(
+            self._sql(
+                "SELECT COUNT(*) FROM notifications WHERE provider = ? AND doc_id = ?"
+                " AND applied <> 0"
+            ),
+            (provider, doc_id),
+        )
+        extra = int(cur.fetchone()[0]) - cap
+        if extra <= 0:
+            return
+        cur.execute(
+            self._sql(
+                "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications"
+                " WHERE provider = ? AND doc_id = ? AND applied <> 0"
+                " ORDER BY CASE WHEN applied = 2 THEN 0 ELSE 1 END, id LIMIT ?)"
+            ),
+            (provider, doc_id, extra),
+        )
+        self._count_dropped(cur, provider, extra)
 
     def _drop_unmatched(self, cur: Any, provider: str, cap: int) -> None:
         cur.execute(
@@ -102,12 +129,15 @@ class Notifications(SQLBase):
             ),
             (provider, extra),
         )
+        self._count_dropped(cur, provider, extra)
+
+    def _count_dropped(self, cur: Any, provider: str, n: int) -> None:
         cur.execute(
             self._sql(
                 "INSERT INTO docrelay_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO"
                 " UPDATE SET value = CAST(CAST(docrelay_meta.value AS INTEGER) + ? AS TEXT)"
             ),
-            (f"notifications_dropped:{provider}", str(extra), extra),
+            (f"notifications_dropped:{provider}", str(n), n),
         )
 
     def notification_stats(self) -> dict[str, dict[str, int]]:
