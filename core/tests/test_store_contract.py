@@ -210,7 +210,7 @@ def test_sqlite_keeps_payloads_apart_and_a_state_change_leaves_them_unwritten(
     store.apply(rec.id, "w", Transition(state=DocState.SENDING, release=False), T0 + 2)
     store.apply(rec.id, "w", Transition(state=DocState.DELIVERED, next_at=None), T0 + 3)
     conn = sqlite3.connect(tmp_path / "s.db")
-    rows = conn.execute("SELECT id, length(payload) FROM documents ORDER BY id").fetchall()
+    rows = conn.execute("SELECT id, length(row_payload) FROM documents ORDER BY id").fetchall()
     kept = conn.execute("SELECT id, length(payload) FROM payloads ORDER BY id").fetchall()
     conn.close()
     assert rows == [("doc-1", 0), ("doc-2", 0)]
@@ -234,7 +234,7 @@ def test_a_payload_counts_only_for_its_revision(tmp_path: Path) -> None:
     newer = doc(1, payload=b"second")
     conn = sqlite3.connect(path)
     conn.execute(
-        "UPDATE documents SET payload = ?, revision = ? WHERE id = 'doc-1'",
+        "UPDATE documents SET row_payload = ?, revision = ? WHERE id = 'doc-1'",
         (newer.payload, newer.revision),
     )
     conn.commit()

@@ -51,6 +51,7 @@ class _Target:
     ph: str
     documents: str  # the (qualified) name of docrelay's documents table
     for_update: str  # row lock of a read in the write path ("" on SQLite: the file is locked)
+    payload: str  # the row's payload column (the store's payload_column)
     notify: tuple[str, str] | None = None  # (SQL, channel) of a wake-up sent with the commit
 
     def sql(self, text: str) -> str:
@@ -75,13 +76,16 @@ def submit(store: Store, connection: Any, document: Document, now: float) -> Rec
             if how is _lifecycle.Admission.NEW:
                 # RETURNING, not rowcount: psycopg's pipeline mode has no rowcount yet.
                 t.cursor.execute(
-                    t.sql(insert_sql(t.documents) + " ON CONFLICT (id) DO NOTHING RETURNING id"),
+                    t.sql(
+                        insert_sql(t.documents, t.payload)
+                        + " ON CONFLICT (id) DO NOTHING RETURNING id"
+                    ),
                     insert_values(rec),
                 )
                 if t.cursor.fetchone() is None:
                     continue  # another transaction stored the id meanwhile (now committed)
             else:
-                t.cursor.execute(t.sql(revise_sql(t.documents)), revise_values(rec))
+                t.cursor.execute(t.sql(revise_sql(t.documents, t.payload)), revise_values(rec))
             _wake(t, document.provider)
             break
         else:
@@ -118,7 +122,7 @@ def submit_many(store: Store, connection: Any, documents: Sequence[Document], no
                 )
         if documents:
             t.cursor.executemany(
-                t.sql(insert_sql(t.documents)),
+                t.sql(insert_sql(t.documents, t.payload)),
                 [insert_values(_lifecycle.admit(None, d, now)[0]) for d in documents],
             )
             for provider in sorted({d.provider for d in documents}):
@@ -133,7 +137,7 @@ def _get(store: Store, t: _Target, doc_id: str, *, lock: bool) -> Record | None:
     assert isinstance(store, SQLStore)
     t.cursor.execute(
         t.sql(
-            f"SELECT {doc_columns(t.documents)} FROM {t.documents} WHERE id = ?"
+            f"SELECT {doc_columns(t.documents, t.payload)} FROM {t.documents} WHERE id = ?"
             + (t.for_update if lock else "")
         ),
         (doc_id,),
@@ -250,7 +254,7 @@ def _sqlite_savepoint(store: Any, conn: sqlite3.Connection, cur: Any) -> Iterato
         cur.execute(f"BEGIN {level}")
     cur.execute(f"SAVEPOINT {_SAVEPOINT}")
     try:
-        yield _Target(cur, "?", "documents", "")
+        yield _Target(cur, "?", "documents", "", store.payload_column)
     except BaseException as exc:
         cur.execute(f"ROLLBACK TO {_SAVEPOINT}")
         cur.execute(f"RELEASE {_SAVEPOINT}")
@@ -356,7 +360,7 @@ def _postgres_target(store: Any, conn: Any) -> Iterator[_Target]:
             notify = ("SELECT pg_notify(%s, %s)", channel)
         cur.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
-            yield _Target(cur, "%s", qualified, " FOR UPDATE", notify)
+            yield _Target(cur, "%s", qualified, " FOR UPDATE", store.payload_column, notify)
         except BaseException as exc:
             if not conn.closed and not conn.broken:
                 cur.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")

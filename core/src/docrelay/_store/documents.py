@@ -15,27 +15,30 @@ from .sql import SQLBase
 
 __all__ = ["Documents", "insert_sql", "insert_values", "iter_chunks", "revise_sql", "revise_values"]
 
+#: ``{payload}``: the name of the row's payload column (:attr:`SQLBase.payload_column`).
 _INSERT = (
-    "INSERT INTO documents (id, provider, kind, content_type, metadata, payload, revision,"
+    "INSERT INTO documents (id, provider, kind, content_type, metadata, {payload}, revision,"
     " state, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _REVISE = (
-    "UPDATE documents SET kind = ?, content_type = ?, metadata = ?, payload = ?, revision = ?,"
+    "UPDATE documents SET kind = ?, content_type = ?, metadata = ?, {payload} = ?, revision = ?,"
     " state = ?, previous_key = ?, previous_state = ?, key = NULL, key_revision = NULL,"
     " attempts = 0, polls = 0, next_attempt_at = ?, lease_owner = NULL, lease_until = NULL,"
     " reason = ?, first_attempt_at = NULL, updated_at = ? WHERE id = ?"
 )
 
 
-def insert_sql(table: str = "documents") -> str:
+def insert_sql(table: str = "documents", column: str = "payload") -> str:
     """The INSERT of a new document (``?`` placeholders) into *table* (a qualified name
-    where the outbox writes on another application's connection)."""
-    return _INSERT.replace("INTO documents", f"INTO {table}", 1)
+    where the outbox writes on another application's connection), whose row's payload
+    column is *column* (the store's :attr:`~docrelay._store.sql.SQLBase.payload_column`)."""
+    return _INSERT.format(payload=column).replace("INTO documents", f"INTO {table}", 1)
 
 
-def revise_sql(table: str = "documents") -> str:
-    """The UPDATE that makes a stored document a new revision's record."""
-    return _REVISE.replace("UPDATE documents", f"UPDATE {table}", 1)
+def revise_sql(table: str = "documents", column: str = "payload") -> str:
+    """The UPDATE that makes a stored document a new revision's record (*table*, *column*:
+    as for :func:`insert_sql`)."""
+    return _REVISE.format(payload=column).replace("UPDATE documents", f"UPDATE {table}", 1)
 
 
 #: A payload kept apart (see :func:`~docrelay._store.schema.payload_tables`).
@@ -104,7 +107,9 @@ class Documents(SQLBase):
                 rec, how = _lifecycle.admit(self._get(cur, document.id, lock=True), document, now)
                 if how is _lifecycle.Admission.NEW:
                     cur.execute(
-                        self._sql(_INSERT + " ON CONFLICT (id) DO NOTHING"),
+                        self._sql(
+                            insert_sql(column=self.payload_column) + " ON CONFLICT (id) DO NOTHING"
+                        ),
                         insert_values(rec, inline=not self.payload_apart),
                     )
                     if cur.rowcount == 0:
@@ -116,7 +121,10 @@ class Documents(SQLBase):
         raise AssertionError("unreachable: the second look sees the stored document")
 
     def _revise(self, cur: Any, rec: Record) -> None:
-        cur.execute(self._sql(_REVISE), revise_values(rec, inline=not self.payload_apart))
+        cur.execute(
+            self._sql(revise_sql(column=self.payload_column)),
+            revise_values(rec, inline=not self.payload_apart),
+        )
         self._keep_payload(cur, [rec.document])
 
     def _keep_payload(self, cur: Any, documents: Sequence[Document]) -> None:
@@ -145,7 +153,7 @@ class Documents(SQLBase):
                     )
             inline = not self.payload_apart
             cur.executemany(
-                self._sql(_INSERT),
+                self._sql(insert_sql(column=self.payload_column)),
                 [insert_values(_lifecycle.admit(None, d, now)[0], inline) for d in documents],
             )
             self._keep_payload(cur, documents)

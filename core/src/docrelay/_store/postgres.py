@@ -381,7 +381,7 @@ class PostgresStore(SQLStore):
             " ORDER BY next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED)"
             " UPDATE documents AS d SET lease_owner = ?, lease_until = ?, next_attempt_at = ?"
             " FROM due WHERE d.id = due.id RETURNING due.next_attempt_at, "
-            + ", ".join(f"d.{c}" for c in DOC_COLUMNS)
+            + ", ".join(f"d.{self.payload_column if c == 'payload' else c}" for c in DOC_COLUMNS)
         )
 
         def take() -> list[Record]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..exceptions import SchemaTooNewError, StoreError
@@ -19,18 +20,22 @@ __all__ = [
 #: The schema version this docrelay writes. A store with a newer version is refused.
 #: 2: payloads kept apart (the ``payloads`` table), so a state change does not rewrite them;
 #: a version 1 store is upgraded in place (its documents keep their payload in their row).
+#: On SQLite the row's payload column is renamed ``row_payload`` with it (in the upgrade's
+#: transaction), so a version 1 process still running on the file fails on its next read
+#: or write of a document instead of reading the empty row payload of a newer document.
 SCHEMA_VERSION = 2
 APP_ID = "docrelay"
 
 
-def tables(b: str, r: str, serial_pk: str) -> list[str]:
+def tables(b: str, r: str, serial_pk: str, payload: str = "payload") -> list[str]:
     """The schema: documents, attempts, notifications, pauses and the shared limits
-    (*b*: the blob type, *r*: the real type, *serial_pk*: an auto-numbered key)."""
+    (*b*: the blob type, *r*: the real type, *serial_pk*: an auto-numbered key, *payload*:
+    the name of the payload column of a document's row)."""
     return [
         "CREATE TABLE IF NOT EXISTS docrelay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         f"""CREATE TABLE IF NOT EXISTS documents (
             id TEXT PRIMARY KEY, provider TEXT NOT NULL, kind TEXT NOT NULL,
-            content_type TEXT NOT NULL, metadata TEXT NOT NULL, payload {b} NOT NULL,
+            content_type TEXT NOT NULL, metadata TEXT NOT NULL, {payload} {b} NOT NULL,
             revision TEXT NOT NULL, state TEXT NOT NULL, key TEXT, key_revision TEXT,
             previous_key TEXT, previous_state TEXT,
             attempts INTEGER NOT NULL DEFAULT 0, polls INTEGER NOT NULL DEFAULT 0,
@@ -96,10 +101,18 @@ def limit_tables(r: str) -> list[str]:
 
 
 def init_schema(
-    cur: Any, tables_now: set[str], ph: str, where: str, statements: list[str], limits: list[str]
+    cur: Any,
+    tables_now: set[str],
+    ph: str,
+    where: str,
+    statements: list[str],
+    limits: list[str],
+    upgrade: Callable[[Any, int], None] | None = None,
 ) -> None:
     """Create the schema in an empty database, or check the version of an existing docrelay
-    store (refusing a foreign one or a newer one) and add the additive limit tables.
+    store (refusing a foreign one or a newer one), bring it to this version (*upgrade*:
+    the store's own changes, given the cursor and the version found; idempotent) and add
+    the additive tables, all in the caller's transaction on *cur*.
     *tables_now*: the tables there are; *ph*: the driver's placeholder; *where*: the store's
     name for messages (without secrets)."""
     meta: dict[str, str] = {}
@@ -126,6 +139,8 @@ def init_schema(
             f"{where}: store schema version {version} is newer than this docrelay knows "
             f"({SCHEMA_VERSION}); upgrade docrelay"
         )
+    if upgrade is not None:
+        upgrade(cur, version)
     if version < SCHEMA_VERSION:
         cur.execute(
             f"UPDATE docrelay_meta SET value = {ph} WHERE key = 'schema_version'",

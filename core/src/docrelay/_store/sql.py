@@ -4,6 +4,7 @@ SQL), transactions, rows and the schema's initialisation."""
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -49,15 +50,16 @@ DOC_COLUMNS = (
 )
 
 
-def doc_columns(table: str = "documents") -> str:
+def doc_columns(table: str = "documents", column: str = "payload") -> str:
     """The SELECT list of :data:`DOC_COLUMNS` from *table* (a qualified name where the outbox
     reads on another application's connection): the payload from the ``payloads`` table
-    when it holds the document's current revision, else from the document's row."""
+    when it holds the document's current revision, else from the document's row, whose
+    payload column is *column* (:attr:`SQLBase.payload_column`)."""
     head, sep, tail = table.rpartition("documents")
     payloads = head + "payloads" + tail if sep else "payloads"
     payload = (
         f"COALESCE((SELECT p.payload FROM {payloads} p WHERE p.id = {table}.id"
-        f" AND p.revision = {table}.revision), {table}.payload)"
+        f" AND p.revision = {table}.revision), {table}.{column})"
     )
     return ", ".join(payload if c == "payload" else c for c in DOC_COLUMNS)
 
@@ -85,6 +87,12 @@ class SQLBase(Store):
     #: new payloads go to the ``payloads`` table instead of the document's row, where an
     #: UPDATE rewrites the whole row (SQLite; PostgreSQL keeps an unchanged large value)
     payload_apart = False
+    #: the name of the payload column of a document's row. SQLite (schema version 2) calls
+    #: it ``row_payload``: a docrelay of schema version 1 still running on an upgraded file
+    #: (it does not look at the version again) names ``payload`` in every statement that
+    #: reads or writes a document, which then fails ("no such column") instead of reading
+    #: the empty row payload of a document whose payload is kept apart and sending it.
+    payload_column = "payload"
 
     @abc.abstractmethod
     def _tx(self, write: bool = True) -> AbstractContextManager[Any]:
@@ -122,12 +130,20 @@ class SQLBase(Store):
                 self._tables(cur),
                 self.ph,
                 self.url_safe,
-                schema.tables(self.blob_type, self.real_type, self.serial_pk),
+                schema.tables(self.blob_type, self.real_type, self.serial_pk, self.payload_column),
                 schema.additive_tables(self.blob_type, self.real_type),
+                upgrade=self._upgrade,
             )
 
+    def _upgrade(self, cur: Any, version: int) -> None:
+        """Bring an existing store of schema *version* (this one or older) to this
+        docrelay's schema, in the schema's transaction (*cur*); idempotent. Nothing to do
+        where the row's payload column keeps its name (PostgreSQL)."""
+
     # -- rows -----------------------------------------------------------------------------------
-    _select = "SELECT " + doc_columns() + " FROM documents"
+    @functools.cached_property
+    def _select(self) -> str:
+        return "SELECT " + doc_columns(column=self.payload_column) + " FROM documents"
 
     def _row_to_record(self, row: Sequence[Any]) -> Record:
         d = dict(zip(DOC_COLUMNS, row, strict=True))

@@ -47,6 +47,10 @@ class SQLiteStore(SQLStore):
     #: An UPDATE rewrites the whole row in SQLite: a document's payload is kept in its own
     #: table, so the state changes of a round do not write it again (and again to the WAL).
     payload_apart = True
+    #: Schema version 2: not ``payload``, so that a docrelay of schema version 1 still
+    #: running on the file fails on its next statement that reads or writes a document
+    #: (see :meth:`_upgrade`) instead of sending a document kept apart with an empty payload.
+    payload_column = "row_payload"
 
     def __init__(
         self,
@@ -187,6 +191,22 @@ class SQLiteStore(SQLStore):
                 waited, self._waiting_since = time.monotonic() - self._waiting_since, None
                 log.info("store %s: write lock free again after %.1f s", self.path, waited)
             return
+
+    def _upgrade(self, cur: Any, version: int) -> None:
+        """Version 1 to 2: the row's payload column is renamed ``row_payload``, in the
+        transaction that records the new version. A docrelay of version 1 that is still
+        running on the file does not read the version again; its next statement naming
+        ``payload`` on documents (a claim, a read, a submission) fails with "no such column"
+        and it stops with a store error, instead of reading the empty row payload of a
+        document stored by version 2 (kept in ``payloads``) and sending that. Idempotent:
+        a file whose column is renamed already is left as it is."""
+        cur.execute("PRAGMA table_info(documents)")
+        columns = {str(r[1]) for r in cur.fetchall()}
+        if self.payload_column in columns:
+            return
+        if "payload" not in columns:
+            raise StoreError(f"{self.path}: not a usable docrelay store (documents has no payload)")
+        cur.execute(f"ALTER TABLE documents RENAME COLUMN payload TO {self.payload_column}")
 
     def _tables(self, cur: Any) -> set[str]:
         cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
