@@ -422,7 +422,11 @@ def test_wake_held(store: Store) -> None:
     assert store.get("doc-2").next_attempt_at == T0 + 62  # type: ignore[union-attr]
 
 
-def _claim_all(store: Store, owner: str, now: float, out: list[str]) -> None:
+def _claim_all(
+    store: Store, owner: str, now: float, out: list[str], start: threading.Barrier | None = None
+) -> None:
+    if start is not None:
+        start.wait()  # all claimers begin together (a fast store let the first take all)
     while batch := store.claim(owner, now, 300.0, 3):
         out.extend(r.id for r in batch)
 
@@ -432,8 +436,9 @@ def test_concurrent_claims_by_threads_never_overlap(backend: Backend) -> None:
     try:
         s.submit_many([doc(i) for i in range(300)], T0)
         results: list[list[str]] = [[] for _ in range(6)]
+        start = threading.Barrier(6)
         threads = [
-            threading.Thread(target=_claim_all, args=(s, f"w{i}", T0 + 1, results[i]))
+            threading.Thread(target=_claim_all, args=(s, f"w{i}", T0 + 1, results[i], start))
             for i in range(6)
         ]
         for t in threads:
