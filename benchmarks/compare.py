@@ -303,12 +303,13 @@ def _delivered(relay: Any) -> int:
     return len(relay.statuses(state="delivered"))
 
 
-def side_docrelay(run: Run) -> float:
-    """The library: ``Relay`` with SQLite, ``submit_many``, ``run_until_idle``."""
+def side_docrelay(run: Run, **relay_options: Any) -> float:
+    """The library: ``Relay`` with SQLite, ``submit_many``, ``run_until_idle`` (with every
+    installed plugin, as an application gets it: here the docrelay-otel middleware too)."""
     docs = _documents(run.docs)
     store = "sqlite:///" + str(run.work / f"lib-{uuid.uuid4().hex[:8]}.db")
     started = time.perf_counter()
-    relay = _relay(store, run.server.url)
+    relay = _relay(store, run.server.url, **relay_options)
     relay.submit_many(docs)
     relay.run_until_idle(workers=run.workers)
     elapsed = time.perf_counter() - started
@@ -318,6 +319,12 @@ def side_docrelay(run: Run) -> float:
     finally:
         relay.close()
     return elapsed
+
+
+def side_docrelay_no_otel(run: Run) -> float:
+    """The library as an application without the docrelay-otel middleware installed has it
+    (``Relay(disabled=["otel"])``): the core and the eConnect plugin alone."""
+    return side_docrelay(run, disabled=["otel"])
 
 
 def _cli_config(run: Run, db: Path) -> Path:
@@ -615,6 +622,7 @@ SIDES: dict[str, Callable[[Run], float]] = {
     "handwritten": side_handwritten,
     "huey": side_huey,
     "docrelay": side_docrelay,
+    "docrelay-no-otel": side_docrelay_no_otel,
     "docrelay-send": side_docrelay_send,
     "docrelay-run": side_docrelay_run,
     "procrastinate": side_procrastinate,
@@ -622,13 +630,24 @@ SIDES: dict[str, Callable[[Run], float]] = {
     "docrelay-proc1": side_docrelay_proc1,
     "docrelay-procs": side_docrelay_procs,
 }
-SQLITE_SIDES = ["bare", "handwritten", "huey", "docrelay", "docrelay-send", "docrelay-run"]
+SQLITE_SIDES = [
+    "bare",
+    "handwritten",
+    "huey",
+    "docrelay",
+    "docrelay-no-otel",
+    "docrelay-send",
+    "docrelay-run",
+]
 PG_SIDES = ["bare", "procrastinate", "docrelay-pg"]
 PROCS_SIDES = ["bare", "docrelay-proc1", "docrelay-procs"]
 #: Side against side, per round (docs/s of the first over docs/s of the second).
 PAIRS = [
     ("docrelay", "handwritten"),
     ("docrelay", "huey"),
+    ("docrelay-no-otel", "handwritten"),
+    ("docrelay-no-otel", "huey"),
+    ("docrelay", "docrelay-no-otel"),
     ("docrelay-send", "docrelay"),
     ("docrelay-run", "docrelay"),
     ("docrelay-pg", "procrastinate"),

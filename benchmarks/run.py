@@ -80,15 +80,15 @@ def main(argv: list[str]) -> int:
             res = {"id": bid, "pass": False, "figure_text": f"error: {exc}", "target": "?"}
         res["wall_seconds"] = round(time.perf_counter() - t, 1)
         results.append(res)
+    m = machine()
     out = {
-        "machine": machine(),
+        "machine": m,
         "command": " ".join([Path(sys.executable).name, "-m", "benchmarks", *argv]),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "results": results,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(out, indent=2) + "\n")
-    m = out["machine"]
     print(f"\nmachine: {m['nproc']} x {m['cpu']}, Python {m['python']}")
     print("| id | figure | target | result |\n|---|---|---|---|")
     for r in results:
