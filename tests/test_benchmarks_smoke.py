@@ -81,7 +81,15 @@ def test_compare_runs_every_side_side_by_side(tmp_path: Path) -> None:
     (path,) = tmp_path.glob("compare-*-w1.json")
     data = json.loads(path.read_text())
     sides = data["sides"]
-    expected = ["bare", "handwritten", "huey", "docrelay", "docrelay-send", "docrelay-run"]
+    expected = [
+        "bare",
+        "handwritten",
+        "huey",
+        "docrelay",
+        "docrelay-no-otel",
+        "docrelay-send",
+        "docrelay-run",
+    ]
     assert expected == list(sides)
     assert sides["bare"]["ratio"] == 1.0
     assert all(s["docs_per_s"] > 0 for s in sides.values())
@@ -98,6 +106,7 @@ def test_compare_runs_every_side_side_by_side(tmp_path: Path) -> None:
         (["--sides", "celery"], "unknown side 'celery'"),
         (["--delay", "soon"], "invalid float value"),
         (["--pg", "--sqlite-procs"], "two different runs"),
+        (["--engine", "batch_size"], "--engine takes KEY=VALUE"),
     ],
 )
 def test_compare_refuses_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
