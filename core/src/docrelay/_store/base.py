@@ -163,12 +163,15 @@ class Store(abc.ABC):
         *,
         stored_body_limit: int | None = None,
         max_unmatched: int | None = None,
+        not_applied: str | None = None,
     ) -> bool:
         """Keep a received notification; ``False`` if the same one (digest) was seen in the
         same delivery round of *doc_id* (its latest send), or ever when it matches no
         document. An unmatched one is stored with its body cut to *stored_body_limit*, and
         at most *max_unmatched* of them per provider are kept (the oldest are dropped and
-        counted in :meth:`notification_stats`)."""
+        counted in :meth:`notification_stats`). With *not_applied* (a note: "for an earlier
+        revision") it is stored as not applicable in the same statement, so it is never
+        among the round's waiting ones, not even for a moment."""
 
     @abc.abstractmethod
     def pending_notifications(self, provider: str, doc_id: str) -> list[tuple[int, Outcome]]:
