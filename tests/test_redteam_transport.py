@@ -1,7 +1,8 @@
 """Red team against the direct transport (a urllib3 pool per thread): hostile answers over
 real loopback HTTP, each compared with the ``requests.Session`` path where both apply.
 
-Breaks found (each a test here): a cookie one provider set went to another provider on the
+Breaks found (each a test here): a 103 Early Hints or 102 before the answer was taken for
+the answer (http.client skips 100 only); a cookie one provider set went to another provider on the
 same host (a cookie jar ignores the port; the thread's one session served every provider);
 an answer with conflicting ``Content-Length`` values was named "request not sent" (a
 configuration error) although the request had arrived.
@@ -154,3 +155,31 @@ def test_an_http_1_0_answer_and_a_100_continue_are_read_alike(
         assert direct == session
         assert direct[1] is None
         assert direct[0][0] == 200
+
+
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+PROCESSING = b"HTTP/1.1 102 Processing\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "informational",
+    [EARLY_HINTS, PROCESSING + EARLY_HINTS, b"HTTP/1.1 100 Continue\r\n\r\n" + EARLY_HINTS],
+    ids=["103", "102-103", "100-103"],
+)
+def test_informational_answers_before_the_final_one_are_skipped(
+    tmp_path: Path,
+    serve: Callable[[Answer], RawServer],
+    monkeypatch: pytest.MonkeyPatch,
+    informational: bytes,
+) -> None:
+    """A 103 Early Hints (a CDN or proxy in front of the provider) or a 102 before the
+    provider's 201: the answer is the 201 with its body, on both paths (http.client took the
+    103 for the answer: an accepted document became "unexpected status", unknown, and a
+    provider without idempotency got it twice)."""
+    answer = informational + b"HTTP/1.1 201 Created\r\nContent-Length: 11\r\n\r\n" + b'{"id": "9"}'
+    direct, session = _both(tmp_path, serve, monkeypatch, lambda raw, n: answer,
+                            HttpRequest("POST", "/documents", body=b"doc"))  # fmt: skip
+    assert direct == session
+    response, error = direct
+    assert error is None
+    assert (response[0], response[2]) == (201, b'{"id": "9"}')

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import os
 import re
 import socket
@@ -284,12 +285,26 @@ class _WatchedMixin:
         return sock
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """http.client's response, skipping every informational answer before the final one:
+    http.client skips ``100 Continue`` only, and would take a ``103 Early Hints`` (which a
+    CDN or proxy may send) or a ``102 Processing`` for the provider's answer, leaving the
+    real one unread. RFC 9110 15.2: a client must parse 1xx answers it did not expect and
+    may ignore them. ``101 Switching Protocols`` is final (never asked for here)."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        if 100 < status < 200 and status != 101:
+            return version, 100, reason  # begin() skips its headers and reads the next one
+        return version, status, reason
+
+
 class _HTTPConnection(_WatchedMixin, HTTPConnection):
-    pass
+    response_class = _FinalResponse
 
 
 class _HTTPSConnection(_WatchedMixin, HTTPSConnection):
-    pass
+    response_class = _FinalResponse
 
 
 class _HTTPPool(HTTPConnectionPool):
