@@ -568,7 +568,7 @@ class Relay:
         # Redacted before the store cuts it: a cut secret no longer matches its pattern.
         kept = redact(body.decode("utf-8", "replace")).encode()
         now = self.clock()
-        unmatched = {
+        unmatched: dict[str, Any] = {
             "stored_body_limit": limits.stored_unmatched_body_bytes,
             "max_unmatched": limits.max_unmatched_per_provider,
         }
@@ -591,6 +591,9 @@ class Relay:
                 f"notification for no known document over {limits.max_unmatched_body_bytes} bytes",
                 413,
             )
+        # For an earlier revision: recorded as not applicable at once, never for a moment
+        # among the current round's waiting answers (another ingest would apply it there).
+        stale = rec is not None and bool(notification.key) and rec.key != notification.key
         # Record first, then look at the state: a send finishing meanwhile applies it.
         new = self.store.record_notification(
             provider,
@@ -602,6 +605,7 @@ class Relay:
             kept,
             now,
             **(unmatched if rec is None else {"max_per_document": limits.max_settled_per_document}),
+            not_applied="for an earlier revision" if stale else None,
         )
         if not new:
             return IngestResult("duplicate", rec.id if rec else None)
@@ -613,8 +617,7 @@ class Relay:
                 notification.provider_ref,
             )
             return IngestResult("unknown_document")
-        if notification.key and rec.key != notification.key:
-            self._mark_latest(provider, rec.id, False, "for an earlier revision")
+        if stale:
             return IngestResult("stale", rec.id, rec.state.value)
         rec = self.store.get(rec.id) or rec
         if rec.state == DocState.ACCEPTED:

@@ -73,10 +73,11 @@ class _Shedding:
     request hold waitress's ``connection_limit`` (100), and once it is reached waitress
     accepts no connection at all, so no provider's notification gets in.
 
-    - At the limit, the connections that have waited longest for a whole request are
-      closed to make room (never one whose request the app is handling, never an idle
-      keep-alive one): a new connection always gets in, and a provider's request, which
-      arrives whole at once, is answered before it could become the oldest.
+    - At the limit, idle keep-alive connections (the least recently active first), then
+      the connections that have waited longest for a whole request, are closed to make
+      room (never one whose request the app is handling or whose answer is being
+      written): a new connection always gets in, and a provider's request, which arrives
+      whole at once, is answered before it could become the oldest.
     - A connection that has not delivered a whole request within *deadline* seconds of its
       first byte (or of its opening) is closed, whatever the load.
     """
@@ -99,23 +100,42 @@ class _Shedding:
         if len(server._map) >= self.limit:
             waiting = self._waiting()
             extra = len(server._map) - self.limit + self.room
-            for channel in waiting[:extra]:
+            # Idle keep-alive connections first (closing one is always allowed: its client
+            # reconnects), the least recently active first; else a client holding idle
+            # connections after one quick request each fills the limit for good.
+            for channel in [*self._idle(), *waiting][:extra]:
                 channel.will_close = True
                 shed += 1
+            waiting = [c for c in waiting if not c.will_close]
         if now >= self.next_check:
             self.next_check = now + min(1.0, self.deadline / 4)
-            for channel in self._waiting() if waiting is None else waiting[shed:]:
+            for channel in self._waiting() if waiting is None else waiting:
                 if now - (channel.waiting_since or now) > self.deadline:
                     channel.will_close = True
                     shed += 1
         if shed and now - self.last_log > 10.0:
             self.last_log = now
             log.warning(
-                "closed %d connection(s) that did not deliver a whole request in time or "
-                "waited longest for one at the connection limit (slow clients)",
+                "closed %d connection(s) that did not deliver a whole request in time, or "
+                "idle or waiting longest for one at the connection limit (slow clients)",
                 shed,
             )
         return bool(self.readable())
+
+    def _idle(self) -> list[_Channel]:
+        """Keep-alive connections between requests (no request in part, none in the app,
+        nothing left to write), the least recently active first."""
+        found = [
+            c
+            for c in list(self.server.active_channels.values())
+            if isinstance(c, _Channel)
+            and c.waiting_since is None
+            and not c.requests
+            and not c.will_close
+            and not c.total_outbufs_len
+        ]
+        found.sort(key=lambda c: c.last_activity)
+        return found
 
     def _waiting(self) -> list[_Channel]:
         """Connections with a request in part (or none yet), the longest waiting first."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import os
 import re
 import socket
@@ -110,6 +111,13 @@ def _root_words(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _about_the_answer(exc: BaseException) -> bool:
+    """Whether *exc* is urllib3 refusing the answer's headers (``InvalidHeader`` for
+    conflicting ``Content-Length`` values), which requests names as it names a request
+    header it refuses to send; the request had left."""
+    return any(isinstance(e, u3.InvalidHeader) for e in _causes(exc))
+
+
 def transport_error(
     exc: requests.RequestException,
     provider: str | None = None,
@@ -138,7 +146,7 @@ def transport_error(
         return TransportError(kind="tls", message=redact(_tls_message(exc))[:500], sent=False)
     if isinstance(exc, _BAD_URL):
         return TransportError(kind="invalid_url", message=text, sent=False)
-    if isinstance(exc, _NOT_BUILT):
+    if isinstance(exc, _NOT_BUILT) and not _about_the_answer(exc):
         return TransportError(
             kind="invalid_request",
             message=redact(f"request not sent: {type(exc).__name__}: {exc}")[:500],
@@ -148,6 +156,10 @@ def transport_error(
     def named(kind: str, message: str, sent: bool) -> TransportError:
         return TransportError(kind=kind, message=redact(f"{message} [{words}]")[:500], sent=sent)
 
+    if isinstance(exc, _NOT_BUILT):
+        # urllib3 refused the answer's headers (conflicting Content-Length): it was sent.
+        return named("other", f"the answer from {where} has malformed headers; the request "
+                     "arrived (it is looked up or resent with the same key)", True)  # fmt: skip
     if isinstance(exc, requests.ConnectTimeout):
         after = f" after {connect_t:g} s" if connect_t else ""
         return named("connect_timeout", f"connecting to {where} timed out{after}: {step}", False)
@@ -273,12 +285,26 @@ class _WatchedMixin:
         return sock
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """http.client's response, skipping every informational answer before the final one:
+    http.client skips ``100 Continue`` only, and would take a ``103 Early Hints`` (which a
+    CDN or proxy may send) or a ``102 Processing`` for the provider's answer, leaving the
+    real one unread. RFC 9110 15.2: a client must parse 1xx answers it did not expect and
+    may ignore them. ``101 Switching Protocols`` is final (never asked for here)."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        if 100 < status < 200 and status != 101:
+            return version, 100, reason  # begin() skips its headers and reads the next one
+        return version, status, reason
+
+
 class _HTTPConnection(_WatchedMixin, HTTPConnection):
-    pass
+    response_class = _FinalResponse
 
 
 class _HTTPSConnection(_WatchedMixin, HTTPSConnection):
-    pass
+    response_class = _FinalResponse
 
 
 class _HTTPPool(HTTPConnectionPool):
@@ -471,14 +497,16 @@ def _body_mapped(exc: Exception) -> requests.RequestException | None:
 
 class _Client:
     """One thread's HTTP client: a urllib3 pool per scheme, host, port and ``verify``, and a
-    ``requests.Session`` made only when needed (a URL the direct path leaves to it, or once
-    a provider has set a cookie: from then on the session carries the cookies, as before)."""
+    ``requests.Session`` per provider made only when needed (a URL the direct path leaves to
+    it, or once the provider has set a cookie: from then on its session carries its cookies).
+    A provider's cookies never reach another provider, even on the same host (a cookie jar
+    ignores the port)."""
 
-    __slots__ = ("pools", "session")
+    __slots__ = ("pools", "sessions")
 
     def __init__(self) -> None:
         self.pools: dict[tuple[str, str, int, bool | str], HTTPConnectionPool] = {}
-        self.session: requests.Session | None = None
+        self.sessions: dict[str, requests.Session] = {}
 
     def pool(self, target: _Target, verify: bool | str) -> HTTPConnectionPool:
         key = (target.scheme, target.host, target.port, verify)
@@ -502,10 +530,10 @@ class _Client:
             self.pools[key] = pool
         return pool
 
-    def requests_session(self) -> requests.Session:
-        s = self.session
+    def requests_session(self, provider: str) -> requests.Session:
+        s = self.sessions.get(provider)
         if s is None:
-            s = self.session = requests.Session()
+            s = self.sessions[provider] = requests.Session()
             adapter = _Adapter(
                 max_retries=_NO_RETRIES, pool_connections=_POOL_SIZE, pool_maxsize=_POOL_SIZE
             )
@@ -518,9 +546,9 @@ class _Client:
         for pool in self.pools.values():
             pool.close()
         self.pools.clear()
-        if self.session is not None:
-            self.session.close()
-            self.session = None
+        for session in self.sessions.values():
+            session.close()
+        self.sessions.clear()
 
 
 class Transport:
@@ -543,9 +571,10 @@ class Transport:
             c = self._local.client = _Client()
         return c
 
-    def session(self) -> requests.Session:
-        """This thread's ``requests.Session`` (the path for URLs the direct one leaves)."""
-        return self._client().requests_session()
+    def session(self, provider: str) -> requests.Session:
+        """This thread's ``requests.Session`` for *provider* (the path for URLs the direct
+        one leaves, and for a provider that set cookies)."""
+        return self._client().requests_session(provider)
 
     def send(
         self, rt: ProviderRuntime, request: HttpRequest
@@ -576,8 +605,9 @@ class Transport:
             return None, TransportError(kind="invalid_header", message=problem, sent=False)
         client = self._client()
         target = _target(url, request.params)
-        if client.session is not None and client.session.cookies:
-            target = None  # the session's cookie jar has something for later requests
+        session = client.sessions.get(rt.info.name)
+        if session is not None and session.cookies:
+            target = None  # the provider's cookie jar has something for later requests
         started = time.monotonic()
         watch = _Watch(started + self.deadline)
         _current.watch = watch
@@ -672,7 +702,7 @@ class Transport:
                 resp.close()
             resp.release_conn()
         if "set-cookie" in resp.headers:
-            session = self._client().requests_session()
+            session = self._client().requests_session(rt.info.name)
             extract_cookies_to_jar(session.cookies, _sent_as(method, target, headers), resp)  # type: ignore[no-untyped-call]
         return resp.status, dict(resp.headers), body, truncated
 
@@ -680,7 +710,7 @@ class Transport:
         self, rt: ProviderRuntime, request: HttpRequest, url: str, watch: _Watch
     ) -> tuple[int, dict[str, str], bytes, bool]:
         """The request through this thread's ``requests.Session``."""
-        r = self.session().request(
+        r = self.session(rt.info.name).request(
             request.method,
             url,
             data=request.body or None,

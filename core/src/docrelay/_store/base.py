@@ -164,6 +164,7 @@ class Store(abc.ABC):
         stored_body_limit: int | None = None,
         max_unmatched: int | None = None,
         max_per_document: int | None = None,
+        not_applied: str | None = None,
     ) -> bool:
         """Keep a received notification; ``False`` if the same one (digest) was seen in the
         same delivery round of *doc_id* (its latest send), or ever when it matches no
@@ -172,7 +173,10 @@ class Store(abc.ABC):
         counted in :meth:`notification_stats`). Of a document's notifications, at most
         *max_per_document* that are already settled (applied, or marked not applicable) are
         kept besides the new one: the oldest not applicable ones go first, then the oldest
-        applied ones (dropped and counted the same way); a waiting one is never dropped."""
+        applied ones (dropped and counted the same way); a waiting one is never dropped.
+        With *not_applied* (a note: "for an earlier revision") it is stored as not
+        applicable in the same statement, so it is never among the round's waiting ones,
+        not even for a moment."""
 
     @abc.abstractmethod
     def pending_notifications(self, provider: str, doc_id: str) -> list[tuple[int, Outcome]]:

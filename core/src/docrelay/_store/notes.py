@@ -58,6 +58,7 @@ class Notifications(SQLBase):
         stored_body_limit: int | None = None,
         max_unmatched: int | None = None,
         max_per_document: int | None = None,
+        not_applied: str | None = None,
     ) -> bool:
         if doc_id is None and stored_body_limit is not None:
             body = body[:stored_body_limit]
@@ -68,7 +69,8 @@ class Notifications(SQLBase):
             cur.execute(
                 self._sql(
                     "INSERT INTO notifications (provider, digest, doc_id, key, provider_ref,"
-                    " outcome, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " outcome, body, received_at, applied, note)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (provider, digest) DO NOTHING"
                 ),
                 (
@@ -80,6 +82,8 @@ class Notifications(SQLBase):
                     dump_outcome(outcome),
                     redact(body.decode("utf-8", "replace")).encode(),
                     now,
+                    0 if not_applied is None else 2,
+                    not_applied,
                 ),
             )
             if cur.rowcount == 0:
