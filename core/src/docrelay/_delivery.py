@@ -283,12 +283,12 @@ class _Delivering(EngineParts):
         if request is not None:
             return request
         services: _Services = ctx._services  # type: ignore[assignment]
-        exchanges, tokens = len(services.exchanges), dict(services.used_tokens)
+        exchanges, tokens = len(services.exchanges), services.token_reads
         request = hooks.build_request(doc, ctx)
         if (
             request is not None
             and len(services.exchanges) == exchanges
-            and services.used_tokens == tokens
+            and services.token_reads == tokens
             and json.dumps(ctx.state, sort_keys=True) == state
         ):
             self.built.put(doc.id, key, request)
