@@ -4,9 +4,13 @@ the Acme sandbox; nothing mocked, no timed assertions."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import re
+import shutil
+import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -240,3 +244,93 @@ def test_a_nul_in_one_document_s_metadata_does_not_break_every_lookup(tmp_path: 
     finally:
         relay.close()
         _drop_schema(options)
+
+
+# -- the PostgreSQL server restarted in the middle of a batch -----------------------------------
+
+RESTART = os.environ.get("DOCRELAY_TEST_PG_RESTART") == "1"
+
+
+class RestartingAcme(AcmePlugin):
+    """Acme that restarts the PostgreSQL server (as root, ``pg_ctlcluster``) once, at *point*:
+    ``claim`` (in the batch's first build, after the claim, before the intents), or
+    ``response`` (in the first classification: the intents stored, the request answered,
+    its outcome not yet)."""
+
+    def __init__(self, point: str, mode: str) -> None:
+        super().__init__()
+        self.point, self.mode, self.done = point, mode, False
+
+    def _restart(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        subprocess.run(
+            [shutil.which("pg_ctlcluster") or "/usr/bin/pg_ctlcluster", "15", "main", "restart",
+             "-m", self.mode],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+
+    @hookimpl
+    def build_request(self, document: Document, ctx: Context) -> HttpRequest:
+        if self.point == "claim":
+            self._restart()
+        return super().build_request(document, ctx)
+
+    @hookimpl
+    def classify_response(self, response: Any, error: Any, ctx: Context) -> Any:
+        if self.point == "response" and response is not None:
+            self._restart()
+        return super().classify_response(response, error, ctx)
+
+
+@pytest.mark.skipif(not RESTART, reason="restarts the shared PostgreSQL server: set "
+                    "DOCRELAY_TEST_PG_RESTART=1 (as root) to run")  # fmt: skip
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+@pytest.mark.parametrize("point", ["claim", "response"])
+@pytest.mark.parametrize("dedupe", [True, False])
+def test_the_database_restarted_mid_batch_loses_nothing_and_sends_nothing_twice(
+    point: str, mode: str, dedupe: bool, tmp_path: Path
+) -> None:
+    """A batch of 4 on PostgreSQL; the server restarted (``fast``: a clean shutdown;
+    ``immediate``: a crash, the claim's asynchronous commit may be lost) between the claim
+    and the intents, or between the intents and the outcomes. Every document ends delivered
+    or duplicate, the provider takes each in once, and every request for a document carries
+    the same key."""
+    url, options = _store("postgres", tmp_path, f"restart_{point}")
+    sbx = AcmeSandbox(dedupe=dedupe)
+    sbx.start()
+    try:
+        relay = Relay(
+            url,
+            store_options=options,
+            providers={"acme": {"base_url": sbx.url, **CREDS}},
+            engine={**FAST, "lease_seconds": 2.0, "batch_size": 4},
+            plugins=[RestartingAcme(point, mode)],
+            autoload=False,
+        )
+        try:
+            for i in range(4):
+                relay.submit(_doc(f"inv-{i}", f'{{"n": {i}}}'.encode()))
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                try:
+                    result = relay.run_until_settled(timeout=30)
+                except Exception:  # the server is coming back
+                    time.sleep(0.5)
+                    continue
+                if result.settled:
+                    break
+                time.sleep(0.5)
+            states = {s.id: s.state.value for s in relay.statuses()}
+        finally:
+            relay.close()
+    finally:
+        sbx.stop()
+        _drop_schema(options)
+    taken = collections.Counter(e["body"] for e in list(sbx.effects)
+                                if e["kind"] == "document_received")  # fmt: skip
+    keys = {_h(r, "Idempotency-Key") for r in _posts(sbx)}
+    assert all(s in ("delivered", "duplicate") for s in states.values()), states
+    assert sorted(taken.values()) == [1, 1, 1, 1], taken
+    assert len(keys) == 4, keys  # one key per document, whatever was sent again
