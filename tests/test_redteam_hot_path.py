@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import re
 import shutil
+import signal
+import sqlite3
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -334,3 +338,115 @@ def test_the_database_restarted_mid_batch_loses_nothing_and_sends_nothing_twice(
     assert all(s in ("delivered", "duplicate") for s in states.values()), states
     assert sorted(taken.values()) == [1, 1, 1, 1], taken
     assert len(keys) == 4, keys  # one key per document, whatever was sent again
+
+
+# -- SQLite schema 2: payloads apart, under churn and SIGKILL -----------------------------------
+
+CHURN = r"""
+import json, os, sqlite3, sys
+from docrelay import Document, Relay
+from acme_testprovider import AcmePlugin
+
+role, store, url = sys.argv[1], sys.argv[2], sys.argv[3]
+relay = Relay(f"sqlite:///{store}",
+              providers={"acme": {"base_url": url, "client_id": "acme-client",
+                                  "client_secret": "acme-secret-value"}},
+              engine={"lease_seconds": 0.5, "retry_wait_initial": 0.01, "retry_wait_max": 0.02,
+                      "inprocess_attempts": 1},
+              plugins=[AcmePlugin()], autoload=False)
+
+
+def doc(i, v, who):
+    body = json.dumps({"doc": i, "v": v, "by": who, "pad": "x" * (v % 7) * 300}).encode()
+    return Document(id=f"d{i}", provider="acme", payload=body, content_type="application/json",
+                    metadata={"v": str(v), "by": who})
+
+
+n = 0
+if role == "deliver":
+    print("ready", flush=True)
+    relay.run_forever()
+elif role == "submit":
+    while True:
+        n += 1
+        relay.submit(doc(n % 12, n, "relay"))
+        if n % 5 == 0:
+            relay.submit_many([doc(f"{os.getpid()}-{n}-{k}", n, "many") for k in range(3)])
+        print(n, flush=True)
+else:  # the outbox: corrections in the ERP's own transactions
+    conn = sqlite3.connect(store, timeout=30, isolation_level=None)
+    while True:
+        n += 1
+        conn.execute("BEGIN IMMEDIATE")
+        relay.submit(doc(n % 12, 10_000 + n, "outbox"), connection=conn)
+        conn.execute("COMMIT")
+        print(n, flush=True)
+"""
+
+
+def test_payloads_apart_survive_sigkill_of_every_writer_and_reader(tmp_path: Path) -> None:
+    """Three processes on one SQLite store: one submits corrections and bulk batches
+    (payloads apart), one writes corrections through the outbox in its own transactions
+    (payloads in the row), one delivers. Each is killed with SIGKILL after some progress and
+    started again, several times. Then every document's stored payload is its stored
+    revision's (the revision recomputed from what is read back), never empty, and every
+    document the provider took in carried a body of one of that document's revisions."""
+    from acme_testprovider import AcmeSandbox as Sbx
+
+    db = tmp_path / "docrelay.db"
+    script = tmp_path / "churn.py"
+    script.write_text(CHURN)
+    sbx = Sbx()
+    sbx.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCRELAY_")}
+    env["DOCRELAY_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+
+    def start(role: str) -> subprocess.Popen[str]:
+        argv = [sys.executable, str(script), role, str(db), sbx.url]
+        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+
+    try:
+        Relay(f"sqlite:///{db}", providers={"acme": {"base_url": sbx.url, **CREDS}},
+              plugins=[AcmePlugin()], autoload=False).close()  # fmt: skip
+        for round_ in range(4):
+            procs = {r: start(r) for r in ("deliver", "submit", "outbox")}
+            for role, p in procs.items():
+                assert p.stdout is not None
+                for _ in range(1 if role == "deliver" else 15 + 7 * round_):
+                    line = p.stdout.readline()
+                    assert line, f"{role} ended: {p.stderr.read() if p.stderr else ''}"
+            for p in procs.values():
+                p.send_signal(signal.SIGKILL)
+            for p in procs.values():
+                p.wait(timeout=30)
+                if p.stdout:
+                    p.stdout.close()
+                if p.stderr:
+                    p.stderr.close()
+        conn = sqlite3.connect(db)
+        try:
+            from docrelay._store.sql import doc_columns
+
+            rows = conn.execute(f"SELECT {doc_columns()} FROM documents").fetchall()
+            names = conn.execute(f"SELECT {doc_columns()} FROM documents LIMIT 0").description
+        finally:
+            conn.close()
+    finally:
+        sbx.stop()
+    cols = [d[0] for d in names]
+    bad = []
+    for row in rows:
+        r = dict(zip(cols, row, strict=True))
+        d = Document(id=r["id"], provider=r["provider"], payload=bytes(r["payload"] or b""),
+                     kind=r["kind"], content_type=r["content_type"],
+                     metadata=json.loads(r["metadata"]))  # fmt: skip
+        if not d.payload or d.revision != r["revision"]:
+            bad.append((r["id"], r["state"], len(d.payload)))
+    assert len(rows) > 12
+    assert bad == []
+    # what the provider took in was a body of some revision (never an empty or foreign one)
+    for e in list(sbx.effects):
+        if e["kind"] == "document_received":
+            body = json.loads(e["body"])
+            assert body["by"] in ("relay", "outbox", "many"), body
