@@ -456,3 +456,70 @@ def test_payloads_apart_survive_sigkill_of_every_writer_and_reader(tmp_path: Pat
         if e["kind"] == "document_received":
             body = json.loads(e["body"])
             assert body["by"] in ("relay", "outbox", "many"), body
+
+
+# -- hook callers resolved once -----------------------------------------------------------------
+
+
+class Watcher:
+    """A middleware plugin counting the exchanges and headers asked of it; with *fail_at*,
+    it raises at that exchange (the host disables it)."""
+
+    def __init__(self, name: str, fail_at: int | None = None) -> None:
+        self.__name__ = name
+        self.fail_at = fail_at
+        self.exchanges = 0
+        self.headers = 0
+        self.after = 0  # calls after it raised
+
+    @hookimpl
+    def on_exchange(self, purpose: str) -> None:
+        if self.fail_at is not None and self.exchanges >= self.fail_at:
+            self.after += 1
+        self.exchanges += 1
+        if self.fail_at is not None and self.exchanges == self.fail_at:
+            raise RuntimeError("observer broke")
+
+    @hookimpl
+    def prepare_headers(self, request: HttpRequest, ctx: Context) -> dict[str, str]:
+        if self.fail_at is not None and self.exchanges >= self.fail_at:
+            self.after += 1
+        self.headers += 1
+        return {f"X-{self.__name__}": "1"}
+
+
+def test_a_middleware_disabled_mid_run_is_not_called_again_and_the_others_are(
+    tmp_path: Path,
+) -> None:
+    """A middleware that raises in ``on_exchange`` at the third exchange is disabled; the hook
+    callers resolved before it are resolved again: it is never called after (requests
+    prepared before, in the batch, keep its header), and the other middleware sees every
+    exchange and prepares every request."""
+    sbx = AcmeSandbox(faults=["error*3:503"])
+    sbx.start()
+    broken, steady = Watcher("broken", fail_at=3), Watcher("steady")
+    try:
+        relay = Relay(
+            f"sqlite:///{tmp_path / 'docrelay.db'}",
+            providers={"acme": {"base_url": sbx.url, **CREDS}},
+            engine={**FAST, "inprocess_attempts": 2},
+            plugins=[AcmePlugin(), broken, steady],
+            autoload=False,
+        )
+        try:
+            for i in range(4):
+                relay.submit(_doc(f"inv-{i}"))
+            relay.run_until_settled(timeout=20)
+            states = {s.id: s.state.value for s in relay.statuses()}
+            plugins = {p.name: p.status for p in relay.plugins()}
+        finally:
+            relay.close()
+    finally:
+        sbx.stop()
+    posts = _posts(sbx)
+    assert set(states.values()) == {"delivered"}, states
+    assert plugins["broken"] == "error"
+    assert broken.exchanges == 3
+    assert broken.after == 0, "the disabled middleware was called again"
+    assert steady.exchanges == len([r for r in sbx.requests if r["path"] != "/_sandbox"])
+    assert steady.headers == len(posts)
