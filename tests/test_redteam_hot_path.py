@@ -142,7 +142,11 @@ def _store(kind: str, tmp_path: Path, name: str) -> tuple[str, dict[str, Any]]:
     schema = f"redb_{name}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    return PG_URL, {"schema": schema}
+    url = PG_URL
+    if kind == "postgres-old-strings":  # a server where backslashes escape in '...'
+        sep = "&" if "?" in url else "?"
+        url += sep + "options=-c%20standard_conforming_strings%3Doff"
+    return url, {"schema": schema}
 
 
 def _drop_schema(options: dict[str, Any]) -> None:
@@ -523,3 +527,63 @@ def test_a_middleware_disabled_mid_run_is_not_called_again_and_the_others_are(
     assert broken.after == 0, "the disabled middleware was called again"
     assert steady.exchanges == len([r for r in sbx.requests if r["path"] != "/_sandbox"])
     assert steady.headers == len(posts)
+
+
+HOSTILE_VALUES = ["it's \\ $$ $x$ ;-- %s %(a)s {}", "nul\x00here", "lone \ud800 surrogate",
+                  "\\x00 \\' E'\\\\'", "é" * 50_000]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "postgres-old-strings"])
+def test_a_batch_of_changes_with_hostile_values_is_stored_and_read_back(
+    kind: str, tmp_path: Path
+) -> None:
+    """One ``apply_many`` (PostgreSQL: one message, values bound by client-side quoting) of
+    changes whose reason, provider reference, provider state and attempt outcome carry
+    quotes, backslashes, dollar quotes, placeholders, a NUL, a lone surrogate and a 100 KB
+    value, one of them with a lost lease: each change is stored (the provider state and
+    the outcome exactly; the plain-text columns with U+FFFD for what no column takes), the
+    lost one is reported and writes nothing."""
+    from docrelay import Outcome, OutcomeKind
+    from docrelay._models import Attempt, DocState
+    from docrelay._records import Transition, storable_text
+
+    url, options = _store(kind, tmp_path, "batch")
+    from docrelay._store import open_store
+
+    store = open_store(url, **options)
+    try:
+        n = len(HOSTILE_VALUES)
+        store.submit_many([_doc(f"h-{i}") for i in range(n + 1)], 1000.0)
+        claimed = store.claim("w1", 1000.0, 60.0, n)
+        claimed += store.claim("w2", 1000.0, 60.0, 1)  # a lease another worker holds
+        assert len(claimed) == n + 1
+        stolen = claimed[-1].id
+        changes = []
+        for i, rec in enumerate(claimed):
+            v = HOSTILE_VALUES[i % n]
+            out = Outcome(kind=OutcomeKind.RETRY, status=503, message=v, rule="x:" + v[:20])
+            changes.append((rec.id, "w1", Transition(
+                state=DocState.RETRY_WAIT, reason=v, next_at=2000.0, outcome=out,
+                provider_ref=v, provider_state={"k'\\$$": v, "n": i},
+                attempt=Attempt(doc_id=rec.id, number=1, revision=rec.document.revision,
+                                key=f"K-{i}", action="send", started_at=1000.0, status=503,
+                                outcome=out),
+            )))  # fmt: skip
+        assert store.apply_many(changes, 1001.0) == [stolen]
+        got = {r.id: r for r in store.select()}
+        for i, rec in enumerate(claimed[:-1]):
+            v = HOSTILE_VALUES[i]
+            r = got[rec.id]
+            assert r.state == DocState.RETRY_WAIT
+            assert r.provider_state == {"k'\\$$": v, "n": i}
+            assert r.outcome is not None
+            assert r.outcome.message == v
+            assert r.reason == storable_text(v)
+            assert r.provider_ref == storable_text(v)
+            assert [a.outcome.message for a in store.history(rec.id) if a.outcome] == [v]
+        assert got[stolen].state == DocState.QUEUED
+        assert got[stolen].lease_owner == "w2"
+        assert store.history(stolen) == []
+    finally:
+        store.close()
+        _drop_schema(options)
