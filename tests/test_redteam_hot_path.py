@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -587,3 +588,66 @@ def test_a_batch_of_changes_with_hostile_values_is_stored_and_read_back(
     finally:
         store.close()
         _drop_schema(options)
+
+
+class PausingAcme(AcmePlugin):
+    """Acme declaring ``reuse_request`` whose first build waits (claimed, no intent yet)
+    until the test has submitted a correction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.building, self.corrected = threading.Event(), threading.Event()
+
+    @hookimpl
+    def provider_info(self) -> ProviderInfo:
+        return attrs.evolve(super().provider_info(), reuse_request=True)
+
+    @hookimpl
+    def build_request(self, document: Document, ctx: Context) -> HttpRequest:
+        if not self.building.is_set():
+            self.building.set()
+            self.corrected.wait(timeout=20)
+        return super().build_request(document, ctx)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_correction_between_the_claim_and_the_intent(kind: str, tmp_path: Path) -> None:
+    """A worker has claimed revision 1 and is building its request (the batch's intents not
+    yet stored) when another relay on the same store submits revision 2. Revision 1 is
+    never sent (its intent meets the lost lease); revision 2 goes out with its own body and
+    ends delivered; the store's payload is revision 2's."""
+    url, options = _store(kind, tmp_path, "race")
+    sbx = AcmeSandbox()
+    sbx.start()
+    providers = {"acme": {"base_url": sbx.url, **CREDS}}
+    plugin = PausingAcme()
+    try:
+        worker = Relay(url, store_options=options, providers=providers,
+                       engine={**FAST, "lease_seconds": 30}, plugins=[plugin],
+                       autoload=False)  # fmt: skip
+        erp = Relay(url, store_options=options, providers=providers, plugins=[AcmePlugin()],
+                    autoload=False)  # fmt: skip
+        try:
+            erp.submit(_doc("inv-1", b'{"v": 1}'))
+            t = threading.Thread(target=worker.run_until_idle)
+            t.start()
+            assert plugin.building.wait(timeout=20)
+            erp.submit(_doc("inv-1", b'{"v": 2}'))
+            plugin.corrected.set()
+            t.join(timeout=30)
+            worker.run_until_settled(timeout=20)
+            status = worker.status("inv-1")
+            stored = worker.store.get("inv-1")
+        finally:
+            plugin.corrected.set()
+            worker.close()
+            erp.close()
+    finally:
+        sbx.stop()
+        _drop_schema(options)
+    bodies = [e["body"] for e in list(sbx.effects) if e["kind"] == "document_received"]
+    assert bodies == ['{"v": 2}']
+    assert status.state.value == "delivered"
+    assert stored is not None
+    assert stored.document.payload == b'{"v": 2}'
+    assert stored.document.revision == _doc("inv-1", b'{"v": 2}').revision
