@@ -132,7 +132,13 @@ class _Delivering(EngineParts):
                 kind == OutcomeKind.UNKNOWN and rt.info.deduplicates
             ):
                 wait = outcome.wait
-                if (wait is None or wait <= s.retry_after_cap) and (attempts < s.max_attempts):
+                # A Retry-After waited in process must fit in what is left of the round's
+                # inprocess_timeout (stamina checks its timeout only after the wait).
+                fits = wait is None or (
+                    wait <= s.retry_after_cap
+                    and time.monotonic() - begun + wait <= s.inprocess_timeout
+                )
+                if fits and attempts < s.max_attempts:
                     self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
                     raise _Again(outcome, wait)
 
