@@ -132,7 +132,13 @@ class _Delivering(EngineParts):
                 kind == OutcomeKind.UNKNOWN and rt.info.deduplicates
             ):
                 wait = outcome.wait
-                if (wait is None or wait <= s.retry_after_cap) and (attempts < s.max_attempts):
+                # A Retry-After waited in process must fit in what is left of the round's
+                # inprocess_timeout (stamina checks its timeout only after the wait).
+                fits = wait is None or (
+                    wait <= s.retry_after_cap
+                    and time.monotonic() - begun + wait <= s.inprocess_timeout
+                )
+                if fits and attempts < s.max_attempts:
                     self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
                     raise _Again(outcome, wait)
 
@@ -283,12 +289,12 @@ class _Delivering(EngineParts):
         if request is not None:
             return request
         services: _Services = ctx._services  # type: ignore[assignment]
-        exchanges, tokens = len(services.exchanges), dict(services.used_tokens)
+        exchanges, tokens = len(services.exchanges), services.token_reads
         request = hooks.build_request(doc, ctx)
         if (
             request is not None
             and len(services.exchanges) == exchanges
-            and services.used_tokens == tokens
+            and services.token_reads == tokens
             and json.dumps(ctx.state, sort_keys=True) == state
         ):
             self.built.put(doc.id, key, request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,6 +64,17 @@ class Keep(enum.Enum):
 #: A :class:`Transition` field left at ``KEEP`` leaves the stored value as it is.
 KEEP = Keep.KEEP
 
+#: What no text column takes: a NUL (PostgreSQL's text) and a lone surrogate (no UTF-8
+#: encoder; JSON's ``"\\ud800"`` gives one).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(value: str) -> str:
+    """*value* with the characters no store's text column takes replaced (U+FFFD): a
+    provider's text (a message in a reason, a reference) must not make the write fail."""
+    return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
+
+
 #: Transition fields that are document columns of the same name (``next_at`` aside).
 _FIELDS = (
     "state",
@@ -119,7 +131,9 @@ class Transition:
         if "state" in out:
             out["state"] = DocState(out["state"]).value
         if out.get("reason"):
-            out["reason"] = redact(out["reason"])
+            out["reason"] = storable_text(redact(out["reason"]))
+        if out.get("provider_ref"):
+            out["provider_ref"] = storable_text(out["provider_ref"])
         if "outcome" in out:
             out["outcome"] = dump_outcome(out["outcome"])
         if "provider_state" in out:

@@ -25,6 +25,7 @@ from ._models import (
     ProviderInfo,
 )
 from ._notify import WebhookRefused, WebhookSettings, check_secret
+from ._records import storable_text
 from ._redact import install_log_redaction, redact
 from ._status import DocumentStatus
 from ._store import Store, open_store
@@ -265,6 +266,14 @@ class Relay:
                 f"document {document.id!r}: {info.name} takes kinds "
                 f"{', '.join(info.kinds)}, not {document.kind!r}"
             )
+        for k, v in document.metadata.items():
+            if storable_text(k) != k or storable_text(v) != v:
+                # No text column takes it (PostgreSQL's jsonb refuses its \u0000, and then
+                # every metadata lookup of the store fails).
+                raise DocumentError(
+                    f"document {document.id!r}: metadata {k!r} holds a NUL or a lone "
+                    "surrogate (not storable text)"
+                )
         problem = (
             _payload_problem(info.name, info.content_type, document) if check_payload else None
         )

@@ -31,6 +31,9 @@ class _Services:
         self.engine = engine
         self.runtime = runtime
         self.used_tokens: dict[str, str] = {}
+        #: how many times a token was asked for (a build that asked is never reused, also
+        #: when the token is one this context had used already)
+        self.token_reads = 0
         self.fetching_token = False
         # What the plugin's requests are for (on_exchange), and the exchanges not yet told.
         self.purpose = "send"
@@ -55,6 +58,7 @@ class _Services:
         return response
 
     def token(self, ctx: Context, credential: str, fetch: Callable[[Context], Token]) -> str:
+        self.token_reads += 1
         cred = f"{self.runtime.info.name}:{credential}"
         key = token_key(self.runtime)
 
