@@ -76,11 +76,14 @@ class _Delivering(EngineParts):
             out = Outcome(kind=OutcomeKind.REJECTED, message=str(exc), rule="docrelay:key")
             return self._finish(record, owner, ctx, hooks, rt, out, None)
 
+        sent = 0  # sends in this round
+
         def step() -> None:
             """One attempt; raises :class:`_Again` when it asks for an in-process retry."""
-            nonlocal plan, number, first_attempt_at, attempts, last, reauthed, refreshed
+            nonlocal plan, number, first_attempt_at, attempts, last, reauthed, refreshed, sent
             if attempts >= s.max_attempts:
                 return
+            sent += 1
             outcome, attempt, counted = self._send_once(
                 record, owner, ctx, hooks, rt, key, number, first_attempt_at, plan
             )
@@ -138,7 +141,10 @@ class _Delivering(EngineParts):
                     wait <= s.retry_after_cap
                     and time.monotonic() - begun + wait <= s.inprocess_timeout
                 )
-                if fits and attempts < s.max_attempts:
+                # At most inprocess_attempts sends in a round (the first included); a token
+                # refresh or a re-read after 412 adds its one resend on top.
+                budget = s.inprocess_attempts + int(reauthed) + int(refreshed)
+                if fits and attempts < s.max_attempts and sent < budget:
                     self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
                     raise _Again(outcome, wait)
 
