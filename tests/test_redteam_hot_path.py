@@ -436,8 +436,10 @@ def test_payloads_apart_survive_sigkill_of_every_writer_and_reader(tmp_path: Pat
         conn = sqlite3.connect(db)
         try:
             from docrelay._store.sql import DOC_COLUMNS, doc_columns
+            from docrelay._store.sqlite import SQLiteStore
 
-            rows = conn.execute(f"SELECT {doc_columns()} FROM documents").fetchall()
+            columns = doc_columns("documents", SQLiteStore.payload_column)
+            rows = conn.execute(f"SELECT {columns} FROM documents").fetchall()
         finally:
             conn.close()
     finally:

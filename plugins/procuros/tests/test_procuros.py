@@ -385,7 +385,7 @@ def test_unknown_after_the_round_is_reconciled_without_resending(
     relay = Relay(
         store="sqlite:///" + str(tmp_path / "d.db"),
         providers={"procuros": {"base_url": sb.url, "api_token": TOKEN}},
-        engine={**FAST, "inprocess_attempts": 1},
+        engine={**FAST, "inprocess_attempts": 3},  # the round's three sends, all lost
     )
     with relay:
         relay.submit(doc("RE-1", "invoice.json", kind="invoice"))
@@ -411,7 +411,7 @@ def test_unknown_not_at_procuros_is_sent_again(tmp_path: Path, sandbox: Procuros
     relay = Relay(
         store="sqlite:///" + str(tmp_path / "d.db"),
         providers={"procuros": {"base_url": sandbox.url, "api_token": TOKEN}},
-        engine={**FAST, "inprocess_attempts": 1, "deferral_initial": 3600, "deferral_max": 3600},
+        engine={**FAST, "inprocess_attempts": 3, "deferral_initial": 3600, "deferral_max": 3600},
         clock=lambda: now[0],
     )
     with relay:
