@@ -435,15 +435,16 @@ class ProviderHooks:
 
     def provider_sandbox(self) -> type[Any] | None:
         """``ProviderInfo.sandbox``, else the deprecated ``provider_sandbox`` hook."""
-        if self.info.sandbox is not None:
-            return self.info.sandbox
+        if self.info.sandbox_ref is not None:
+            declared: type[Any] | None = _loaded(lambda: self.info.sandbox)
+            return declared
         result: type[Any] | None = self._c("provider_sandbox")()
         return result
 
     def demo_batch(self, sandbox: Any, webhook_url: str) -> DemoBatch | None:
         """``ProviderInfo.demo``, else the deprecated ``demo_batch`` hook."""
-        if self.info.demo is not None:
-            declared: DemoBatch | None = self.info.demo(sandbox, webhook_url)
+        if self.info.demo_ref is not None:
+            declared: DemoBatch | None = _loaded(lambda: self.info.demo)(sandbox, webhook_url)
             return declared
         result: DemoBatch | None = self._c("demo_batch")(sandbox=sandbox, webhook_url=webhook_url)
         return result
@@ -466,6 +467,16 @@ class ProviderHooks:
     def on_exchange(self, **kwargs: Any) -> None:
         """Tell every observer about one HTTP exchange (:func:`~docrelay.hookspecs.on_exchange`)."""
         self._c("on_exchange")(**kwargs)
+
+
+def _loaded(resolve: Callable[[], Any]) -> Any:
+    """A ``ProviderInfo`` reference's object; one that does not import is a config error."""
+    try:
+        return resolve()
+    except ImportError as exc:
+        from .exceptions import ConfigError
+
+        raise ConfigError(str(exc)) from None
 
 
 def _unknown_hooks(plugin: object, exc: Exception) -> str:

@@ -21,7 +21,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any, Literal
 
 from stamina.instrumentation import RetryDetails, RetryHook, get_on_retry_hooks, set_on_retry_hooks
@@ -36,6 +36,7 @@ __all__ = [
 
 log = logging.getLogger("docrelay.retries")
 _lock = threading.Lock()
+_pending_lock = threading.Lock()
 _installed = False
 
 
@@ -43,8 +44,23 @@ class _RouteEngineRetries:
     """A stamina retry hook: the engine's retries to ``docrelay.retries`` at DEBUG, every
     other retry to the hooks that were active before."""
 
-    def __init__(self, others: Sequence[RetryHook]) -> None:
-        self.others = tuple(others)
+    def __init__(
+        self,
+        others: Sequence[RetryHook] = (),
+        pending: Callable[[], tuple[RetryHook, ...]] | None = None,
+    ) -> None:
+        self._others = tuple(others)
+        #: Makes the hooks that were active before at the first retry that is not the
+        #: engine's, as stamina itself would (its default hooks import prometheus_client).
+        self._pending = pending
+
+    @property
+    def others(self) -> tuple[RetryHook, ...]:
+        if self._pending is not None:
+            with _pending_lock:
+                if self._pending is not None:
+                    self._others, self._pending = self._pending(), None
+        return self._others
 
     def __call__(self, details: RetryDetails) -> None:
         cause = type(details.caused_by)
@@ -60,6 +76,32 @@ class _RouteEngineRetries:
             hook(details)
 
 
+def _pending_hooks() -> Callable[[], tuple[RetryHook, ...]] | None:
+    """The hooks stamina has not made yet (it makes them at its first retry), as a function
+    that makes them; ``None`` when they are made already or stamina keeps them otherwise
+    (they are then read with :func:`get_on_retry_hooks`)."""
+    try:
+        from stamina._config import CONFIG
+        from stamina.instrumentation._hooks import get_default_hooks, init_hooks
+    except ImportError:  # pragma: no cover - another stamina layout: read them now
+        return None
+    raw = getattr(CONFIG, "_on_retry", _MISSING)
+    if getattr(CONFIG, "_get_on_retry", None) != getattr(CONFIG, "_init_on_first_retry", _MISSING):
+        return None
+    if raw is not None and not isinstance(raw, tuple):
+        return None
+    if raw is not None and any(isinstance(h, _RouteEngineRetries) for h in raw):
+        return None
+
+    def make() -> tuple[RetryHook, ...]:
+        return tuple(init_hooks(raw if raw is not None else get_default_hooks()))
+
+    return make
+
+
+_MISSING = object()
+
+
 def install_quiet_logging() -> None:
     """Install the NullHandler and the retry routing (once per process)."""
     global _installed
@@ -67,9 +109,16 @@ def install_quiet_logging() -> None:
         if _installed:
             return
         logging.getLogger("docrelay").addHandler(logging.NullHandler())
-        current = get_on_retry_hooks()
-        if not any(isinstance(h, _RouteEngineRetries) for h in current):
-            set_on_retry_hooks([_RouteEngineRetries(current)])
+        # stamina's hooks are made at its first retry, not here: its default hooks import
+        # prometheus_client (2.4 MiB), which a run whose only retries are the engine's
+        # (routed to docrelay.retries) never needs.
+        pending = _pending_hooks()
+        if pending is not None:
+            set_on_retry_hooks([_RouteEngineRetries(pending=pending)])
+        else:
+            current = get_on_retry_hooks()
+            if not any(isinstance(h, _RouteEngineRetries) for h in current):
+                set_on_retry_hooks([_RouteEngineRetries(current)])
         _installed = True
 
 

@@ -201,6 +201,37 @@ def _auth(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+_REFERENCE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+
+def _reference(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """A lazy reference is ``"package.module:name"`` (the entry-point spelling)."""
+    if isinstance(value, str) and not _REFERENCE.fullmatch(value):
+        raise ValueError(
+            f"ProviderInfo {attribute.alias}={value!r}: give the object or 'module:attr'"
+        )
+
+
+def _resolve(value: object, provider: str, what: str) -> Any:
+    """*value* itself, or the object a ``"module:attr"`` reference names (imported now)."""
+    if not isinstance(value, str):
+        return value
+    import importlib
+
+    module, _, name = value.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        # An ImportError (the plugin host makes it a ConfigError: one line on the CLI).
+        raise ImportError(
+            f"provider {provider}: its {what} {value!r} cannot be loaded: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    return obj
+
+
 @attrs.frozen
 class ProviderInfo:
     """What a provider plugin declares about its provider.
@@ -226,9 +257,14 @@ class ProviderInfo:
         used no token and changed no state is reused.
     :param hook_api: the hook API version the plugin was written for (``2`` today; see
         :doc:`/plugins/hooks`).
-    :param sandbox: the :class:`docrelay.sandbox.Sandbox` subclass imitating the provider.
+    :param sandbox: the :class:`docrelay.sandbox.Sandbox` subclass imitating the provider,
+        or a reference to it, ``"docrelay_acme.sandbox:AcmeSandbox"``, imported only where a
+        sandbox is needed (``docrelay sandbox``, ``docrelay demo``, the contract kit), so that
+        loading the plugin to send does not import the sandbox and what it uses. Reading
+        :attr:`sandbox` gives the class either way.
     :param demo: ``demo(sandbox, webhook_url) -> DemoBatch``: the provider's part of
-        ``docrelay demo`` (see the ``demo_batch`` hook for the arguments).
+        ``docrelay demo`` (see the ``demo_batch`` hook for the arguments); or a
+        ``"module:attr"`` reference to it, imported by ``docrelay demo`` only.
     :param title: *deprecated*, unused.
     :param docs_url: *deprecated*, unused.
     """
@@ -267,8 +303,24 @@ class ProviderInfo:
     request_id_header: str | None = None
     hook_api: int = 1
     reuse_request: bool = False
-    sandbox: type[Any] | None = attrs.field(default=None, eq=False)
-    demo: Any = attrs.field(default=None, eq=False)
+    #: ``sandbox`` as the plugin gave it: the class, or ``"module:attr"`` (imported only by
+    #: :attr:`sandbox`, so that loading the plugin does not import its sandbox).
+    sandbox_ref: type[Any] | str | None = attrs.field(
+        default=None, eq=False, alias="sandbox", validator=_reference
+    )
+    #: ``demo`` as the plugin gave it: the callable, or ``"module:attr"``.
+    demo_ref: Any = attrs.field(default=None, eq=False, alias="demo", validator=_reference)
+
+    @property
+    def sandbox(self) -> type[Any] | None:
+        """The sandbox class (a ``"module:attr"`` reference is imported here, at first use)."""
+        resolved: type[Any] | None = _resolve(self.sandbox_ref, self.name, "sandbox")
+        return resolved
+
+    @property
+    def demo(self) -> Any:
+        """The demo callable (a ``"module:attr"`` reference is imported here, at first use)."""
+        return _resolve(self.demo_ref, self.name, "demo")
 
     @property
     def deduplicates(self) -> bool:

@@ -370,7 +370,14 @@ _NO_RETRIES = Retry(total=0, connect=0, read=False, redirect=0, status=0)
 _SESSION_HEADERS: dict[str, tuple[str, str]] = {
     str(k).lower(): (str(k), str(v)) for k, v in default_headers().items()
 }
+#: Hosts (pools) a thread's ``requests`` fallback keeps.
 _POOL_SIZE = 16
+#: Idle connections each pool of a thread keeps. A worker thread sends one request at a
+#: time and releases its connection (``release_conn`` in a ``finally``) before the next, so
+#: it never holds two connections of one pool at once: one kept connection gives the same
+#: keep-alive reuse as 16, without 16 slots per pool per thread. Pools do not block
+#: (``block=False``): a nested use would still get a fresh connection, discarded after.
+_PER_POOL = 1
 #: :func:`is_loopback` remembered per host (it parses an IP address on every call).
 _loopback = functools.lru_cache(maxsize=256)(is_loopback)
 
@@ -515,7 +522,11 @@ class _Client:
             # What requests' PoolManager and HTTPAdapter.cert_verify give the pool.
             if target.scheme == "http":
                 pool = _HTTPPool(
-                    target.host, target.port, maxsize=_POOL_SIZE, block=False, blocksize=16384
+                    target.host,
+                    target.port,
+                    maxsize=_PER_POOL,
+                    block=False,
+                    blocksize=16384,
                 )
             else:
                 tls: dict[str, Any] = {"cert_reqs": "CERT_NONE"}
@@ -524,7 +535,7 @@ class _Client:
                     tls = {"cert_reqs": "CERT_REQUIRED"}
                     tls["ca_cert_dir" if os.path.isdir(where) else "ca_certs"] = where
                 pool = _HTTPSPool(
-                    target.host, target.port, maxsize=_POOL_SIZE, block=False, blocksize=16384,
+                    target.host, target.port, maxsize=_PER_POOL, block=False, blocksize=16384,
                     **tls,
                 )  # fmt: skip
             self.pools[key] = pool
@@ -535,7 +546,9 @@ class _Client:
         if s is None:
             s = self.sessions[provider] = requests.Session()
             adapter = _Adapter(
-                max_retries=_NO_RETRIES, pool_connections=_POOL_SIZE, pool_maxsize=_POOL_SIZE
+                max_retries=_NO_RETRIES,
+                pool_connections=_POOL_SIZE,
+                pool_maxsize=_PER_POOL,
             )
             s.mount("http://", adapter)
             s.mount("https://", adapter)

@@ -4,6 +4,8 @@ module: every function marked ``@docrelay.hookimpl`` is a hook."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import docrelay
 from docrelay import (
     Context,
@@ -19,7 +21,9 @@ from docrelay import (
 from docrelay.auth import ApiKeyHeader
 
 from ._classify import NAME, classify
-from .sandbox import TemplateSandbox
+
+if TYPE_CHECKING:
+    from .sandbox import TemplateSandbox
 
 __all__ = ["NAME", "TemplateSandbox", "build_request", "classify_response", "provider_info"]
 
@@ -51,7 +55,8 @@ def provider_info() -> ProviderInfo:
                 required=True,
             ),
         ),
-        sandbox=TemplateSandbox,  # for `docrelay sandbox`, the demo and the contract kit
+        # for `docrelay sandbox`, the demo and the contract kit; imported only there
+        sandbox="docrelay_template.sandbox:TemplateSandbox",
     )
 
 
@@ -69,3 +74,17 @@ def classify_response(
     """The provider's own answers (the table is in :mod:`._classify`); ``None`` leaves the
     rest (401, 403, 429, 5xx, transport errors) to docrelay's generic classification."""
     return classify(response) if response is not None else None
+
+
+#: Imported at first use, not when the plugin is loaded to send (the sandbox, and what it
+#: pulls in, is needed only by ``docrelay sandbox``, ``docrelay demo`` and the contract kit).
+_LAZY = {"TemplateSandbox": ".sandbox"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)

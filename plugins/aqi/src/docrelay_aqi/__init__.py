@@ -26,7 +26,7 @@ import ipaddress
 import logging
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import docrelay
@@ -49,7 +49,6 @@ from docrelay.auth import ApiKeyHeader
 from docrelay.helpers import json_object, scalar_text
 
 from ._classify import DEFAULT_BAD_KEY_MARKERS, NAME, classify
-from ._demo import demo_batch, sample, sample_document
 from ._notify import (
     DEFAULT_DUPLICATE_MARKERS,
     DEFAULT_ERROR_STATUSES,
@@ -57,7 +56,10 @@ from ._notify import (
     DataSourceMismatch,
     parse_notification_body,
 )
-from .sandbox import AqiSandbox
+
+if TYPE_CHECKING:
+    from ._demo import demo_batch, sample, sample_document
+    from .sandbox import AqiSandbox
 
 __all__ = [
     "KINDS",
@@ -208,8 +210,8 @@ def provider_info() -> ProviderInfo:
         async_validation="webhook",
         settings=SETTINGS,
         credential_setting="subscription_key",
-        sandbox=AqiSandbox,
-        demo=demo_batch,
+        sandbox="docrelay_aqi.sandbox:AqiSandbox",
+        demo="docrelay_aqi._demo:demo_batch",
     )
 
 
@@ -427,3 +429,22 @@ def parse_notification(
     except DataSourceMismatch as exc:
         log.warning("aqi webhook refused: %s", exc)
         raise
+
+
+#: Imported at first use, not when the plugin is loaded to send (the sandbox, and what it
+#: pulls in, is needed only by ``docrelay sandbox``, ``docrelay demo`` and the contract kit).
+_LAZY = {
+    "demo_batch": "._demo",
+    "sample": "._demo",
+    "sample_document": "._demo",
+    "AqiSandbox": ".sandbox",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)

@@ -10,7 +10,7 @@ field error). See README.md for settings and every assumption.
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docrelay
 from docrelay import (
@@ -31,7 +31,9 @@ from docrelay import (
 from docrelay.auth import ApiKeyHeader
 
 from . import _classify
-from .sandbox import EbhSandbox
+
+if TYPE_CHECKING:
+    from .sandbox import EbhSandbox as EbhSandbox
 
 __all__ = [
     "INVOICE_TYPES",
@@ -202,8 +204,8 @@ def provider_info() -> ProviderInfo:
         async_validation="poll",
         settings=SETTINGS,
         credential_setting="producer_id",
-        sandbox=EbhSandbox,
-        demo=demo_batch,
+        sandbox="docrelay_ebh.sandbox:EbhSandbox",
+        demo="docrelay_ebh:demo_batch",
     )
 
 
@@ -329,3 +331,17 @@ def demo_batch(sandbox: Any, webhook_url: str) -> DemoBatch:
             _invoice("ebh-esf-INV-2024-0119", "esf_invoice_ok.xml", "ESF"),
         ),
     )
+
+
+#: Imported at first use, not when the plugin is loaded to send (the sandbox, and what it
+#: pulls in, is needed only by ``docrelay sandbox``, ``docrelay demo`` and the contract kit).
+_LAZY = {"EbhSandbox": ".sandbox"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)

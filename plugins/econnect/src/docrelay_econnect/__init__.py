@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import docrelay
 from docrelay import (
@@ -30,9 +31,11 @@ from docrelay import (
 from docrelay.auth import ApiKeyHeader, OAuth2ClientCredentials
 
 from ._classify import NAME, classify
-from ._demo import demo_batch
 from ._ubl import is_valid_document_id, peek_document_id, read_ubl
-from .sandbox import EConnectSandbox
+
+if TYPE_CHECKING:
+    from ._demo import demo_batch
+    from .sandbox import EConnectSandbox as EConnectSandbox
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -123,8 +126,8 @@ def provider_info() -> ProviderInfo:
         request_id_header="X-Request-Id",
         settings=SETTINGS,
         credential_setting="client_id",
-        sandbox=EConnectSandbox,
-        demo=demo_batch,
+        sandbox="docrelay_econnect.sandbox:EConnectSandbox",
+        demo="docrelay_econnect._demo:demo_batch",
     )
 
 
@@ -227,3 +230,17 @@ def classify_response(
     """eConnect's own answers (:mod:`._classify`); ``None`` leaves the rest (401, 429, 5xx,
     transport errors) to docrelay's generic classification."""
     return classify(response, document_id=ctx.key) if response is not None else None
+
+
+#: Imported at first use, not when the plugin is loaded to send (the sandbox, and what it
+#: pulls in, is needed only by ``docrelay sandbox``, ``docrelay demo`` and the contract kit).
+_LAZY = {"demo_batch": "._demo", "EConnectSandbox": ".sandbox"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)

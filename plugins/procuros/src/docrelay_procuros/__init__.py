@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 import docrelay
 from docrelay import (
@@ -37,11 +37,13 @@ from docrelay import (
 from docrelay.auth import BearerToken
 
 from ._classify import DEFAULT_DUPLICATE_MESSAGE, NO_ACTION, TRANSMITTED, classify
-from ._demo import batch
 from ._lookup import DEFAULT_DROPPED_STATUSES, DEFAULT_FORWARDED_STATUSES, confirm, reconciled
 from ._report import erp_status, error_report, report_failure
 from ._transactions import TRANSACTION_TYPES, build_body, document_number, type_for_kind
-from .sandbox import ProcurosSandbox
+
+if TYPE_CHECKING:
+    from ._demo import batch as batch
+    from .sandbox import ProcurosSandbox
 
 __all__ = [
     "NO_ACTION",
@@ -153,8 +155,8 @@ def provider_info() -> ProviderInfo:
         async_validation="none",
         settings=_SETTINGS,
         credential_setting="api_token",
-        sandbox=ProcurosSandbox,
-        demo=batch,
+        sandbox="docrelay_procuros.sandbox:ProcurosSandbox",
+        demo="docrelay_procuros._demo:batch",
     )
 
 
@@ -220,3 +222,17 @@ def on_failure(document: Document, outcome: Outcome, ctx: Context) -> None:
     """Report the failure with ``POST /v2/errors`` once ``report_after_failures`` is reached
     (a report that cannot be made is logged, without secrets, and forgotten)."""
     report_failure(document, outcome, ctx)
+
+
+#: Imported at first use, not when the plugin is loaded to send (the sandbox, and what it
+#: pulls in, is needed only by ``docrelay sandbox``, ``docrelay demo`` and the contract kit).
+_LAZY = {"batch": "._demo", "ProcurosSandbox": ".sandbox"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)

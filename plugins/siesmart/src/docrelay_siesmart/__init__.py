@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -46,9 +46,11 @@ from docrelay.helpers import json_object
 
 from . import _etag, _reconcile
 from ._classify import NAME, TRACE_HEADER, classify
-from ._demo import demo_batch
 from ._reconcile import DECISION_FIELDS, lookup_label
-from .sandbox import SieSmartSandbox
+
+if TYPE_CHECKING:
+    from ._demo import demo_batch
+    from .sandbox import SieSmartSandbox
 
 __all__ = [
     "AUDIENCE",
@@ -131,8 +133,8 @@ def provider_info() -> ProviderInfo:
         credential_setting="client_id",
         # The Auth0 token servers of test and production (used when token_url is not set).
         extra_hosts=tuple(sorted({str(urlsplit(u).hostname) for u in TOKEN_URLS.values()})),
-        sandbox=SieSmartSandbox,
-        demo=demo_batch,
+        sandbox="docrelay_siesmart.sandbox:SieSmartSandbox",
+        demo="docrelay_siesmart._demo:demo_batch",
     )
 
 
@@ -264,3 +266,17 @@ def reconcile(document: Document, ctx: Context) -> Outcome | None:
     if document.kind in MODIFYING_KINDS:
         return _reconcile.reconcile_modification(document, ctx)
     return None
+
+
+#: Imported at first use, not when the plugin is loaded to send (the sandbox, and what it
+#: pulls in, is needed only by ``docrelay sandbox``, ``docrelay demo`` and the contract kit).
+_LAZY = {"demo_batch": "._demo", "SieSmartSandbox": ".sandbox"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)
