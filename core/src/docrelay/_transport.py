@@ -1,21 +1,20 @@
-"""HTTP transport: one session per thread, bounded bodies, a total deadline per request,
-transport errors named.
+"""HTTP transport: a urllib3 connection pool per worker thread (a ``requests.Session`` only
+where requests would route a URL elsewhere, or for a provider that sets cookies), bounded
+bodies, a total deadline per request.
 
 A read timeout bounds each wait for the next bytes, so an answer that drips one byte a
 second never times out. Every request therefore also has a total deadline (connect, headers
-and body together): one watchdog thread closes the connection of a request that outlives
-it, and the request's outcome is then ``unknown`` (it may have taken effect).
+and body together): one watchdog thread (:mod:`docrelay._deadline`) closes the connection of
+a request that outlives it, and the request's outcome is then ``unknown`` (it may have taken
+effect). Errors are named for people in :mod:`docrelay._http_errors`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import http.client
 import os
 import re
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -23,7 +22,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-import urllib3.exceptions as u3
 from requests.adapters import HTTPAdapter
 from requests.cookies import extract_cookies_to_jar
 from requests.models import PreparedRequest
@@ -35,159 +33,12 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util import Timeout
 from urllib3.util.retry import Retry
 
+from ._deadline import WATCHDOG, Watch, WatchedMixin, current
+from ._http_errors import as_requests_error, body_read_error, transport_error
 from ._models import MAX_BODY_BYTES, HttpRequest, HttpResponse, TransportError
-from ._redact import redact
 from ._settings import ProviderRuntime, is_loopback
 
 __all__ = ["Transport"]
-
-
-#: requests errors raised while the request is built, before any connection: never sent.
-_BAD_URL = (
-    requests.exceptions.InvalidURL,
-    requests.exceptions.MissingSchema,
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.URLRequired,
-)
-_NOT_BUILT = (requests.exceptions.InvalidHeader, requests.exceptions.InvalidJSONError)
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """*exc* and what it wraps (``args``, urllib3's ``reason``, the cause and context)."""
-    seen: list[BaseException] = []
-    todo: list[object] = [exc]
-    while todo and len(seen) < 20:
-        e = todo.pop(0)
-        if not isinstance(e, BaseException) or any(e is s for s in seen):
-            continue
-        seen.append(e)
-        todo += [*e.args, getattr(e, "reason", None), e.__cause__, e.__context__]
-    return seen
-
-
-def _where(exc: requests.RequestException) -> str:
-    request = getattr(exc, "request", None)
-    url = getattr(request, "url", None)
-    if isinstance(url, str):
-        parts = urlsplit(url)
-        if parts.hostname:
-            return f"{parts.hostname}:{parts.port or 443}"
-    return "the provider's host"
-
-
-def _tls_message(exc: requests.RequestException) -> str:
-    where = _where(exc)
-    verify = [e for e in _causes(exc) if isinstance(e, ssl.SSLCertVerificationError)]
-    if verify or "CERTIFICATE_VERIFY_FAILED" in str(exc):
-        reason = (verify[0].verify_message if verify else None) or "certificate verify failed"
-        return (
-            f"TLS: the certificate of {where} did not verify ({reason}); if the provider "
-            'uses a private CA, set verify = "/path/to/ca.pem" for this provider (verify = '
-            "false turns the check off, with a warning)"
-        )
-    cause = next((e for e in _causes(exc) if isinstance(e, ssl.SSLError)), exc)
-    return f"TLS handshake with {where} failed ({type(cause).__name__}: {cause}); check base_url"
-
-
-def _host_port(exc: requests.RequestException) -> tuple[str, str]:
-    """``(host, "host:port")`` of the request *exc* is about."""
-    url = getattr(getattr(exc, "request", None), "url", None)
-    if isinstance(url, str):
-        parts = urlsplit(url)
-        if parts.hostname:
-            port = parts.port or (80 if parts.scheme == "http" else 443)
-            return parts.hostname, f"{parts.hostname}:{port}"
-    return "", "the provider's host"
-
-
-def _root_words(exc: BaseException) -> str:
-    """The innermost cause's own words (``[Errno 111] Connection refused``), short."""
-    causes = _causes(exc)
-    for e in reversed(causes):
-        if isinstance(e, OSError) and (e.strerror or e.args):
-            text = e.strerror or str(e)
-            text = re.sub(r"^<[^>]+>: ", "", text)
-            return text[:200]
-    return type(exc).__name__
-
-
-def _about_the_answer(exc: BaseException) -> bool:
-    """Whether *exc* is urllib3 refusing the answer's headers (``InvalidHeader`` for
-    conflicting ``Content-Length`` values), which requests names as it names a request
-    header it refuses to send; the request had left."""
-    return any(isinstance(e, u3.InvalidHeader) for e in _causes(exc))
-
-
-def transport_error(
-    exc: requests.RequestException,
-    provider: str | None = None,
-    local: bool = False,
-    timeouts: tuple[float, float] | None = None,
-) -> TransportError:
-    """Name a requests failure for a person: what happened, where (host:port), the next
-    step, and the operating system's own words in brackets; and whether the request may
-    have been sent.
-
-    *provider* and *local* (a loopback or sandbox address) choose the next step: "is the
-    sandbox running? (docrelay sandbox NAME)" for a local address. ``tls`` (a certificate
-    that did not verify, a failed handshake) and ``invalid_request`` (requests refused to
-    build it: a header with a line break, a malformed URL) are never sent and are
-    configuration errors; see :data:`docrelay._builtins.DOCRELAY_TRANSPORT_FAULTS`.
-    """
-    text = redact(f"{type(exc).__name__}: {exc}")[:500]
-    host, where = _host_port(exc)
-    words = _root_words(exc)
-    connect_t, read_t = timeouts or (None, None)
-    if local:
-        step = "is the sandbox running?" + (f" (docrelay sandbox {provider})" if provider else "")
-    else:
-        step = "check base_url, the network and the provider's status page"
-    if isinstance(exc, requests.exceptions.SSLError):
-        return TransportError(kind="tls", message=redact(_tls_message(exc))[:500], sent=False)
-    if isinstance(exc, _BAD_URL):
-        return TransportError(kind="invalid_url", message=text, sent=False)
-    if isinstance(exc, _NOT_BUILT) and not _about_the_answer(exc):
-        return TransportError(
-            kind="invalid_request",
-            message=redact(f"request not sent: {type(exc).__name__}: {exc}")[:500],
-            sent=False,
-        )
-
-    def named(kind: str, message: str, sent: bool) -> TransportError:
-        return TransportError(kind=kind, message=redact(f"{message} [{words}]")[:500], sent=sent)
-
-    if isinstance(exc, _NOT_BUILT):
-        # urllib3 refused the answer's headers (conflicting Content-Length): it was sent.
-        return named("other", f"the answer from {where} has malformed headers; the request "
-                     "arrived (it is looked up or resent with the same key)", True)  # fmt: skip
-    if isinstance(exc, requests.ConnectTimeout):
-        after = f" after {connect_t:g} s" if connect_t else ""
-        return named("connect_timeout", f"connecting to {where} timed out{after}: {step}", False)
-    if isinstance(exc, requests.ReadTimeout):
-        after = f" within {read_t:g} s" if read_t else ""
-        return named("read_timeout", f"no answer from {where}{after}; the request may have "
-                     "arrived (it is looked up or resent with the same key)", True)  # fmt: skip
-    if isinstance(exc, requests.ConnectionError):
-        chain = repr(exc.args) + repr(exc.__cause__) + repr(exc.__context__)
-        causes = _causes(exc)
-        if "RemoteDisconnected" not in chain:
-            if "NameResolutionError" in chain or any(
-                isinstance(e, socket.gaierror) for e in causes
-            ):
-                return named("connect", f"cannot resolve {host or where} (DNS): check "
-                             "base_url and the network", False)  # fmt: skip
-            if "Connection refused" in chain or any(
-                isinstance(e, ConnectionRefusedError) for e in causes
-            ):
-                return named("connect", f"connection refused by {where}: {step}", False)
-            not_sent = ("NewConnectionError", "Failed to establish",
-                        "Max retries exceeded with url")  # fmt: skip
-            if any(s in chain for s in not_sent):
-                return named("connect", f"cannot connect to {where}: {step}", False)
-        return named("disconnected", f"the connection to {where} closed before the answer; "
-                     "the request may have arrived (it is looked up or resent with the same "
-                     "key)", True)  # fmt: skip
-    return TransportError(kind="other", message=text, sent=True)
 
 
 #: A header name is an RFC 9110 token.
@@ -216,75 +67,6 @@ def header_problem(headers: Mapping[str, object]) -> str | None:
     return None
 
 
-class _Watch:
-    """One request in flight: its deadline and, once it has one, its connection."""
-
-    __slots__ = ("conn", "deadline", "done", "fired", "lock", "shadow")
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.conn: HTTPConnection | None = None
-        #: A duplicate of a new connection's socket: during a TLS handshake the connection
-        #: has no usable ``sock`` yet (the SSL socket detaches the plain one), so a
-        #: handshake that drips would otherwise outlive the deadline.
-        self.shadow: socket.socket | None = None
-        self.fired = False
-        self.done = False
-        self.lock = threading.Lock()
-
-    def connected(self, sock: socket.socket) -> None:
-        """A new connection for this request: keep a handle that can shut it down."""
-        with self.lock:
-            if self.done:
-                return
-            if self.shadow is not None:
-                self.shadow.close()
-            self.shadow = sock.dup()
-            if self.fired:
-                with contextlib.suppress(OSError):
-                    self.shadow.shutdown(socket.SHUT_RDWR)
-
-    def fire(self) -> None:
-        """Past the deadline: close the request's connection (unless it has finished)."""
-        with self.lock:
-            if self.done:
-                return
-            self.fired = True
-            for sock in (getattr(self.conn, "sock", None), self.shadow):
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
-
-    def finish(self) -> bool:
-        """The request is over; whether the deadline closed its connection first."""
-        with self.lock:
-            self.done = True
-            if self.shadow is not None:
-                self.shadow.close()
-                self.shadow = None
-            return self.fired
-
-
-_current = threading.local()
-
-
-class _WatchedMixin:
-    """Tell the watch of this thread's request which connection carries it."""
-
-    def request(self, *args: Any, **kwargs: Any) -> Any:
-        watch: _Watch | None = getattr(_current, "watch", None)
-        if watch is not None:
-            watch.conn = self  # type: ignore[assignment]
-        return super().request(*args, **kwargs)  # type: ignore[misc]
-
-    def _new_conn(self) -> socket.socket:
-        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
-        watch: _Watch | None = getattr(_current, "watch", None)
-        if watch is not None:
-            watch.connected(sock)
-        return sock
-
-
 class _FinalResponse(http.client.HTTPResponse):
     """http.client's response, skipping every informational answer before the final one:
     http.client skips ``100 Continue`` only, and would take a ``103 Early Hints`` (which a
@@ -299,11 +81,11 @@ class _FinalResponse(http.client.HTTPResponse):
         return version, status, reason
 
 
-class _HTTPConnection(_WatchedMixin, HTTPConnection):
+class _HTTPConnection(WatchedMixin, HTTPConnection):
     response_class = _FinalResponse
 
 
-class _HTTPSConnection(_WatchedMixin, HTTPSConnection):
+class _HTTPSConnection(WatchedMixin, HTTPSConnection):
     response_class = _FinalResponse
 
 
@@ -319,48 +101,6 @@ class _Adapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
-class _Watchdog:
-    """One daemon thread that closes the connections of requests past their deadline."""
-
-    def __init__(self, resolution: float = 0.05) -> None:
-        self._resolution = resolution
-        self._watches: set[_Watch] = set()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, watch: _Watch) -> None:
-        with self._lock:
-            self._watches.add(watch)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._loop, name="docrelay-request-deadline", daemon=True
-                )
-                self._thread.start()
-
-    def remove(self, watch: _Watch) -> None:
-        with self._lock:
-            self._watches.discard(watch)
-
-    def _loop(self) -> None:
-        while True:
-            with self._lock:
-                if not self._watches:
-                    self._thread = None
-                    return
-                now = time.monotonic()
-                late = [w for w in self._watches if w.deadline <= now]
-                for w in late:
-                    self._watches.discard(w)
-                soonest = min((w.deadline for w in self._watches), default=now + 1.0)
-            for w in late:
-                w.fire()
-            time.sleep(max(0.001, min(self._resolution, soonest - time.monotonic())))
-
-
-_WATCHDOG = _Watchdog()
 
 
 #: One retry engine: urllib3 must not retry on its own (retries would multiply).
@@ -456,50 +196,6 @@ def _sent_as(method: str, target: _Target, headers: Mapping[str, str]) -> Prepar
     p = PreparedRequest()
     p.method, p.url, p.headers = method, target.url, CaseInsensitiveDict(headers)
     return p
-
-
-def _mapped(exc: Exception, request: PreparedRequest) -> requests.RequestException | None:
-    """The requests exception ``HTTPAdapter.send`` raises for urllib3's *exc* (``None``:
-    requests lets it through as it is)."""
-    if isinstance(exc, (u3.ProtocolError, OSError)):
-        return requests.ConnectionError(exc, request=request)
-    if isinstance(exc, u3.MaxRetryError):
-        reason = exc.reason
-        if isinstance(reason, u3.ConnectTimeoutError) and not isinstance(
-            reason, u3.NewConnectionError
-        ):
-            return requests.ConnectTimeout(exc, request=request)
-        if isinstance(reason, u3.ResponseError):
-            return requests.exceptions.RetryError(exc, request=request)
-        if isinstance(reason, u3.ProxyError):
-            return requests.exceptions.ProxyError(exc, request=request)
-        if isinstance(reason, u3.SSLError):
-            return requests.exceptions.SSLError(exc, request=request)
-        return requests.ConnectionError(exc, request=request)
-    if isinstance(exc, u3.ClosedPoolError):
-        return requests.ConnectionError(exc, request=request)
-    if isinstance(exc, u3.ProxyError):
-        return requests.exceptions.ProxyError(exc)
-    if isinstance(exc, u3.SSLError):
-        return requests.exceptions.SSLError(exc, request=request)
-    if isinstance(exc, u3.ReadTimeoutError):
-        return requests.ReadTimeout(exc, request=request)
-    if isinstance(exc, u3.InvalidHeader):
-        return requests.exceptions.InvalidHeader(exc, request=request)
-    return None
-
-
-def _body_mapped(exc: Exception) -> requests.RequestException | None:
-    """The requests exception ``Response.iter_content`` raises while reading a body."""
-    if isinstance(exc, u3.ProtocolError):
-        return requests.exceptions.ChunkedEncodingError(exc)
-    if isinstance(exc, u3.DecodeError):
-        return requests.exceptions.ContentDecodingError(exc)
-    if isinstance(exc, u3.ReadTimeoutError):
-        return requests.ConnectionError(exc)
-    if isinstance(exc, u3.SSLError):
-        return requests.exceptions.SSLError(exc)
-    return None
 
 
 class _Client:
@@ -622,9 +318,9 @@ class Transport:
         if session is not None and session.cookies:
             target = None  # the provider's cookie jar has something for later requests
         started = time.monotonic()
-        watch = _Watch(started + self.deadline)
-        _current.watch = watch
-        _WATCHDOG.add(watch)
+        watch = Watch(started + self.deadline)
+        current.watch = watch
+        WATCHDOG.add(watch)
         try:
             if target is None:
                 status, headers, body, truncated = self._via_session(rt, request, url, watch)
@@ -638,8 +334,8 @@ class Transport:
                 exc, rt.info.name, local, (rt.connect_timeout, rt.read_timeout)
             )
         finally:
-            _WATCHDOG.remove(watch)
-            _current.watch = None
+            WATCHDOG.remove(watch)
+            current.watch = None
             if watch.finish():
                 self._drop_connections()
         if watch.finish():
@@ -658,7 +354,7 @@ class Transport:
         )
 
     def _direct(
-        self, rt: ProviderRuntime, request: HttpRequest, target: _Target, watch: _Watch
+        self, rt: ProviderRuntime, request: HttpRequest, target: _Target, watch: Watch
     ) -> tuple[int, dict[str, str], bytes, bool]:
         """The request on this thread's urllib3 pool, as ``HTTPAdapter.send`` sends it."""
         method = request.method.upper()
@@ -685,7 +381,7 @@ class Transport:
                 chunked=False,
             )
         except Exception as exc:
-            named = _mapped(exc, _sent_as(method, target, headers))
+            named = as_requests_error(exc, _sent_as(method, target, headers))
             if named is None:
                 raise
             raise named  # noqa: B904 - the context is urllib3's error, as requests raises it
@@ -702,7 +398,7 @@ class Transport:
                 else:
                     consumed = True
             except Exception as exc:
-                named = _body_mapped(exc)
+                named = body_read_error(exc)
                 if named is None:
                     raise
                 raise named  # noqa: B904 - as Response.iter_content raises it
@@ -720,7 +416,7 @@ class Transport:
         return resp.status, dict(resp.headers), body, truncated
 
     def _via_session(
-        self, rt: ProviderRuntime, request: HttpRequest, url: str, watch: _Watch
+        self, rt: ProviderRuntime, request: HttpRequest, url: str, watch: Watch
     ) -> tuple[int, dict[str, str], bytes, bool]:
         """The request through this thread's ``requests.Session``."""
         r = self.session(rt.info.name).request(
