@@ -116,7 +116,10 @@ class Notifications(SQLBase):
             ),
             (provider, doc_id, extra),
         )
-        self._count_dropped(cur, provider, extra)
+        # The rows deleted, not *extra*: a concurrent writer (PostgreSQL, read committed)
+        # may have deleted the same oldest ones first, and those are counted by it.
+        if cur.rowcount > 0:
+            self._count_dropped(cur, provider, cur.rowcount)
 
     def _drop_unmatched(self, cur: Any, provider: str, cap: int) -> None:
         cur.execute(
@@ -133,7 +136,8 @@ class Notifications(SQLBase):
             ),
             (provider, extra),
         )
-        self._count_dropped(cur, provider, extra)
+        if cur.rowcount > 0:  # the rows deleted (a concurrent writer may have taken some)
+            self._count_dropped(cur, provider, cur.rowcount)
 
     def _count_dropped(self, cur: Any, provider: str, n: int) -> None:
         cur.execute(
