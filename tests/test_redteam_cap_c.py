@@ -54,3 +54,40 @@ def test_answers_for_a_requeued_document_waiting_to_be_sent_are_bounded(
     kept = r.relay.store.notifications("order-1")
     waiting = [n for n in kept if n["applied"] == 0]
     assert len(kept) <= 2 * 5 + 1, (len(kept), len(waiting))
+
+
+def test_two_ingests_for_a_final_document_at_once_leave_none_waiting(recv: Receiver) -> None:
+    """The order is delivered. Two distinct answers for it come at once (two webhook
+    threads or processes): A is stored, B is stored, both ingests read the waiting ones
+    (A and B) and mark the latest already final. Both marked B: A stayed waiting for ever,
+    which the cap never drops (concurrent redeliveries grew the store). Now each marks every
+    waiting one, leaving one marked meanwhile as it is."""
+    r = recv
+    hdr = {"Content-Type": "application/json"}
+    assert r.relay.ingest_notification("aqi", r.note("OK"), hdr,
+                                       secret=WEBHOOK_SECRET).status == "applied"  # fmt: skip
+    store = r.relay.store
+    real = store.pending_notifications
+    inner: list[Any] = []
+
+    seen_by_a: list[Any] = []
+
+    def pending(provider: str, doc_id: str) -> Any:
+        if not inner:  # A, about to read the waiting ones: B comes, stored first
+            inner.append(None)
+            inner[0] = r.relay.ingest_notification("aqi", r.note("OK", sentAt=2), hdr,
+                                                   secret=WEBHOOK_SECRET)  # fmt: skip
+            return seen_by_a[0]
+        seen = real(provider, doc_id)  # B reads (A and B wait) and, at once, so does A
+        seen_by_a.append(real(provider, doc_id))
+        return seen
+
+    store.pending_notifications = pending  # type: ignore[method-assign]
+    try:
+        a = r.relay.ingest_notification("aqi", r.note("OK", sentAt=1), hdr,
+                                        secret=WEBHOOK_SECRET)  # fmt: skip
+    finally:
+        store.pending_notifications = real  # type: ignore[method-assign]
+    assert a.status == inner[0].status == "already_final"
+    kept = [(n["applied"], n["note"]) for n in store.notifications("order-1")]
+    assert (0, None) not in kept, kept

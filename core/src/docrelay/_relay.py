@@ -640,14 +640,18 @@ class Relay:
             # document moved meanwhile.
             rec = self.store.get(rec.id) or rec
         if rec.state in FINAL_STATES:
-            self._mark_latest(provider, rec.id, False, f"already {rec.state.value}")
+            self._mark_waiting(provider, rec.id, f"already {rec.state.value}")
             return IngestResult("already_final", rec.id, rec.state.value)
         return IngestResult("pending", rec.id, rec.state.value)
 
-    def _mark_latest(self, provider: str, doc_id: str, applied: bool, note: str) -> None:
-        pending = self.store.pending_notifications(provider, doc_id)
-        if pending:
-            self.store.mark_notification(pending[-1][0], applied, note)
+    def _mark_waiting(self, provider: str, doc_id: str, note: str) -> None:
+        """Mark every answer of the round that still waits not applicable (*note*): the
+        document is final. Every one, not only the latest: two ingests at once both read
+        both waiting ones, and marking "the latest" each left the other waiting for ever
+        (never dropped by the cap). One applied meanwhile by the ingest or send that moved
+        the document (read here while it still waited) is left as it is."""
+        for note_id, _ in self.store.pending_notifications(provider, doc_id):
+            self.store.mark_notification(note_id, False, note, if_waiting=True)
 
     @property
     def wsgi_app(self) -> Callable[..., Any]:

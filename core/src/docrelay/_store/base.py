@@ -189,7 +189,11 @@ class Store(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def mark_notification(self, note_id: int, applied: bool, note: str) -> None: ...
+    def mark_notification(
+        self, note_id: int, applied: bool, note: str, *, if_waiting: bool = False
+    ) -> None:
+        """Mark a notification applied or not applicable, with *note*; *if_waiting*: only
+        while it still waits (one marked meanwhile by another process stays as it is)."""
 
     @abc.abstractmethod
     def notifications(self, doc_id: str | None = None) -> list[dict[str, Any]]: ...

@@ -182,10 +182,13 @@ class Notifications(SQLBase):
             rows = cur.fetchall()
         return [(int(i), o) for i, s in rows if (o := load_outcome(s)) is not None]
 
-    def mark_notification(self, note_id: int, applied: bool, note: str) -> None:
+    def mark_notification(
+        self, note_id: int, applied: bool, note: str, *, if_waiting: bool = False
+    ) -> None:
+        sql = "UPDATE notifications SET applied = ?, note = ? WHERE id = ?"
         with self._tx() as cur:
             cur.execute(
-                self._sql("UPDATE notifications SET applied = ?, note = ? WHERE id = ?"),
+                self._sql(sql + (" AND applied = 0" if if_waiting else "")),
                 (1 if applied else 2, note, note_id),
             )
 
