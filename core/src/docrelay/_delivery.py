@@ -69,6 +69,9 @@ class _Delivering(EngineParts):
         attempts = record.attempts
         first_attempt_at = record.first_attempt_at
         reauthed = refreshed = False
+        # The resend a token refresh or a re-read asked for, not made yet (the round's
+        # in-process timeout ended it first): the round ends for a retry, not failed.
+        resend_owed = False
         last: tuple[Outcome, Attempt | None] | None = None
         try:
             key = self._ensure_key(record, ctx, hooks)
@@ -81,9 +84,11 @@ class _Delivering(EngineParts):
         def step() -> None:
             """One attempt; raises :class:`_Again` when it asks for an in-process retry."""
             nonlocal plan, number, first_attempt_at, attempts, last, reauthed, refreshed, sent
+            nonlocal resend_owed
             if attempts >= s.max_attempts:
                 return
             sent += 1
+            resend_owed = False
             outcome, attempt, counted = self._send_once(
                 record, owner, ctx, hooks, rt, key, number, first_attempt_at, plan
             )
@@ -99,6 +104,7 @@ class _Delivering(EngineParts):
                 for cred, value in ctx._services.used_tokens.items():  # type: ignore[attr-defined]
                     self.tokens.invalidate(cred, value)
                 self._record(record, owner, ctx, attempt, attempts, first_attempt_at)
+                resend_owed = True
                 raise _Again(outcome, 0.0)
             if kind == OutcomeKind.STALE and not refreshed:
                 refreshed = True
@@ -130,6 +136,7 @@ class _Delivering(EngineParts):
                 finally:
                     self._observe(hooks, ctx, None, "refresh")
                 if fresh:
+                    resend_owed = True
                     raise _Again(outcome, 0.0)
             elif kind in (OutcomeKind.RETRY, OutcomeKind.THROTTLED) or (
                 kind == OutcomeKind.UNKNOWN and rt.info.deduplicates
@@ -178,7 +185,17 @@ class _Delivering(EngineParts):
             return self._fail(record, owner, ctx, hooks, record.outcome, "attempt budget spent")
         outcome, last_attempt = last
         record = attrs.evolve(record, attempts=attempts, first_attempt_at=first_attempt_at)
-        if outcome.kind == OutcomeKind.REAUTH:
+        if resend_owed and outcome.kind in (OutcomeKind.REAUTH, OutcomeKind.STALE):
+            # The token was refreshed (or the resource re-read), but the round's time was
+            # up before the resend: nothing says the resend would be refused.
+            outcome = attrs.evolve(
+                outcome,
+                kind=OutcomeKind.RETRY,
+                message=(outcome.message or "")
+                + " (resend after the token refresh or re-read left for a later round:"
+                " inprocess_timeout reached)",
+            )
+        elif outcome.kind == OutcomeKind.REAUTH:
             outcome = attrs.evolve(
                 outcome,
                 kind=OutcomeKind.CONFIG_ERROR,
