@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from acme_testprovider import AcmePlugin, AcmeSandbox
-from docrelay import DocState, Document, Relay
+from docrelay import DocState, Document, Relay, hookimpl
 from docrelay.sandbox import SandboxRequest, SandboxResponse
 
 CREDS = {"client_id": "acme-client", "client_secret": "acme-secret-value"}
@@ -30,6 +30,9 @@ class Scripted(AcmeSandbox):
         if step == "slow401":
             time.sleep(0.4)
             return SandboxResponse.json(401, {"message": "invalid or expired token"})
+        if step == "slow412":
+            time.sleep(0.4)
+            return SandboxResponse.json(412, {"message": "precondition failed"})
         if step == "503":
             return SandboxResponse.json(503, {"message": "busy"})
         return super()._post(req)
@@ -58,6 +61,39 @@ def test_a_401_whose_resend_does_not_fit_the_round_is_retried_not_failed(
             st = relay.status("inv-1")
             assert st.state == DocState.RETRY_WAIT, (st.state, st.outcome)
             assert not relay.paused()
+        finally:
+            relay.close()
+    finally:
+        sbx.stop()
+
+
+class Rereading(AcmePlugin):
+    """Acme whose re-read after a 412 finds the resource fresh (resend with it)."""
+
+    @hookimpl
+    def refresh_resource(self, document: Document, ctx: Any) -> bool:
+        return True
+
+
+def test_a_412_whose_resend_after_the_re_read_does_not_fit_is_retried_not_rejected(
+    tmp_path: Path,
+) -> None:
+    """A 412 after the round's inprocess_timeout, the re-read fresh: the resend did not
+    fit, and the round ended "still stale after re-reading the resource": rejected, though
+    the re-read version was never sent. It must wait for a retry."""
+    sbx = Scripted(["slow412"])
+    sbx.start()
+    try:
+        relay = Relay(f"sqlite:///{tmp_path / 'd.db'}",
+                      providers={"acme": {"base_url": sbx.url, **CREDS}},
+                      engine={**FAST, "inprocess_attempts": 3, "inprocess_timeout": 0.3},
+                      plugins=[Rereading()], autoload=False)  # fmt: skip
+        try:
+            relay.submit(Document(id="inv-1", provider="acme", payload=b'{"amount": 1}',
+                                  content_type="application/json"))  # fmt: skip
+            relay.run_until_idle()
+            st = relay.status("inv-1")
+            assert st.state == DocState.RETRY_WAIT, (st.state, st.outcome)
         finally:
             relay.close()
     finally:
